@@ -1,0 +1,3 @@
+//! tokio glue for [`coalescer`]: detached work and timeouts (filled in by the adapters issue).
+
+pub use coalescer;

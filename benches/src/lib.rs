@@ -1,0 +1,1 @@
+//! Benchmark harness (filled in by the benchmarks issue).

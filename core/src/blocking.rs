@@ -1,0 +1,76 @@
+//! The blocking API: the same flights, for plain threads. Waiting parks the thread on the
+//! flight's `event-listener` event; async and blocking callers can share one flight.
+
+use crate::handle::Handle;
+use crate::outcome::{Outcome, Panicked};
+use crate::table::Table;
+use event_listener::{EventListener, Listener};
+
+/// A number unique to the calling thread while it lives (the address of a thread-local).
+pub(crate) fn thread_token() -> usize {
+    std::thread_local!(static TOKEN: u8 = const { 0 });
+    TOKEN.with(|t| core::ptr::from_ref(t) as usize)
+}
+
+/// Joins `key`'s flight on this thread: runs `work` as the leader (or when promoted), or waits.
+pub(crate) fn run<G>(
+    table: &G,
+    key: G::Key,
+    work: impl FnOnce() -> G::Value,
+) -> Result<Outcome<G::Value>, Panicked>
+where
+    G: Table,
+    G::Value: Clone,
+{
+    let mut handle = Handle::join(table, key, None);
+    if !handle.is_leader() {
+        match wait(&mut handle) {
+            Waited::Finished(result) => return result,
+            Waited::Promoted => {}
+        }
+    }
+    let flight = handle.flight().clone();
+    let guard = flight.enter_blocking();
+    let result = crate::unwind::catch(work);
+    drop(guard);
+    match result {
+        Ok(value) => Ok(handle.complete(value)),
+        Err(payload) => handle.fail(payload),
+    }
+}
+
+enum Waited<V> {
+    Finished(Result<Outcome<V>, Panicked>),
+    Promoted,
+}
+
+/// Parks until the flight finishes, this caller is promoted, or (shared work) it can drive.
+fn wait<G: Table>(handle: &mut Handle<'_, G>) -> Waited<G::Value>
+where
+    G::Value: Clone,
+{
+    let mut listener: Option<EventListener> = None;
+    loop {
+        if let Some(result) = handle.finished_result() {
+            return Waited::Finished(result);
+        }
+        if handle.try_promote() {
+            return Waited::Promoted;
+        }
+        assert!(
+            !handle.flight().is_run_by_this_thread(),
+            "coalescer: re-entrant `work_blocking` for a key whose work this thread is running; \
+             it would wait on itself forever"
+        );
+        if handle.flight().is_shared() {
+            if let Some(outcome) = handle.drive(false) {
+                return Waited::Finished(Ok(outcome));
+            }
+        }
+        match listener.take() {
+            // Listen first, then check the state again (never check-then-listen).
+            None => listener = Some(handle.flight().listen()),
+            Some(l) => l.wait(),
+        }
+    }
+}

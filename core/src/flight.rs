@@ -1,0 +1,302 @@
+//! One flight: the shared state of every caller waiting on one execution of the work.
+//!
+//! # Access protocol
+//!
+//! A flight lives in an `Arc` shared by its table entry (while it is the key's current flight),
+//! every waiter's handle, and (shared work only) the wakers its work future holds.
+//!
+//! * `state` is the authority (see [`crate::state`]). The waiter count changes only under the
+//!   table lock while the flight is current, so joins and "last one out" never race.
+//! * `result` is written once, by the caller that moves the phase to `DONE` or `PANICKED`, before
+//!   that release; it is read only after an acquire load has seen one of those phases.
+//! * `work` (shared work only) is touched by the holder of `DRIVING` alone, or by the last waiter
+//!   out once the count is zero and the flight is out of its table (nobody can take `DRIVING`).
+//! * `event` wakes sleeping waiters: all of them when the flight finishes, when a work-mode
+//!   flight is vacated, and when shared work's waker fires while nobody is polling the work.
+
+use crate::outcome::Panicked;
+use crate::state::{self, State};
+use crate::sync::{
+    Arc, AtomicUsize,
+    Ordering::{AcqRel, Acquire, Relaxed},
+    UnsafeCell,
+};
+use alloc::boxed::Box;
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
+use event_listener::{Event, EventListener};
+
+/// A shared flight's work, owned by the flight.
+pub(crate) type BoxedWork<V> = Pin<Box<dyn Future<Output = V> + Send>>;
+
+/// Polls a shared flight's work once; the caller holds `DRIVING`. Made where the bounds that a
+/// waker needs (`V: Send + Sync + 'static`) are known, so that any waiter can call it.
+pub(crate) type DriveFn<V> = fn(&Arc<Flight<V>>) -> Poll<V>;
+
+/// The state one execution of the work shares with its waiters (internal; public only so that
+/// it can appear in the bounds of the public futures).
+#[doc(hidden)]
+pub struct Flight<V> {
+    state: AtomicUsize,
+    event: Event,
+    result: UnsafeCell<Option<Result<V, Panicked>>>,
+    work: UnsafeCell<Option<BoxedWork<V>>>,
+    drive: Option<DriveFn<V>>,
+    /// The thread running this flight's work through the blocking API (0 when none), so that a
+    /// re-entrant blocking call on that thread panics instead of waiting on itself.
+    #[cfg(feature = "std")]
+    blocking_thread: AtomicUsize,
+}
+
+// SAFETY: `result` is written by one thread before a release and read (`&V`, to clone) by many
+// after an acquire, so it needs `V: Send + Sync`; `work` is `Send` and reached by one thread at a
+// time (the holder of `DRIVING`); everything else is atomics and an `Event`.
+unsafe impl<V: Send + Sync> Sync for Flight<V> {}
+
+impl<V> Flight<V> {
+    /// A new flight with its leader counted. A shared flight starts with `DRIVING` held by the
+    /// leader, which installs the work before anyone else may poll it.
+    pub(crate) fn new(drive: Option<DriveFn<V>>) -> Self {
+        let driving = if drive.is_some() { state::DRIVING } else { 0 };
+        Self {
+            state: AtomicUsize::new(state::ONE_WAITER | state::RUNNING | driving),
+            event: Event::new(),
+            result: UnsafeCell::new(None),
+            work: UnsafeCell::new(None),
+            drive,
+            #[cfg(feature = "std")]
+            blocking_thread: AtomicUsize::new(0),
+        }
+    }
+
+    /// Whether the flight owns its work (shared-work mode).
+    pub(crate) fn is_shared(&self) -> bool {
+        self.drive.is_some()
+    }
+
+    pub(crate) fn load(&self) -> State {
+        State(self.state.load(Acquire))
+    }
+
+    /// Counts one more waiter. The caller holds the table lock and the flight is current.
+    pub(crate) fn join(&self) {
+        // Relaxed: the table lock orders this with every later decision about the count.
+        self.state.fetch_add(state::ONE_WAITER, Relaxed);
+    }
+
+    /// One waiter leaves; returns the new state.
+    pub(crate) fn leave(&self, vacate: bool) -> State {
+        let prev = self
+            .state
+            .fetch_update(AcqRel, Acquire, |s| Some(State(s).leave(vacate).0));
+        // The closure never declines, so `fetch_update` cannot fail.
+        State(prev.unwrap_or_else(|s| s)).leave(vacate)
+    }
+
+    /// Takes the lead of a vacated work-mode flight; true for the one waiter that wins.
+    pub(crate) fn try_promote(&self) -> bool {
+        let s = self.load();
+        s.phase() == state::VACANT
+            && self
+                .state
+                .compare_exchange(
+                    s.0,
+                    (s.0 & !state::PHASE_MASK) | state::RUNNING,
+                    AcqRel,
+                    Acquire,
+                )
+                .is_ok()
+    }
+
+    /// A listener for the next notification; register it, then re-check the state.
+    pub(crate) fn listen(&self) -> EventListener {
+        self.event.listen()
+    }
+
+    /// Wakes every sleeping waiter.
+    pub(crate) fn notify_all(&self) {
+        self.event.notify(usize::MAX);
+    }
+
+    /// Ends the flight in `phase`. The caller ran the work to its end and has already taken the
+    /// flight out of its table, so no waiter can join any more: the count can only fall. The
+    /// result is stored only when another waiter is counted, since nobody else could read it.
+    /// Returns whether another waiter was counted.
+    pub(crate) fn publish(
+        &self,
+        phase: usize,
+        for_others: impl FnOnce() -> Result<V, Panicked>,
+    ) -> bool {
+        let others = State(self.state.load(Relaxed)).waiters() > 1;
+        if others {
+            let result = for_others();
+            // SAFETY: the caller is the one finisher (it ran the work: the work-mode leader, or
+            // the holder of `DRIVING`), and readers wait for the release below.
+            self.result.with_mut(|slot| unsafe { *slot = Some(result) });
+        }
+        let prev = self
+            .state
+            .fetch_update(AcqRel, Acquire, |s| Some(State(s).finish(phase).0));
+        if State(prev.unwrap_or_else(|s| s)).waiters() > 1 {
+            self.notify_all();
+        }
+        others
+    }
+
+    /// A clone of the published result, for a waiter that has seen a finished phase.
+    pub(crate) fn result(&self) -> Result<V, Panicked>
+    where
+        V: Clone,
+    {
+        // SAFETY: the caller saw `DONE`/`PANICKED` with an acquire load; the finisher wrote the
+        // slot before its release and nobody writes it again.
+        let result = self.result.with(|slot| unsafe { (*slot).clone() });
+        result.expect("a counted waiter saw a finished flight, so its result was stored")
+    }
+
+    /// Takes the shared work out, to drop it. The caller holds `DRIVING`, or is the last waiter
+    /// out of a flight that is no longer in its table.
+    pub(crate) fn take_work(&self) -> Option<BoxedWork<V>> {
+        // SAFETY: see the caller's obligation above: nobody else can reach the slot.
+        self.work.with_mut(|slot| unsafe { (*slot).take() })
+    }
+
+    /// Installs the shared work. The caller is the leader, still holding `DRIVING` from `new`.
+    pub(crate) fn install(&self, work: BoxedWork<V>) {
+        debug_assert!(self.load().is_driving());
+        // SAFETY: the leader holds `DRIVING` (set in `new`), so no other waiter polls the slot.
+        self.work.with_mut(|slot| unsafe { *slot = Some(work) });
+    }
+
+    /// Takes `DRIVING` when the shared work wants polling (its waker fired) and nobody is
+    /// polling it.
+    pub(crate) fn try_drive(&self) -> bool {
+        let mut s = self.load();
+        while s.phase() == state::RUNNING && s.is_woken() && !s.is_driving() {
+            let next = (s.0 | state::DRIVING) & !state::WOKEN;
+            match self.state.compare_exchange_weak(s.0, next, AcqRel, Acquire) {
+                Ok(_) => return true,
+                Err(now) => s = State(now),
+            }
+        }
+        false
+    }
+
+    /// Gives `DRIVING` back after a poll that returned `Pending`. Returns true when the work's
+    /// waker fired during that poll: nobody was told, so the caller must try to drive again.
+    pub(crate) fn stop_driving(&self) -> bool {
+        State(self.state.fetch_and(!state::DRIVING, AcqRel)).is_woken()
+    }
+
+    /// Polls the shared work once; the caller holds `DRIVING`.
+    pub(crate) fn drive(self: &Arc<Self>) -> Poll<V> {
+        let drive = self.drive.expect("only shared flights are driven");
+        drive(self)
+    }
+
+    /// Marks the calling thread as the one running this flight's work in the blocking API.
+    #[cfg(feature = "std")]
+    pub(crate) fn enter_blocking(&self) -> BlockingGuard<'_, V> {
+        self.blocking_thread
+            .store(crate::blocking::thread_token(), Relaxed);
+        BlockingGuard(self)
+    }
+
+    /// Whether the calling thread is running this flight's work in the blocking API.
+    #[cfg(feature = "std")]
+    pub(crate) fn is_run_by_this_thread(&self) -> bool {
+        self.blocking_thread.load(Relaxed) == crate::blocking::thread_token()
+    }
+}
+
+/// Clears [`Flight::enter_blocking`] when the blocking work returns or unwinds.
+#[cfg(feature = "std")]
+pub(crate) struct BlockingGuard<'a, V>(&'a Flight<V>);
+
+#[cfg(feature = "std")]
+impl<V> Drop for BlockingGuard<'_, V> {
+    fn drop(&mut self) {
+        self.0.blocking_thread.store(0, Relaxed);
+    }
+}
+
+impl<V: Send + Sync + 'static> Flight<V> {
+    /// The [`DriveFn`] of a shared flight: polls the work with a waker that points at the
+    /// flight, not at whichever waiter happens to drive, so a wake reaches the flight even when
+    /// that waiter's task has stalled.
+    pub(crate) fn poll_work(self: &Arc<Self>) -> Poll<V> {
+        let waker = self.waker();
+        let mut cx = Context::from_waker(&waker);
+        // SAFETY: the caller holds `DRIVING` (the `DriveFn` contract), so this is the one
+        // reference to the slot; the future stays pinned in its box.
+        self.work.with_mut(|slot| match unsafe { &mut *slot } {
+            Some(work) => work.as_mut().poll(&mut cx),
+            None => unreachable!("a driven flight has its work installed"),
+        })
+    }
+
+    /// The work's waker fired.
+    ///
+    /// If a waiter is polling the work right now it will see `WOKEN` when it stops and poll
+    /// again. Otherwise every sleeping waiter is woken, once per burst of wakes: nothing tells
+    /// which waiters' tasks are still being polled, and waking any strict subset could pick only
+    /// stalled ones. The first waiter polled takes `DRIVING`; the rest find `WOKEN` clear and
+    /// sleep again without touching the work.
+    fn wake_work(&self) {
+        let prev = State(self.state.fetch_or(state::WOKEN, AcqRel));
+        if prev.phase() == state::RUNNING
+            && !prev.is_driving()
+            && !prev.is_woken()
+            && prev.waiters() > 0
+        {
+            self.notify_all();
+        }
+    }
+
+    fn waker(self: &Arc<Self>) -> Waker {
+        let data = Arc::into_raw(self.clone()).cast::<()>();
+        // SAFETY: `data` is an `Arc<Self>` turned into a raw pointer, which is what every
+        // function of `VTABLE` expects; `Self: Send + Sync + 'static`, as a `Waker` needs.
+        unsafe { Waker::from_raw(RawWaker::new(data, &Self::VTABLE)) }
+    }
+
+    const VTABLE: RawWakerVTable = RawWakerVTable::new(
+        Self::waker_clone,
+        Self::waker_wake,
+        Self::waker_wake_by_ref,
+        Self::waker_drop,
+    );
+
+    unsafe fn waker_clone(data: *const ()) -> RawWaker {
+        // SAFETY: `data` came from `Arc::into_raw` in `waker` and its count is still held.
+        unsafe { Arc::increment_strong_count(data.cast::<Self>()) };
+        RawWaker::new(data, &Self::VTABLE)
+    }
+
+    unsafe fn waker_wake(data: *const ()) {
+        // SAFETY: `data` came from `Arc::into_raw`; waking by value consumes that count.
+        let flight = unsafe { Arc::from_raw(data.cast::<Self>()) };
+        flight.wake_work();
+    }
+
+    unsafe fn waker_wake_by_ref(data: *const ()) {
+        // SAFETY: `data` came from `Arc::into_raw` and the waker still owns its count.
+        let flight = unsafe { &*data.cast::<Self>() };
+        flight.wake_work();
+    }
+
+    unsafe fn waker_drop(data: *const ()) {
+        // SAFETY: `data` came from `Arc::into_raw`; dropping the waker gives its count back.
+        unsafe { Arc::decrement_strong_count(data.cast::<Self>()) };
+    }
+}
+
+impl<V> core::fmt::Debug for Flight<V> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Flight")
+            .field("state", &self.load())
+            .field("shared", &self.is_shared())
+            .finish()
+    }
+}

@@ -1,0 +1,468 @@
+//! [`Group`]: request coalescing for many keys, on `scc::HashMap`.
+
+use crate::flight::{DriveFn, Flight};
+use crate::outcome::{Error, Outcome, Panicked, split_try};
+use crate::start::TryStart;
+use crate::stats::{Counters, Event, Stats};
+use crate::sync::Arc;
+use crate::table::{Table, sealed};
+use crate::work::{SharedOps, TryWork, Work};
+use core::fmt;
+use core::future::Future;
+use core::hash::{BuildHasher, Hash};
+use scc::hash_map::Entry;
+use std::collections::hash_map::RandomState;
+
+/// How many keys a [`Group::new`] is sized for before its map first grows.
+pub const DEFAULT_CAPACITY: usize = 128;
+
+/// Coalesces concurrent calls by key: the first caller for a key runs the work (the *leader*),
+/// every concurrent caller for that key waits for it and gets a clone of its value (the
+/// *followers*). Once the value is handed out the key is free again: this deduplicates work in
+/// flight; it is not a cache.
+///
+/// # Choosing a mode
+///
+/// | method | work | a dropped leader | a stalled leader | needs |
+/// |---|---|---|---|---|
+/// | [`work`](Self::work) | borrowed, runs inside the leader's future | one follower is promoted and runs *its own* closure | blocks the followers | nothing |
+/// | [`work_shared`](Self::work_shared) | owned by the flight, driven by any waiter | the others keep driving the *same* future | does not matter | `Send + 'static` work |
+/// | [`work_blocking`](Self::work_blocking) | a closure run on the leader's thread | (threads are not cancelled) | — | a thread |
+///
+/// The runtime adapters (`coalescer-tokio`, `coalescer-smol`, `coalescer-async-std`) add a
+/// third mode, *detached*: the work is spawned and finishes even if every caller leaves.
+/// Each method has a fallible twin (`try_*`) that shares an `Err` with the concurrent callers
+/// without needing `E: Clone`.
+///
+/// # Locking
+///
+/// Each key's flight lives in an [`scc::HashMap`], whose entries are guarded by per-bucket
+/// read-write locks (only its resizing is lock-free). A call takes its bucket's lock twice: once
+/// to join (insert a new flight, or clone the current one's `Arc` and count itself in), once to
+/// leave or to remove the finished flight. Each critical section is a few dozen instructions;
+/// no lock is held across an `.await`, while waiting, or while user code runs (the work, its
+/// drop, the value's clone). Calls for keys in different buckets never touch the same lock.
+///
+/// In the async path the bucket lock is taken with scc's synchronous method: a critical section
+/// this short costs less than a task switch, the named futures of this crate could not hold
+/// scc's unnameable futures without boxing each call, and a leave from `Drop` cannot await in
+/// any case. Waiting for a *flight* never blocks a thread: async waiters sleep on an
+/// `event-listener` event and are woken by the flight.
+///
+/// # Examples
+///
+/// ```
+/// use coalescer::Group;
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let group = Arc::new(Group::<String, u64>::new());
+/// let queries = Arc::new(AtomicUsize::new(0));
+/// let mut requests = Vec::new();
+/// for _ in 0..10 {
+///     let (group, queries) = (group.clone(), queries.clone());
+///     requests.push(tokio::spawn(async move {
+///         let outcome = group.work("report".to_string(), || async {
+///             queries.fetch_add(1, SeqCst);
+///             // Stand-in for a slow query: it finishes once all ten requests have arrived.
+///             while group.counters().followers < 9 { tokio::task::yield_now().await }
+///             42
+///         });
+///         outcome.await.unwrap().into_value()
+///     }));
+/// }
+/// for request in requests {
+///     assert_eq!(request.await.unwrap(), 42);
+/// }
+/// assert_eq!(queries.load(SeqCst), 1); // ten requests, one query
+/// assert!(group.is_idle());            // not a cache: the key is free again
+/// # });
+/// ```
+pub struct Group<K, V, S: BuildHasher = RandomState> {
+    map: scc::HashMap<K, Arc<Flight<V>>, S>,
+    stats: Stats,
+}
+
+/// A [`Group`] for fallible work: the value is `Result<T, Arc<E>>`, so that an error can be
+/// shared with the concurrent callers without `E: Clone`. Use it with the `try_*` methods.
+pub type TryGroup<K, T, E, S = RandomState> = Group<K, Result<T, alloc::sync::Arc<E>>, S>;
+
+impl<K: Hash + Eq, V> Group<K, V, RandomState> {
+    /// A group sized for [`DEFAULT_CAPACITY`] keys in flight at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let group = coalescer::Group::<u64, String>::new();
+    /// assert!(group.is_idle());
+    /// ```
+    pub fn new() -> Self {
+        Self::with_capacity(DEFAULT_CAPACITY)
+    }
+
+    /// A group sized for `capacity` keys in flight at once. The map never shrinks below this,
+    /// so it does not reallocate as flights come and go.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let group = coalescer::Group::<u64, u64>::with_capacity(10_000);
+    /// assert_eq!(group.in_flight(), 0);
+    /// ```
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self::with_capacity_and_hasher(capacity, RandomState::new())
+    }
+}
+
+impl<K: Hash + Eq, V> Default for Group<K, V, RandomState> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
+    /// A group with a given hasher (a fixed one makes runs reproducible, as loom models need).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::hash::BuildHasherDefault;
+    /// use std::collections::hash_map::DefaultHasher;
+    /// let group = coalescer::Group::<u8, u8, _>::with_hasher(BuildHasherDefault::<DefaultHasher>::default());
+    /// assert!(group.is_idle());
+    /// ```
+    pub fn with_hasher(hasher: S) -> Self {
+        Self::with_capacity_and_hasher(DEFAULT_CAPACITY, hasher)
+    }
+
+    /// A group sized for `capacity` keys, with a given hasher.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let group = coalescer::Group::<u8, u8, _>::with_capacity_and_hasher(16, std::collections::hash_map::RandomState::new());
+    /// assert!(group.is_idle());
+    /// ```
+    pub fn with_capacity_and_hasher(capacity: usize, hasher: S) -> Self {
+        Self {
+            map: scc::HashMap::with_capacity_and_hasher(capacity, hasher),
+            stats: Stats::default(),
+        }
+    }
+
+    /// How many keys have a flight in the air. Counts the map's entries, which reads the whole
+    /// bucket array: fine for metrics and tests, not for a hot path.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let group = coalescer::Group::<u8, u8>::new();
+    /// assert_eq!(group.in_flight(), 0);
+    /// ```
+    pub fn in_flight(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no flight is in the air.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(coalescer::Group::<u8, u8>::new().is_idle());
+    /// ```
+    pub fn is_idle(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The counters since the group was created.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let group = coalescer::Group::<u8, u8>::new();
+    /// assert_eq!(group.counters(), coalescer::Counters::default());
+    /// ```
+    pub fn counters(&self) -> Counters {
+        self.stats.snapshot()
+    }
+
+    /// Detaches `key`'s current flight (Go's `Forget`): the next call for `key` starts a new
+    /// flight, while the callers of the old one still get the old flight's value. The old flight
+    /// never removes the new one when it finishes (removal compares identity, not keys). Returns
+    /// whether a flight was detached.
+    ///
+    /// Use it when the work in the air is known to be stale (the data changed under it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let group = coalescer::Group::<&str, u32>::new();
+    /// assert!(!group.forget("nothing in the air"));
+    /// ```
+    pub fn forget<Q>(&self, key: &Q) -> bool
+    where
+        Q: Hash + scc::Equivalent<K> + ?Sized,
+    {
+        let detached = self.map.remove_sync(key).is_some();
+        if detached {
+            self.stats.record(Event::Forget);
+        }
+        detached
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher> Group<K, V, S> {
+    /// Runs `work` once for all concurrent calls with this `key`; every caller gets a clone of
+    /// its value. The work may borrow from the caller (it runs inside the leader's future).
+    ///
+    /// Resolves to the [`Outcome`] (the value, whether this caller led, whether it was shared),
+    /// or to [`Panicked`] when the work panicked in another caller.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping a follower affects nobody else. Dropping the leader before its work finishes
+    /// drops its work; if followers are waiting, exactly one of them is promoted and runs *its
+    /// own* `work` closure while the others wait for it; with nobody left the key is freed. No
+    /// follower hangs or sees a spurious error. A leader that is polled once and then never again
+    /// (a losing `select!` branch that is kept alive) does block its followers: use
+    /// [`work_shared`](Self::work_shared) or a runtime adapter's detached mode where that can
+    /// happen.
+    ///
+    /// # Panics
+    ///
+    /// When the work panics in this caller, the followers are released at once with
+    /// [`Panicked`], the key is freed, and the panic is resumed here. Polling the future again
+    /// after it completed panics.
+    ///
+    /// A call for a key whose work is running *in the same task* (the work awaits its own key)
+    /// waits on itself forever; the blocking API detects that case, the async one cannot.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # futures_lite::future::block_on(async {
+    /// let group = coalescer::Group::<u64, String>::new();
+    /// let name = group.work(7, || async { "seven".to_string() }).await?.into_value();
+    /// assert_eq!(name, "seven");
+    /// # Ok::<(), coalescer::Panicked>(()) }).unwrap();
+    /// ```
+    pub fn work<F, Fut>(&self, key: K, work: F) -> Work<'_, Self, F, Fut>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V>,
+    {
+        Work::new(self, key, work, None)
+    }
+
+    /// Like [`work`](Self::work), but the flight owns the work future and *any* waiter drives
+    /// it, so the work survives its leader.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping any caller, the leader included, neither stops nor restarts the work: the
+    /// callers that are left keep polling the same future. The work is dropped (cancelled) only
+    /// when the last caller leaves, and the key is then freed. A caller that stops being polled
+    /// does not hold the others up: the work's waker wakes the flight's waiters, and whichever
+    /// is polled first drives the work.
+    ///
+    /// # Panics
+    ///
+    /// When the work panics, the panic is resumed in the caller that was polling it, and every
+    /// other caller gets [`Panicked`]. Polling the future again after it completed panics.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # futures_lite::future::block_on(async {
+    /// let group = coalescer::Group::<u64, u64>::new();
+    /// let v = group.work_shared(3, || async { 9 }).await.unwrap();
+    /// assert_eq!(*v.value(), 9);
+    /// # });
+    /// ```
+    ///
+    /// Borrowed or `!Send` work is a compile error:
+    ///
+    /// ```compile_fail
+    /// # futures_lite::future::block_on(async {
+    /// let group = coalescer::Group::<u64, u64>::new();
+    /// let local = std::rc::Rc::new(5);
+    /// group.work_shared(3, || async move { *local }).await.unwrap();
+    /// # });
+    /// ```
+    pub fn work_shared<F, Fut>(&self, key: K, work: F) -> Work<'_, Self, F, Fut>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V> + Send + 'static,
+        V: Send + Sync + 'static,
+    {
+        Work::new(self, key, work, Some(SharedOps::new()))
+    }
+
+    /// Runs `work` once for all concurrent calls with this `key` on plain threads; the other
+    /// callers park until it finishes. Async and blocking callers can share one flight.
+    ///
+    /// A blocking caller that joins a shared-work flight may drive that work from its thread;
+    /// if the work needs a runtime's context (I/O, timers), call from inside that context.
+    ///
+    /// # Panics
+    ///
+    /// When `work` panics on this thread, the other callers are released with [`Panicked`] and
+    /// the panic is resumed here. A call for a key whose work this very thread is running (a
+    /// re-entrant call from inside `work`) panics instead of waiting on itself forever.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let group = coalescer::Group::<&str, u32>::new();
+    /// let v = group.work_blocking("answer", || 42).unwrap();
+    /// assert_eq!(*v.value(), 42);
+    /// ```
+    pub fn work_blocking(&self, key: K, work: impl FnOnce() -> V) -> Result<Outcome<V>, Panicked> {
+        crate::blocking::run(self, key, work)
+    }
+}
+
+impl<K, T, E, S> Group<K, Result<T, alloc::sync::Arc<E>>, S>
+where
+    K: Hash + Eq + Clone,
+    T: Clone,
+    S: BuildHasher,
+{
+    /// The fallible form of [`work`](Self::work): an `Err` is shared with the concurrent
+    /// followers (behind an `Arc`, so `E` needs no `Clone`) and never retained: the next call
+    /// starts anew, so a retry after an error costs one execution, not one per caller.
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`work`](Self::work).
+    ///
+    /// # Panics
+    ///
+    /// As for [`work`](Self::work).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # futures_lite::future::block_on(async {
+    /// #[derive(Debug)]
+    /// struct NotFound; // no Clone needed
+    /// let group = coalescer::TryGroup::<u64, String, NotFound>::new();
+    /// let err = group.try_work(404, || async { Err(NotFound) }).await.unwrap_err();
+    /// assert!(err.is_failed());
+    /// let ok = group.try_work(200, || async { Ok("ok".to_string()) }).await.unwrap();
+    /// assert_eq!(ok.value(), "ok");
+    /// # });
+    /// ```
+    pub fn try_work<F, Fut>(&self, key: K, work: F) -> TryWork<'_, Self, F, Fut>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        TryWork::new(Work::new(self, key, TryStart(work), None))
+    }
+
+    /// The fallible form of [`work_shared`](Self::work_shared).
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`work_shared`](Self::work_shared).
+    ///
+    /// # Panics
+    ///
+    /// As for [`work_shared`](Self::work_shared).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # futures_lite::future::block_on(async {
+    /// let group = coalescer::TryGroup::<u64, u64, std::io::Error>::new();
+    /// let v = group.try_work_shared(1, || async { Ok(1) }).await.unwrap();
+    /// assert_eq!(*v.value(), 1);
+    /// # });
+    /// ```
+    pub fn try_work_shared<F, Fut>(&self, key: K, work: F) -> TryWork<'_, Self, F, Fut>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + Sync + 'static,
+        E: Send + Sync + 'static,
+    {
+        TryWork::new(Work::new(self, key, TryStart(work), Some(SharedOps::new())))
+    }
+
+    /// The fallible form of [`work_blocking`](Self::work_blocking).
+    ///
+    /// # Panics
+    ///
+    /// As for [`work_blocking`](Self::work_blocking).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let group = coalescer::TryGroup::<&str, u32, std::num::ParseIntError>::new();
+    /// let err = group.try_work_blocking("x", || "x".parse::<u32>()).unwrap_err();
+    /// assert!(err.failure().is_some());
+    /// ```
+    pub fn try_work_blocking(
+        &self,
+        key: K,
+        work: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Outcome<T>, Error<E>> {
+        split_try(crate::blocking::run(self, key, || {
+            work().map_err(alloc::sync::Arc::new)
+        }))
+    }
+}
+
+impl<K: Hash + Eq + Clone, V, S: BuildHasher> sealed::Sealed for Group<K, V, S> {}
+
+impl<K: Hash + Eq + Clone, V, S: BuildHasher> Table for Group<K, V, S> {
+    type Key = K;
+    type Value = V;
+
+    fn join(&self, key: &K, drive: Option<DriveFn<V>>) -> (Arc<Flight<V>>, bool) {
+        match self.map.entry_sync(key.clone()) {
+            Entry::Occupied(entry) => {
+                let flight = entry.get().clone();
+                flight.join();
+                (flight, false)
+            }
+            Entry::Vacant(entry) => {
+                let flight = Arc::new(Flight::new(drive));
+                entry.insert_entry(flight.clone());
+                (flight, true)
+            }
+        }
+    }
+
+    fn with_current(&self, key: &K, flight: &Arc<Flight<V>>, decide: &mut dyn FnMut(bool) -> bool) {
+        let mut decided = false;
+        let removed = self.map.remove_if_sync(key, |current| {
+            decided = true;
+            let is_current = Arc::ptr_eq(current, flight);
+            decide(is_current) && is_current
+        });
+        drop(removed); // outside the bucket lock
+        if !decided {
+            decide(false);
+        }
+    }
+
+    fn stats(&self) -> &Stats {
+        &self.stats
+    }
+}
+
+impl<K, V, S> fmt::Debug for Group<K, V, S>
+where
+    K: Hash + Eq,
+    S: BuildHasher,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Group")
+            .field("in_flight", &self.map.len())
+            .field("counters", &self.stats.snapshot())
+            .finish()
+    }
+}

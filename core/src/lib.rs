@@ -1,0 +1,41 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(not(feature = "std"), no_std)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+extern crate alloc;
+
+mod flight;
+mod handle;
+mod outcome;
+mod single;
+mod start;
+mod state;
+mod stats;
+mod sync;
+mod table;
+mod unwind;
+mod work;
+
+#[cfg(feature = "std")]
+mod blocking;
+#[cfg(feature = "std")]
+mod group;
+
+#[cfg(feature = "std")]
+pub use group::{DEFAULT_CAPACITY, Group, TryGroup};
+pub use outcome::{Error, Outcome, Panicked};
+pub use single::Single;
+pub use stats::Counters;
+pub use table::Table;
+
+/// The named futures returned by the async methods, and what their bounds mention.
+pub mod futures {
+    pub use crate::start::{ShareErr, Start, TryStart};
+    pub use crate::work::{TryWork, Work};
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::flight::Flight;
+    pub use crate::stats::Stats;
+}

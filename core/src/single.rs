@@ -1,0 +1,268 @@
+//! [`Single`]: request coalescing for one implicit key, without a map (and without `std`).
+
+use crate::flight::{DriveFn, Flight};
+#[cfg(feature = "std")]
+use crate::outcome::{Error, Outcome, Panicked, split_try};
+use crate::start::TryStart;
+use crate::stats::{Counters, Event, Stats};
+use crate::sync::{Arc, Mutex};
+use crate::table::{Table, sealed};
+use crate::work::{SharedOps, TryWork, Work};
+use core::fmt;
+use core::future::Future;
+
+/// Coalesces concurrent calls for one implicit key: a [`Group`](crate::Group) with a single
+/// slot and no hash map. It builds without `std` (`default-features = false`), for firmware and
+/// kernels that refresh one resource (a token, a configuration) from many tasks.
+///
+/// The same modes, cancel safety and panic behaviour as [`Group`](crate::Group); see there.
+/// Its slot is guarded by a lock held for an `Arc` clone or a pointer comparison, never while
+/// user code runs: `std::sync::Mutex` with `std`, a spin lock without it.
+///
+/// # Examples
+///
+/// ```
+/// # futures_lite::future::block_on(async {
+/// let token = coalescer::Single::<String>::new();
+/// let t = token.work(|| async { "fresh-token".to_string() }).await.unwrap();
+/// assert_eq!(t.value(), "fresh-token");
+/// assert!(token.is_idle());
+/// # });
+/// ```
+pub struct Single<V> {
+    slot: Mutex<Option<Arc<Flight<V>>>>,
+    stats: Stats,
+}
+
+impl<V> Single<V> {
+    /// An idle coalescer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let s = coalescer::Single::<u8>::new();
+    /// assert!(s.is_idle());
+    /// ```
+    pub fn new() -> Self {
+        Self {
+            slot: Mutex::new(None),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Whether no flight is in the air.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(coalescer::Single::<u8>::new().is_idle());
+    /// ```
+    pub fn is_idle(&self) -> bool {
+        self.slot.with(|slot| slot.is_none())
+    }
+
+    /// The counters since creation.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(coalescer::Single::<u8>::new().counters().leaders, 0);
+    /// ```
+    pub fn counters(&self) -> Counters {
+        self.stats.snapshot()
+    }
+
+    /// Detaches the current flight: the next call starts a new one, the old one's callers still
+    /// get its value. Returns whether a flight was detached.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(!coalescer::Single::<u8>::new().forget());
+    /// ```
+    pub fn forget(&self) -> bool {
+        let detached = self.slot.with(Option::take);
+        let was = detached.is_some();
+        drop(detached); // outside the lock
+        if was {
+            self.stats.record(Event::Forget);
+        }
+        was
+    }
+}
+
+impl<V: Clone> Single<V> {
+    /// Runs `work` once for all concurrent calls; see [`Group::work`](crate::Group::work).
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`Group::work`](crate::Group::work): a dropped leader hands over to one follower,
+    /// which runs its own closure.
+    ///
+    /// # Panics
+    ///
+    /// As for [`Group::work`](crate::Group::work).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # futures_lite::future::block_on(async {
+    /// let s = coalescer::Single::<u8>::new();
+    /// assert_eq!(*s.work(|| async { 1 }).await.unwrap().value(), 1);
+    /// # });
+    /// ```
+    pub fn work<F, Fut>(&self, work: F) -> Work<'_, Self, F, Fut>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V>,
+    {
+        Work::new(self, (), work, None)
+    }
+
+    /// Runs `work` owned by the flight, driven by any waiter; see
+    /// [`Group::work_shared`](crate::Group::work_shared).
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`Group::work_shared`](crate::Group::work_shared): the work is dropped only when
+    /// the last caller leaves.
+    ///
+    /// # Panics
+    ///
+    /// As for [`Group::work_shared`](crate::Group::work_shared).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # futures_lite::future::block_on(async {
+    /// let s = coalescer::Single::<u8>::new();
+    /// assert_eq!(*s.work_shared(|| async { 2 }).await.unwrap().value(), 2);
+    /// # });
+    /// ```
+    pub fn work_shared<F, Fut>(&self, work: F) -> Work<'_, Self, F, Fut>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V> + Send + 'static,
+        V: Send + Sync + 'static,
+    {
+        Work::new(self, (), work, Some(SharedOps::new()))
+    }
+
+    /// Runs `work` once for all concurrent calls on plain threads; see
+    /// [`Group::work_blocking`](crate::Group::work_blocking).
+    ///
+    /// # Panics
+    ///
+    /// As for [`Group::work_blocking`](crate::Group::work_blocking).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let s = coalescer::Single::<u8>::new();
+    /// assert_eq!(*s.work_blocking(|| 3).unwrap().value(), 3);
+    /// ```
+    #[cfg(feature = "std")]
+    pub fn work_blocking(&self, work: impl FnOnce() -> V) -> Result<Outcome<V>, Panicked> {
+        crate::blocking::run(self, (), work)
+    }
+}
+
+impl<T: Clone, E> Single<Result<T, alloc::sync::Arc<E>>> {
+    /// The fallible form of [`work`](Self::work); see [`Group::try_work`](crate::Group::try_work).
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`Group::work`](crate::Group::work).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # futures_lite::future::block_on(async {
+    /// let s = coalescer::Single::<Result<u8, std::sync::Arc<&str>>>::new();
+    /// assert!(s.try_work(|| async { Err("down") }).await.unwrap_err().is_failed());
+    /// # });
+    /// ```
+    pub fn try_work<F, Fut>(&self, work: F) -> TryWork<'_, Self, F, Fut>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        TryWork::new(Work::new(self, (), TryStart(work), None))
+    }
+
+    /// The fallible form of [`work_blocking`](Self::work_blocking).
+    ///
+    /// # Panics
+    ///
+    /// As for [`Group::work_blocking`](crate::Group::work_blocking).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let s = coalescer::Single::<Result<u8, std::sync::Arc<&str>>>::new();
+    /// assert_eq!(*s.try_work_blocking(|| Ok::<u8, &str>(4)).unwrap().value(), 4);
+    /// ```
+    #[cfg(feature = "std")]
+    pub fn try_work_blocking(
+        &self,
+        work: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Outcome<T>, Error<E>> {
+        split_try(crate::blocking::run(self, (), || {
+            work().map_err(alloc::sync::Arc::new)
+        }))
+    }
+}
+
+impl<V> Default for Single<V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<V> sealed::Sealed for Single<V> {}
+
+impl<V> Table for Single<V> {
+    type Key = ();
+    type Value = V;
+
+    fn join(&self, _: &(), drive: Option<DriveFn<V>>) -> (Arc<Flight<V>>, bool) {
+        self.slot.with(|slot| match slot {
+            Some(flight) => {
+                flight.join();
+                (flight.clone(), false)
+            }
+            None => {
+                let flight = Arc::new(Flight::new(drive));
+                *slot = Some(flight.clone());
+                (flight, true)
+            }
+        })
+    }
+
+    fn with_current(&self, _: &(), flight: &Arc<Flight<V>>, decide: &mut dyn FnMut(bool) -> bool) {
+        let removed = self.slot.with(|slot| {
+            let is_current = slot
+                .as_ref()
+                .is_some_and(|current| Arc::ptr_eq(current, flight));
+            if decide(is_current) && is_current {
+                slot.take()
+            } else {
+                None
+            }
+        });
+        drop(removed); // outside the lock
+    }
+
+    fn stats(&self) -> &Stats {
+        &self.stats
+    }
+}
+
+impl<V> fmt::Debug for Single<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Single")
+            .field("idle", &self.is_idle())
+            .field("counters", &self.counters())
+            .finish()
+    }
+}

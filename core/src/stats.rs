@@ -1,0 +1,95 @@
+//! Counters that are cheap enough to leave on: one relaxed increment per event, on a cache
+//! line of their own.
+
+use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+/// A snapshot of a group's counters, totals since it was created.
+///
+/// Watch the *shared ratio* `followers / (leaders + followers)` (how much work coalescing
+/// saves), leaders per second (the load that still reaches the backend), and `promotions` (leaders
+/// dropped mid-flight: timeouts or cancelled requests in work mode).
+///
+/// # Examples
+///
+/// ```
+/// # futures_lite::future::block_on(async {
+/// let group = coalescer::Group::<u8, u8>::new();
+/// group.work(1, || async { 1 }).await.unwrap();
+/// let c = group.counters();
+/// assert_eq!((c.leaders, c.followers, c.panics), (1, 0, 0));
+/// # });
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Flights started: calls that found no flight for their key and ran the work.
+    pub leaders: u64,
+    /// Calls that joined a flight already in the air.
+    pub followers: u64,
+    /// Followers promoted to run their own work after the leader was dropped (work mode).
+    pub promotions: u64,
+    /// Flights whose work panicked.
+    pub panics: u64,
+    /// Calls to `forget` that detached a flight.
+    pub forgets: u64,
+}
+
+impl Counters {
+    /// `followers / (leaders + followers)`: the share of calls that did not run the work.
+    /// `0.0` before any call.
+    pub fn shared_ratio(&self) -> f64 {
+        let calls = self.leaders + self.followers;
+        if calls == 0 {
+            0.0
+        } else {
+            self.followers as f64 / calls as f64
+        }
+    }
+}
+
+/// The live counters behind [`Counters`] (internal).
+#[doc(hidden)]
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct Stats {
+    leaders: AtomicUsize,
+    followers: AtomicUsize,
+    promotions: AtomicUsize,
+    panics: AtomicUsize,
+    forgets: AtomicUsize,
+}
+
+/// Which counter an event bumps.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Event {
+    Leader,
+    Follower,
+    Promotion,
+    #[cfg_attr(not(feature = "std"), allow(dead_code))] // without std a panic cannot be caught
+    Panic,
+    Forget,
+}
+
+impl Stats {
+    pub(crate) fn record(&self, event: Event) {
+        let counter = match event {
+            Event::Leader => &self.leaders,
+            Event::Follower => &self.followers,
+            Event::Promotion => &self.promotions,
+            Event::Panic => &self.panics,
+            Event::Forget => &self.forgets,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> Counters {
+        let read = |c: &AtomicUsize| c.load(Relaxed) as u64;
+        Counters {
+            leaders: read(&self.leaders),
+            followers: read(&self.followers),
+            promotions: read(&self.promotions),
+            panics: read(&self.panics),
+            forgets: read(&self.forgets),
+        }
+    }
+}

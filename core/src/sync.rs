@@ -1,0 +1,143 @@
+//! The one place that names `loom`, `core::sync` or `alloc::sync`.
+//!
+//! Everything else in the crate takes its atomics, `Arc`, `UnsafeCell` and `Mutex` from here, so
+//! that `RUSTFLAGS="--cfg loom"` swaps all of them for loom's model-checked versions at once.
+//! The loom switch is for this crate's own tests and is outside semver.
+
+#[cfg(loom)]
+pub(crate) use loom::sync::Arc;
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicUsize, Ordering};
+
+#[cfg(not(loom))]
+pub(crate) use alloc::sync::Arc;
+#[cfg(not(loom))]
+pub(crate) use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// `UnsafeCell` with loom's closure-based access API, so that loom can check every access.
+#[cfg(loom)]
+pub(crate) use loom::cell::UnsafeCell;
+
+/// `UnsafeCell` with loom's closure-based access API, so that loom can check every access.
+#[cfg(not(loom))]
+#[derive(Debug)]
+pub(crate) struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
+
+#[cfg(not(loom))]
+impl<T> UnsafeCell<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        Self(core::cell::UnsafeCell::new(value))
+    }
+
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+/// A mutual-exclusion lock for critical sections of a few instructions (an `Arc` clone, a
+/// pointer comparison). Used only by [`Single`](crate::Single)'s one slot; it never guards user
+/// code. With `std` it is `std::sync::Mutex` (poisoning ignored: nothing that can panic runs
+/// under it); under loom, loom's; without `std`, a test-and-test-and-set spin lock.
+pub(crate) struct Mutex<T> {
+    #[cfg(all(feature = "std", not(loom)))]
+    inner: std::sync::Mutex<T>,
+    #[cfg(loom)]
+    inner: loom::sync::Mutex<T>,
+    #[cfg(all(not(feature = "std"), not(loom)))]
+    inner: spin::SpinLock<T>,
+}
+
+impl<T> Mutex<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Self {
+            #[cfg(all(feature = "std", not(loom)))]
+            inner: std::sync::Mutex::new(value),
+            #[cfg(loom)]
+            inner: loom::sync::Mutex::new(value),
+            #[cfg(all(not(feature = "std"), not(loom)))]
+            inner: spin::SpinLock::new(value),
+        }
+    }
+
+    /// Runs `f` with the lock held.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        #[cfg(all(feature = "std", not(loom)))]
+        let mut guard = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        #[cfg(loom)]
+        let mut guard = self.inner.lock().unwrap();
+        #[cfg(all(not(feature = "std"), not(loom)))]
+        let mut guard = self.inner.lock();
+        f(&mut guard)
+    }
+}
+
+impl<T> core::fmt::Debug for Mutex<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Mutex { .. }")
+    }
+}
+
+#[cfg(all(not(feature = "std"), not(loom)))]
+mod spin {
+    use core::cell::UnsafeCell;
+    use core::ops::{Deref, DerefMut};
+    use core::sync::atomic::{AtomicBool, Ordering};
+
+    pub(crate) struct SpinLock<T> {
+        locked: AtomicBool,
+        value: UnsafeCell<T>,
+    }
+
+    // SAFETY: the lock hands out `&mut T` to one holder at a time, like `std::sync::Mutex`.
+    unsafe impl<T: Send> Sync for SpinLock<T> {}
+
+    pub(crate) struct Guard<'a, T>(&'a SpinLock<T>);
+
+    impl<T> SpinLock<T> {
+        pub(crate) const fn new(value: T) -> Self {
+            Self {
+                locked: AtomicBool::new(false),
+                value: UnsafeCell::new(value),
+            }
+        }
+
+        pub(crate) fn lock(&self) -> Guard<'_, T> {
+            loop {
+                if !self.locked.swap(true, Ordering::Acquire) {
+                    return Guard(self);
+                }
+                while self.locked.load(Ordering::Relaxed) {
+                    core::hint::spin_loop();
+                }
+            }
+        }
+    }
+
+    impl<T> Deref for Guard<'_, T> {
+        type Target = T;
+        fn deref(&self) -> &T {
+            // SAFETY: this guard is the one holder of the lock (`lock` swapped `locked` to true).
+            unsafe { &*self.0.value.get() }
+        }
+    }
+
+    impl<T> DerefMut for Guard<'_, T> {
+        fn deref_mut(&mut self) -> &mut T {
+            // SAFETY: this guard is the one holder of the lock (`lock` swapped `locked` to true).
+            unsafe { &mut *self.0.value.get() }
+        }
+    }
+
+    impl<T> Drop for Guard<'_, T> {
+        fn drop(&mut self) {
+            self.0.locked.store(false, Ordering::Release);
+        }
+    }
+}

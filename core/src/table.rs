@@ -1,0 +1,45 @@
+//! What a coalescer is to its flights: a place where each key has at most one current flight,
+//! with a lock under which joins and "last one out" are decided.
+
+use crate::flight::{DriveFn, Flight};
+use crate::stats::Stats;
+use crate::sync::Arc;
+
+/// A set of keyed flights: [`Group`](crate::Group) (many keys, on `scc::HashMap`) or
+/// [`Single`](crate::Single) (one implicit key). Sealed; it appears only in the bounds of the
+/// futures in [`futures`](crate::futures).
+pub trait Table: sealed::Sealed {
+    /// The key type (`()` for [`Single`](crate::Single)).
+    type Key;
+    /// The value every caller of a flight receives a clone of.
+    type Value;
+
+    /// Under the lock of `key`'s slot: follow the current flight (counting the caller), or
+    /// insert a new one built with `drive` and lead it. Returns the flight and whether the caller
+    /// leads. No user code runs under the lock.
+    #[doc(hidden)]
+    fn join(
+        &self,
+        key: &Self::Key,
+        drive: Option<DriveFn<Self::Value>>,
+    ) -> (Arc<Flight<Self::Value>>, bool);
+
+    /// Calls `decide` exactly once, under the lock of `key`'s slot when `flight` is still that
+    /// key's current flight (argument `true`; the entry is removed when `decide` returns true),
+    /// or without the lock when it is not (argument `false`; nothing is removed).
+    #[doc(hidden)]
+    fn with_current(
+        &self,
+        key: &Self::Key,
+        flight: &Arc<Flight<Self::Value>>,
+        decide: &mut dyn FnMut(bool) -> bool,
+    );
+
+    /// The counters.
+    #[doc(hidden)]
+    fn stats(&self) -> &Stats;
+}
+
+pub(crate) mod sealed {
+    pub trait Sealed {}
+}

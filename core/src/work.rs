@@ -1,0 +1,240 @@
+//! The futures returned by the async methods: [`Work`] and [`TryWork`].
+
+use crate::flight::{BoxedWork, DriveFn, Flight};
+use crate::handle::Handle;
+use crate::outcome::{Error, Outcome, Panicked, split_try};
+use crate::start::{ShareErr, Start, TryStart};
+use crate::table::Table;
+use alloc::sync::Arc as StdArc;
+use core::fmt;
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+use event_listener::EventListener;
+use pin_project_lite::pin_project;
+
+/// What a shared-work call adds: how to box its work into the flight, and how to poll it there.
+/// Both are made where `work_shared`'s bounds are known.
+pub(crate) struct SharedOps<V, Fut> {
+    pub(crate) boxed: fn(Fut) -> BoxedWork<V>,
+    pub(crate) drive: DriveFn<V>,
+}
+
+impl<V, Fut> Clone for SharedOps<V, Fut> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<V, Fut> Copy for SharedOps<V, Fut> {}
+
+impl<V: Send + Sync + 'static, Fut: Future<Output = V> + Send + 'static> SharedOps<V, Fut> {
+    pub(crate) fn new() -> Self {
+        Self {
+            boxed: |fut| alloc::boxed::Box::pin(fut),
+            drive: Flight::poll_work,
+        }
+    }
+}
+
+pin_project! {
+    #[project = StageProj]
+    enum Stage<F, Fut> {
+        // Not joined yet (futures do nothing until polled).
+        Start { start: Option<F> },
+        // Running this caller's own work inline: work-mode leader, or a promoted follower.
+        Run { #[pin] fut: Fut },
+        // Waiting for the flight (and driving it, for shared work). `start` is kept for a
+        // promotion; the listener is registered before the state is checked again.
+        Wait { start: Option<F>, listener: Option<EventListener> },
+        Done,
+    }
+}
+
+pin_project! {
+    /// The future of [`Group::work`](crate::Group::work),
+    /// [`Group::work_shared`](crate::Group::work_shared) and their [`Single`](crate::Single)
+    /// twins.
+    ///
+    /// It joins its key's flight when first polled, and resolves to the flight's
+    /// [`Outcome`], or to [`Panicked`] when the work panicked in another caller. Dropping it
+    /// leaves the flight; see the methods' `# Cancel safety` sections for what happens then.
+    ///
+    /// It is `Send` when the key, the closure, the work future and the group are, and the value
+    /// is `Send + Sync`.
+    #[must_use = "futures do nothing unless you `.await` or poll them"]
+    pub struct Work<'a, G: Table, F, Fut> {
+        // Declared first so that it is dropped first: the running work is gone before the
+        // handle hands the flight over (no two executions of one key overlap).
+        #[pin]
+        stage: Stage<F, Fut>,
+        handle: Option<Handle<'a, G>>,
+        table: &'a G,
+        key: Option<G::Key>,
+        shared: Option<SharedOps<G::Value, Fut>>,
+    }
+}
+
+impl<'a, G: Table, F, Fut> Work<'a, G, F, Fut> {
+    pub(crate) fn new(
+        table: &'a G,
+        key: G::Key,
+        start: F,
+        shared: Option<SharedOps<G::Value, Fut>>,
+    ) -> Self {
+        Self {
+            stage: Stage::Start { start: Some(start) },
+            handle: None,
+            table,
+            key: Some(key),
+            shared,
+        }
+    }
+}
+
+impl<G, F, Fut> Future for Work<'_, G, F, Fut>
+where
+    G: Table,
+    G::Value: Clone,
+    F: Start<Fut>,
+    Fut: Future<Output = G::Value>,
+{
+    type Output = Result<Outcome<G::Value>, Panicked>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.stage.as_mut().project() {
+                StageProj::Start { start } => {
+                    let start = start.take().expect("Work polled after its start was taken");
+                    let key = this.key.take().expect("Work joins once");
+                    let shared = *this.shared;
+                    let handle =
+                        this.handle
+                            .insert(Handle::join(this.table, key, shared.map(|s| s.drive)));
+                    if !handle.is_leader() {
+                        this.stage.set(Stage::Wait {
+                            start: Some(start),
+                            listener: None,
+                        });
+                    } else if let Some(ops) = shared {
+                        // The leader of shared work: start it outside any lock, hand it to the
+                        // flight, and give it its first poll (still holding `DRIVING`).
+                        let flight = handle.flight().clone();
+                        match crate::unwind::catch(|| (ops.boxed)(start.start())) {
+                            Ok(work) => flight.install(work),
+                            Err(payload) => {
+                                this.stage.set(Stage::Done);
+                                crate::unwind::fail(handle, payload)
+                            }
+                        }
+                        this.stage.set(Stage::Wait {
+                            start: None,
+                            listener: None,
+                        });
+                        if let Some(outcome) = handle.drive(true) {
+                            this.stage.set(Stage::Done);
+                            return Poll::Ready(Ok(outcome));
+                        }
+                    } else {
+                        this.stage.set(Stage::Run { fut: start.start() });
+                    }
+                }
+                StageProj::Run { fut } => {
+                    let handle = this.handle.as_mut().expect("a running caller has joined");
+                    match crate::unwind::catch(|| fut.poll(cx)) {
+                        Ok(Poll::Pending) => return Poll::Pending,
+                        Ok(Poll::Ready(value)) => {
+                            this.stage.set(Stage::Done);
+                            return Poll::Ready(Ok(handle.complete(value)));
+                        }
+                        Err(payload) => {
+                            this.stage.set(Stage::Done);
+                            crate::unwind::fail(handle, payload)
+                        }
+                    }
+                }
+                StageProj::Wait { start, listener } => {
+                    let handle = this.handle.as_mut().expect("a waiting caller has joined");
+                    if let Some(result) = handle.finished_result() {
+                        this.stage.set(Stage::Done);
+                        return Poll::Ready(result);
+                    }
+                    if handle.try_promote() {
+                        let start = start.take().expect("only work-mode flights are vacated");
+                        this.stage.set(Stage::Run { fut: start.start() });
+                        continue;
+                    }
+                    if handle.flight().is_shared() {
+                        if let Some(outcome) = handle.drive(false) {
+                            this.stage.set(Stage::Done);
+                            return Poll::Ready(Ok(outcome));
+                        }
+                    }
+                    match listener {
+                        // Listen first, then check the state again (never check-then-listen).
+                        None => *listener = Some(handle.flight().listen()),
+                        Some(l) => match Pin::new(l).poll(cx) {
+                            Poll::Ready(()) => *listener = None,
+                            Poll::Pending => return Poll::Pending,
+                        },
+                    }
+                }
+                StageProj::Done => panic!("`Work` polled after it completed"),
+            }
+        }
+    }
+}
+
+impl<G: Table, F, Fut> fmt::Debug for Work<'_, G, F, Fut> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let stage = match self.stage {
+            Stage::Start { .. } => "start",
+            Stage::Run { .. } => "run",
+            Stage::Wait { .. } => "wait",
+            Stage::Done => "done",
+        };
+        f.debug_struct("Work")
+            .field("stage", &stage)
+            .field("handle", &self.handle)
+            .finish_non_exhaustive()
+    }
+}
+
+pin_project! {
+    /// The future of the fallible methods ([`Group::try_work`](crate::Group::try_work) and
+    /// twins): a [`Work`] whose error is shared behind an `Arc`.
+    ///
+    /// Resolves to the [`Outcome`] of `Ok` values, or to [`Error`]: the work's error (shared
+    /// with the concurrent followers, never retained) or [`Panicked`].
+    #[must_use = "futures do nothing unless you `.await` or poll them"]
+    pub struct TryWork<'a, G: Table, F, Fut> {
+        #[pin]
+        inner: Work<'a, G, TryStart<F>, ShareErr<Fut>>,
+    }
+}
+
+impl<'a, G: Table, F, Fut> TryWork<'a, G, F, Fut> {
+    pub(crate) fn new(inner: Work<'a, G, TryStart<F>, ShareErr<Fut>>) -> Self {
+        Self { inner }
+    }
+}
+
+impl<G, F, Fut, T, E> Future for TryWork<'_, G, F, Fut>
+where
+    G: Table<Value = Result<T, StdArc<E>>>,
+    T: Clone,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    type Output = Result<Outcome<T>, Error<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().inner.poll(cx).map(split_try)
+    }
+}
+
+impl<G: Table, F, Fut> fmt::Debug for TryWork<'_, G, F, Fut> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("TryWork").field(&self.inner).finish()
+    }
+}

@@ -1,0 +1,1 @@
+//! The conformance suite shared by every runtime (see `tests/`).
