@@ -2,7 +2,7 @@
 //! flight's `event-listener` event; async and blocking callers can share one flight.
 
 use crate::handle::Handle;
-use crate::outcome::{Outcome, Panicked};
+use crate::outcome::{Aborted, Outcome};
 use crate::table::Table;
 use event_listener::{EventListener, Listener};
 
@@ -17,7 +17,7 @@ pub(crate) fn run<G>(
     table: &G,
     key: G::Key,
     work: impl FnOnce() -> G::Value,
-) -> Result<Outcome<G::Value>, Panicked>
+) -> Result<Outcome<G::Value>, Aborted>
 where
     G: Table,
     G::Value: Clone,
@@ -40,7 +40,7 @@ where
 }
 
 enum Waited<V> {
-    Finished(Result<Outcome<V>, Panicked>),
+    Finished(Result<Outcome<V>, Aborted>),
     Promoted,
 }
 
@@ -63,8 +63,8 @@ where
              it would wait on itself forever"
         );
         if handle.flight().is_shared() {
-            if let Some(outcome) = handle.drive(false) {
-                return Waited::Finished(Ok(outcome));
+            if let Some(result) = handle.drive(false) {
+                return Waited::Finished(result);
             }
         }
         match listener.take() {

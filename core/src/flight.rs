@@ -7,14 +7,14 @@
 //!
 //! * `state` is the authority (see [`crate::state`]). The waiter count changes only under the
 //!   table lock while the flight is current, so joins and "last one out" never race.
-//! * `result` is written once, by the caller that moves the phase to `DONE` or `PANICKED`, before
+//! * `result` is written once, by the caller that moves the phase to `DONE` or `ABORTED`, before
 //!   that release; it is read only after an acquire load has seen one of those phases.
 //! * `work` (shared work only) is touched by the holder of `DRIVING` alone, or by the last waiter
 //!   out once the count is zero and the flight is out of its table (nobody can take `DRIVING`).
 //! * `event` wakes sleeping waiters: all of them when the flight finishes, when a work-mode
 //!   flight is vacated, and when shared work's waker fires while nobody is polling the work.
 
-use crate::outcome::Panicked;
+use crate::outcome::Aborted;
 use crate::state::{self, State};
 use crate::sync::{
     Arc, AtomicUsize,
@@ -28,11 +28,11 @@ use core::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 use event_listener::{Event, EventListener};
 
 /// A shared flight's work, owned by the flight.
-pub(crate) type BoxedWork<V> = Pin<Box<dyn Future<Output = V> + Send>>;
+pub(crate) type BoxedWork<V> = Pin<Box<dyn Future<Output = Result<V, Aborted>> + Send>>;
 
 /// Polls a shared flight's work once; the caller holds `DRIVING`. Made where the bounds that a
 /// waker needs (`V: Send + Sync + 'static`) are known, so that any waiter can call it.
-pub(crate) type DriveFn<V> = fn(&Arc<Flight<V>>) -> Poll<V>;
+pub(crate) type DriveFn<V> = fn(&Arc<Flight<V>>) -> Poll<Result<V, Aborted>>;
 
 /// The state one execution of the work shares with its waiters (internal; public only so that
 /// it can appear in the bounds of the public futures).
@@ -40,7 +40,7 @@ pub(crate) type DriveFn<V> = fn(&Arc<Flight<V>>) -> Poll<V>;
 pub struct Flight<V> {
     state: AtomicUsize,
     event: Event,
-    result: UnsafeCell<Option<Result<V, Panicked>>>,
+    result: UnsafeCell<Option<Result<V, Aborted>>>,
     work: UnsafeCell<Option<BoxedWork<V>>>,
     drive: Option<DriveFn<V>>,
     /// The thread running this flight's work through the blocking API (0 when none), so that a
@@ -126,7 +126,7 @@ impl<V> Flight<V> {
     pub(crate) fn publish(
         &self,
         phase: usize,
-        for_others: impl FnOnce() -> Result<V, Panicked>,
+        for_others: impl FnOnce() -> Result<V, Aborted>,
     ) -> bool {
         let others = State(self.state.load(Relaxed)).waiters() > 1;
         if others {
@@ -145,11 +145,11 @@ impl<V> Flight<V> {
     }
 
     /// A clone of the published result, for a waiter that has seen a finished phase.
-    pub(crate) fn result(&self) -> Result<V, Panicked>
+    pub(crate) fn result(&self) -> Result<V, Aborted>
     where
         V: Clone,
     {
-        // SAFETY: the caller saw `DONE`/`PANICKED` with an acquire load; the finisher wrote the
+        // SAFETY: the caller saw `DONE`/`ABORTED` with an acquire load; the finisher wrote the
         // slot before its release and nobody writes it again.
         let result = self.result.with(|slot| unsafe { (*slot).clone() });
         result.expect("a counted waiter saw a finished flight, so its result was stored")
@@ -190,7 +190,7 @@ impl<V> Flight<V> {
     }
 
     /// Polls the shared work once; the caller holds `DRIVING`.
-    pub(crate) fn drive(self: &Arc<Self>) -> Poll<V> {
+    pub(crate) fn drive(self: &Arc<Self>) -> Poll<Result<V, Aborted>> {
         let drive = self.drive.expect("only shared flights are driven");
         drive(self)
     }
@@ -225,7 +225,7 @@ impl<V: Send + Sync + 'static> Flight<V> {
     /// The [`DriveFn`] of a shared flight: polls the work with a waker that points at the
     /// flight, not at whichever waiter happens to drive, so a wake reaches the flight even when
     /// that waiter's task has stalled.
-    pub(crate) fn poll_work(self: &Arc<Self>) -> Poll<V> {
+    pub(crate) fn poll_work(self: &Arc<Self>) -> Poll<Result<V, Aborted>> {
         let waker = self.waker();
         let mut cx = Context::from_waker(&waker);
         // SAFETY: the caller holds `DRIVING` (the `DriveFn` contract), so this is the one

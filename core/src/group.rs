@@ -1,7 +1,7 @@
 //! [`Group`]: request coalescing for many keys, on `scc::HashMap`.
 
 use crate::flight::{DriveFn, Flight};
-use crate::outcome::{Error, Outcome, Panicked, split_try};
+use crate::outcome::{Aborted, Error, Outcome, split_try};
 use crate::start::TryStart;
 use crate::stats::{Counters, Event, Stats};
 use crate::sync::Arc;
@@ -217,7 +217,7 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher> Group<K, V, S> {
     /// its value. The work may borrow from the caller (it runs inside the leader's future).
     ///
     /// Resolves to the [`Outcome`] (the value, whether this caller led, whether it was shared),
-    /// or to [`Panicked`] when the work panicked in another caller.
+    /// or to [`Aborted`] when the work panicked in another caller.
     ///
     /// # Cancel safety
     ///
@@ -232,7 +232,7 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher> Group<K, V, S> {
     /// # Panics
     ///
     /// When the work panics in this caller, the followers are released at once with
-    /// [`Panicked`], the key is freed, and the panic is resumed here. Polling the future again
+    /// [`Aborted`], the key is freed, and the panic is resumed here. Polling the future again
     /// after it completed panics.
     ///
     /// A call for a key whose work is running *in the same task* (the work awaits its own key)
@@ -245,9 +245,9 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher> Group<K, V, S> {
     /// let group = coalescer::Group::<u64, String>::new();
     /// let name = group.work(7, || async { "seven".to_string() }).await?.into_value();
     /// assert_eq!(name, "seven");
-    /// # Ok::<(), coalescer::Panicked>(()) }).unwrap();
+    /// # Ok::<(), coalescer::Aborted>(()) }).unwrap();
     /// ```
-    pub fn work<F, Fut>(&self, key: K, work: F) -> Work<'_, Self, F, Fut>
+    pub fn work<F, Fut>(&self, key: K, work: F) -> Work<'_, Self, F>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V>,
@@ -269,7 +269,7 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher> Group<K, V, S> {
     /// # Panics
     ///
     /// When the work panics, the panic is resumed in the caller that was polling it, and every
-    /// other caller gets [`Panicked`]. Polling the future again after it completed panics.
+    /// other caller gets [`Aborted`]. Polling the future again after it completed panics.
     ///
     /// # Examples
     ///
@@ -290,7 +290,7 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher> Group<K, V, S> {
     /// group.work_shared(3, || async move { *local }).await.unwrap();
     /// # });
     /// ```
-    pub fn work_shared<F, Fut>(&self, key: K, work: F) -> Work<'_, Self, F, Fut>
+    pub fn work_shared<F, Fut>(&self, key: K, work: F) -> Work<'_, Self, F>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + Send + 'static,
@@ -307,7 +307,7 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher> Group<K, V, S> {
     ///
     /// # Panics
     ///
-    /// When `work` panics on this thread, the other callers are released with [`Panicked`] and
+    /// When `work` panics on this thread, the other callers are released with [`Aborted`] and
     /// the panic is resumed here. A call for a key whose work this very thread is running (a
     /// re-entrant call from inside `work`) panics instead of waiting on itself forever.
     ///
@@ -318,7 +318,7 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher> Group<K, V, S> {
     /// let v = group.work_blocking("answer", || 42).unwrap();
     /// assert_eq!(*v.value(), 42);
     /// ```
-    pub fn work_blocking(&self, key: K, work: impl FnOnce() -> V) -> Result<Outcome<V>, Panicked> {
+    pub fn work_blocking(&self, key: K, work: impl FnOnce() -> V) -> Result<Outcome<V>, Aborted> {
         crate::blocking::run(self, key, work)
     }
 }
@@ -354,7 +354,7 @@ where
     /// assert_eq!(ok.value(), "ok");
     /// # });
     /// ```
-    pub fn try_work<F, Fut>(&self, key: K, work: F) -> TryWork<'_, Self, F, Fut>
+    pub fn try_work<F, Fut>(&self, key: K, work: F) -> TryWork<'_, Self, F>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -381,7 +381,7 @@ where
     /// assert_eq!(*v.value(), 1);
     /// # });
     /// ```
-    pub fn try_work_shared<F, Fut>(&self, key: K, work: F) -> TryWork<'_, Self, F, Fut>
+    pub fn try_work_shared<F, Fut>(&self, key: K, work: F) -> TryWork<'_, Self, F>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>> + Send + 'static,

@@ -4,7 +4,7 @@
 //! leave is decided under the table lock, so exactly one caller is ever "the last one out".
 
 use crate::flight::{DriveFn, Flight};
-use crate::outcome::{Outcome, Panicked};
+use crate::outcome::{Aborted, Outcome};
 use crate::state;
 use crate::stats::Event;
 use crate::sync::Arc;
@@ -63,7 +63,7 @@ impl<'a, G: Table> Handle<'a, G> {
     }
 
     /// The result of a finished flight, for a caller that did not finish it.
-    pub(crate) fn finished_result(&mut self) -> Option<Result<Outcome<G::Value>, Panicked>>
+    pub(crate) fn finished_result(&mut self) -> Option<Result<Outcome<G::Value>, Aborted>>
     where
         G::Value: Clone,
     {
@@ -91,24 +91,47 @@ impl<'a, G: Table> Handle<'a, G> {
         Outcome::new(value, self.leader, shared)
     }
 
-    /// The work panicked in this caller: free the key, release every waiter with [`Panicked`],
-    /// then resume the panic here.
-    #[cfg(feature = "std")]
-    pub(crate) fn fail(&mut self, payload: crate::outcome::Payload) -> ! {
+    /// The work ended without a value: free the key, then release every waiter with `aborted`.
+    pub(crate) fn abort(&mut self, aborted: Aborted) -> Aborted {
         self.remove_entry();
         let work = self.flight.take_work();
-        let panicked = Panicked::from_payload(&*payload);
-        self.flight.publish(state::PANICKED, || Err(panicked));
+        self.flight.publish(state::ABORTED, || Err(aborted.clone()));
         self.finished = true;
-        self.table.stats().record(Event::Panic);
+        self.table.stats().record(if aborted.is_panic() {
+            Event::Panic
+        } else {
+            Event::Shutdown
+        });
         drop(work);
+        aborted
+    }
+
+    /// The work panicked in this caller: release every waiter with [`Aborted`], then resume
+    /// the panic here.
+    #[cfg(feature = "std")]
+    pub(crate) fn fail(&mut self, payload: crate::outcome::Payload) -> ! {
+        self.abort(Aborted::panic(&*payload));
         std::panic::resume_unwind(payload)
     }
 
-    /// Drives a shared flight's work while this caller may: returns its outcome when this caller
+    /// The work returned: publish its value, or release the waiters with its abort.
+    pub(crate) fn finish(
+        &mut self,
+        result: Result<G::Value, Aborted>,
+    ) -> Result<Outcome<G::Value>, Aborted>
+    where
+        G::Value: Clone,
+    {
+        match result {
+            Ok(value) => Ok(self.complete(value)),
+            Err(aborted) => Err(self.abort(aborted)),
+        }
+    }
+
+    /// Drives a shared flight's work while this caller may: returns its result when this caller
     /// finished the work, `None` when the work is pending or someone else is polling it.
     /// `holding` says the caller already holds `DRIVING` (the leader's first poll).
-    pub(crate) fn drive(&mut self, mut holding: bool) -> Option<Outcome<G::Value>>
+    pub(crate) fn drive(&mut self, mut holding: bool) -> Option<Result<Outcome<G::Value>, Aborted>>
     where
         G::Value: Clone,
     {
@@ -118,7 +141,7 @@ impl<'a, G: Table> Handle<'a, G> {
             }
             holding = false;
             match crate::unwind::catch(|| self.flight.drive()) {
-                Ok(Poll::Ready(value)) => return Some(self.complete(value)),
+                Ok(Poll::Ready(result)) => return Some(self.finish(result)),
                 Ok(Poll::Pending) if self.flight.stop_driving() => continue,
                 Ok(Poll::Pending) => return None,
                 Err(payload) => crate::unwind::fail(self, payload),

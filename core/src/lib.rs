@@ -8,11 +8,13 @@ mod flight;
 mod handle;
 mod outcome;
 mod single;
+mod spawn;
 mod start;
 mod state;
 mod stats;
 mod sync;
 mod table;
+mod timeout;
 mod unwind;
 mod work;
 
@@ -23,14 +25,16 @@ mod group;
 
 #[cfg(feature = "std")]
 pub use group::{DEFAULT_CAPACITY, Group, TryGroup};
-pub use outcome::{Error, Outcome, Panicked};
+pub use outcome::{Aborted, Cause, Error, Outcome};
 pub use single::Single;
+pub use spawn::{Sleep, Spawn};
 pub use stats::Counters;
 pub use table::Table;
 
 /// The named futures returned by the async methods, and what their bounds mention.
 pub mod futures {
-    pub use crate::start::{ShareErr, Start, TryStart};
+    pub use crate::start::{Detached, Start, TryStart};
+    pub use crate::timeout::{TimedOut, Timeout};
     pub use crate::work::{TryWork, Work};
 }
 

@@ -17,7 +17,7 @@ use core::fmt;
 /// assert_eq!(*outcome.value(), 49);
 /// assert!(outcome.is_leader());   // nobody else asked, so this caller ran the work...
 /// assert!(!outcome.is_shared());  // ...and the value went to it alone.
-/// # Ok::<(), coalescer::Panicked>(()) }).unwrap();
+/// # Ok::<(), coalescer::Aborted>(()) }).unwrap();
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[must_use]
@@ -68,11 +68,12 @@ impl<V> Outcome<V> {
     }
 }
 
-/// The work of the flight this caller joined panicked while another caller was running it.
+/// The flight this caller joined ended without a value: its work panicked in another caller,
+/// or (detached work) the runtime shut down before the spawned work finished.
 ///
-/// The caller that was running the work sees the panic itself (it is resumed in that caller);
-/// every other caller of the flight gets this error at once, and the key is free again: the next
-/// call starts a new flight.
+/// Every caller of such a flight is released at once with this error (the caller in which the
+/// work panicked sees the panic itself instead), and the key is free again: the next call
+/// starts a new flight. A key is never left poisoned.
 ///
 /// # Examples
 ///
@@ -99,16 +100,29 @@ impl<V> Outcome<V> {
 /// go_tx.send(()).unwrap();
 /// assert!(leader.join().is_err()); // the leader's thread panicked
 /// let err = follower.join().unwrap().unwrap_err();
+/// assert!(err.is_panic());
 /// assert_eq!(err.message(), Some("database on fire"));
+/// assert_eq!(*group.work_blocking("k", || 7).unwrap().value(), 7); // not poisoned
 /// ```
 #[derive(Clone)]
-pub struct Panicked {
+pub struct Aborted {
+    cause: Cause,
     message: Option<Arc<str>>,
 }
 
-impl Panicked {
-    #[cfg(feature = "std")]
-    pub(crate) fn from_payload(payload: &(dyn core::any::Any + Send)) -> Self {
+/// Why a flight ended without a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Cause {
+    /// The work panicked.
+    Panic,
+    /// The runtime dropped the detached work before it finished (it is shutting down).
+    Shutdown,
+}
+
+impl Aborted {
+    /// A panic, with the payload's message when it is a string (as `panic!("...")` makes it).
+    pub fn panic(payload: &(dyn core::any::Any + Send)) -> Self {
         let message: Option<&str> = if let Some(s) = payload.downcast_ref::<&'static str>() {
             Some(s)
         } else {
@@ -117,37 +131,63 @@ impl Panicked {
                 .map(|s| s.as_str())
         };
         Self {
+            cause: Cause::Panic,
             message: message.map(Arc::from),
         }
     }
 
-    /// The panic's message, when its payload was a string (as `panic!("...")` makes it).
+    /// The runtime dropped the detached work before it finished. For [`Spawn`](crate::Spawn)
+    /// implementations.
+    pub fn shutdown() -> Self {
+        Self {
+            cause: Cause::Shutdown,
+            message: None,
+        }
+    }
+
+    /// Why the flight ended without a value.
+    pub fn cause(&self) -> Cause {
+        self.cause
+    }
+
+    /// Whether the work panicked.
+    pub fn is_panic(&self) -> bool {
+        self.cause == Cause::Panic
+    }
+
+    /// Whether the runtime dropped the detached work (it is shutting down).
+    pub fn is_shutdown(&self) -> bool {
+        self.cause == Cause::Shutdown
+    }
+
+    /// The panic's message, when its payload was a string.
     pub fn message(&self) -> Option<&str> {
         self.message.as_deref()
     }
 }
 
-impl fmt::Debug for Panicked {
+impl fmt::Debug for Aborted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Panicked")
+        f.debug_struct("Aborted")
+            .field("cause", &self.cause)
             .field("message", &self.message())
             .finish()
     }
 }
 
-impl fmt::Display for Panicked {
+impl fmt::Display for Aborted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.message() {
-            Some(message) => write!(
-                f,
-                "the work of this flight panicked in another caller: {message}"
-            ),
-            None => f.write_str("the work of this flight panicked in another caller"),
+        match (self.cause, self.message()) {
+            (Cause::Panic, Some(message)) => write!(f, "the coalesced work panicked: {message}"),
+            (Cause::Panic, None) => f.write_str("the coalesced work panicked"),
+            (Cause::Shutdown, _) => {
+                f.write_str("the runtime shut down before the detached work finished")
+            }
         }
     }
 }
 
-impl core::error::Error for Panicked {}
+impl core::error::Error for Aborted {}
 
 /// Why a fallible call ([`Group::try_work`](crate::Group::try_work) and its twins) has no value.
 ///
@@ -159,8 +199,8 @@ impl core::error::Error for Panicked {}
 pub enum Error<E> {
     /// The work returned this error (to the caller that ran it and to every follower).
     Failed(Arc<E>),
-    /// The work panicked in another caller.
-    Panicked(Panicked),
+    /// The flight ended without a value (a panic, or a runtime shutting down).
+    Aborted(Aborted),
 }
 
 impl<E> Error<E> {
@@ -169,16 +209,16 @@ impl<E> Error<E> {
         matches!(self, Self::Failed(_))
     }
 
-    /// Whether the work panicked in another caller.
-    pub fn is_panicked(&self) -> bool {
-        matches!(self, Self::Panicked(_))
+    /// Whether the flight ended without a value (see [`Aborted`]).
+    pub fn is_aborted(&self) -> bool {
+        matches!(self, Self::Aborted(_))
     }
 
     /// The work's error, if it returned one.
     pub fn failure(&self) -> Option<&E> {
         match self {
             Self::Failed(e) => Some(e),
-            Self::Panicked(_) => None,
+            Self::Aborted(_) => None,
         }
     }
 }
@@ -187,14 +227,14 @@ impl<E> Clone for Error<E> {
     fn clone(&self) -> Self {
         match self {
             Self::Failed(e) => Self::Failed(e.clone()),
-            Self::Panicked(p) => Self::Panicked(p.clone()),
+            Self::Aborted(a) => Self::Aborted(a.clone()),
         }
     }
 }
 
-impl<E> From<Panicked> for Error<E> {
-    fn from(p: Panicked) -> Self {
-        Self::Panicked(p)
+impl<E> From<Aborted> for Error<E> {
+    fn from(a: Aborted) -> Self {
+        Self::Aborted(a)
     }
 }
 
@@ -202,7 +242,7 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Failed(e) => write!(f, "the coalesced work failed: {e}"),
-            Self::Panicked(p) => fmt::Display::fmt(p, f),
+            Self::Aborted(a) => fmt::Display::fmt(a, f),
         }
     }
 }
@@ -211,14 +251,14 @@ impl<E: core::error::Error + 'static> core::error::Error for Error<E> {
     fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
         match self {
             Self::Failed(e) => Some(&**e),
-            Self::Panicked(p) => Some(p),
+            Self::Aborted(a) => Some(a),
         }
     }
 }
 
 /// Splits a fallible flight's result into the caller-facing form.
 pub(crate) fn split_try<T, E>(
-    result: Result<Outcome<Result<T, Arc<E>>>, Panicked>,
+    result: Result<Outcome<Result<T, Arc<E>>>, Aborted>,
 ) -> Result<Outcome<T>, Error<E>> {
     let outcome = result?;
     let (leader, shared) = (outcome.leader, outcome.shared);

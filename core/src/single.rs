@@ -2,7 +2,7 @@
 
 use crate::flight::{DriveFn, Flight};
 #[cfg(feature = "std")]
-use crate::outcome::{Error, Outcome, Panicked, split_try};
+use crate::outcome::{Aborted, Error, Outcome, split_try};
 use crate::start::TryStart;
 use crate::stats::{Counters, Event, Stats};
 use crate::sync::{Arc, Mutex};
@@ -111,7 +111,7 @@ impl<V: Clone> Single<V> {
     /// assert_eq!(*s.work(|| async { 1 }).await.unwrap().value(), 1);
     /// # });
     /// ```
-    pub fn work<F, Fut>(&self, work: F) -> Work<'_, Self, F, Fut>
+    pub fn work<F, Fut>(&self, work: F) -> Work<'_, Self, F>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V>,
@@ -139,7 +139,7 @@ impl<V: Clone> Single<V> {
     /// assert_eq!(*s.work_shared(|| async { 2 }).await.unwrap().value(), 2);
     /// # });
     /// ```
-    pub fn work_shared<F, Fut>(&self, work: F) -> Work<'_, Self, F, Fut>
+    pub fn work_shared<F, Fut>(&self, work: F) -> Work<'_, Self, F>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + Send + 'static,
@@ -162,7 +162,7 @@ impl<V: Clone> Single<V> {
     /// assert_eq!(*s.work_blocking(|| 3).unwrap().value(), 3);
     /// ```
     #[cfg(feature = "std")]
-    pub fn work_blocking(&self, work: impl FnOnce() -> V) -> Result<Outcome<V>, Panicked> {
+    pub fn work_blocking(&self, work: impl FnOnce() -> V) -> Result<Outcome<V>, Aborted> {
         crate::blocking::run(self, (), work)
     }
 }
@@ -182,7 +182,7 @@ impl<T: Clone, E> Single<Result<T, alloc::sync::Arc<E>>> {
     /// assert!(s.try_work(|| async { Err("down") }).await.unwrap_err().is_failed());
     /// # });
     /// ```
-    pub fn try_work<F, Fut>(&self, work: F) -> TryWork<'_, Self, F, Fut>
+    pub fn try_work<F, Fut>(&self, work: F) -> TryWork<'_, Self, F>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,

@@ -1,50 +1,81 @@
-//! How a caller's closure becomes the work: [`Start`], and the error-sharing adapter behind the
-//! fallible forms.
+//! How a caller's closure becomes the work: [`Start`], implemented for plain closures, for the
+//! fallible forms ([`TryStart`]) and for detached work ([`Detached`]).
 
+use crate::outcome::Aborted;
+use crate::spawn::Spawn;
 use alloc::sync::Arc;
 use core::future::Future;
-use core::pin::Pin;
-use core::task::{Context, Poll};
 
-/// Starts the work: implemented for every `FnOnce() -> Fut`. A follower keeps its own closure
-/// and calls it only if it is promoted (work mode), so a closure is called at most once and most
-/// closures are never called.
-pub trait Start<Fut> {
+/// Starts the work of a flight whose value is `V`, and turns what the work returns into that
+/// value (or into [`Aborted`], for work that can end without one).
+///
+/// Implemented for every `FnOnce() -> impl Future<Output = V>`. A follower keeps its own
+/// closure and calls it only if it is promoted (work mode), so a closure is called at most once
+/// and most closures are never called.
+pub trait Start<V> {
+    /// The work.
+    type Future: Future;
+
     /// Calls the closure.
-    fn start(self) -> Fut;
+    fn start(self) -> Self::Future;
+
+    /// Turns the work's output into the flight's value.
+    fn finish(output: <Self::Future as Future>::Output) -> Result<V, Aborted>;
 }
 
-impl<F: FnOnce() -> Fut, Fut> Start<Fut> for F {
+impl<F: FnOnce() -> Fut, Fut: Future> Start<Fut::Output> for F {
+    type Future = Fut;
+
     fn start(self) -> Fut {
         self()
     }
+
+    fn finish(output: Fut::Output) -> Result<Fut::Output, Aborted> {
+        Ok(output)
+    }
 }
 
-/// The closure of a fallible call: its work's error is wrapped in an `Arc` to be shared.
+/// The closure of a fallible call: its work's error is put behind an `Arc`, to be shared.
 #[doc(hidden)]
 #[derive(Debug)]
 pub struct TryStart<F>(pub(crate) F);
 
-impl<F: FnOnce() -> Fut, Fut> Start<ShareErr<Fut>> for TryStart<F> {
-    fn start(self) -> ShareErr<Fut> {
-        ShareErr { fut: (self.0)() }
+impl<F, Fut, T, E> Start<Result<T, Arc<E>>> for TryStart<F>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    type Future = Fut;
+
+    fn start(self) -> Fut {
+        (self.0)()
+    }
+
+    fn finish(output: Result<T, E>) -> Result<Result<T, Arc<E>>, Aborted> {
+        Ok(output.map_err(Arc::new))
     }
 }
 
-pin_project_lite::pin_project! {
-    /// The work of a fallible call, with its error put behind an `Arc` (internal).
-    #[doc(hidden)]
-    #[derive(Debug)]
-    pub struct ShareErr<Fut> {
-        #[pin]
-        fut: Fut,
+/// The closure of a detached call: its work is spawned on a runtime, and the flight waits for
+/// the spawned task.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Detached<F, S>(pub(crate) F, pub(crate) S);
+
+impl<F, Fut, S> Start<Fut::Output> for Detached<F, S>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+    S: Spawn,
+{
+    type Future = S::Task<Fut::Output>;
+
+    fn start(self) -> Self::Future {
+        self.1.spawn((self.0)())
     }
-}
 
-impl<Fut: Future<Output = Result<T, E>>, T, E> Future for ShareErr<Fut> {
-    type Output = Result<T, Arc<E>>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().fut.poll(cx).map(|r| r.map_err(Arc::new))
+    fn finish(output: Result<Fut::Output, Aborted>) -> Result<Fut::Output, Aborted> {
+        output
     }
 }

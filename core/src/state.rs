@@ -13,9 +13,9 @@
 //! | `RUNNING` | `VACANT`  | a *work*-mode leader dropped before its work finished          |
 //! | `VACANT`  | `RUNNING` | the one waiter whose compare-and-swap wins (the promotion)     |
 //! | `RUNNING` | `DONE`    | whoever ran the work to completion, after removing the entry   |
-//! | `RUNNING` | `PANICKED`| whoever was running the work when it panicked, likewise        |
+//! | `RUNNING` | `ABORTED` | whoever was running the work when it panicked or was aborted  |
 //!
-//! `DONE` and `PANICKED` are final. The waiter count is changed only while the flight's table
+//! `DONE` and `ABORTED` are final. The waiter count is changed only while the flight's table
 //! lock is held (joins always; leaves while the flight is still the key's current flight), so
 //! "the last one out removes the entry" is decided under that lock.
 //!
@@ -27,8 +27,7 @@ pub(crate) const PHASE_MASK: usize = 0b11;
 pub(crate) const RUNNING: usize = 0;
 pub(crate) const VACANT: usize = 1;
 pub(crate) const DONE: usize = 2;
-#[cfg_attr(not(feature = "std"), allow(dead_code))] // without std a panic cannot be caught
-pub(crate) const PANICKED: usize = 3;
+pub(crate) const ABORTED: usize = 3;
 pub(crate) const DRIVING: usize = 1 << 2;
 pub(crate) const WOKEN: usize = 1 << 3;
 pub(crate) const ONE_WAITER: usize = 1 << 4;
@@ -82,7 +81,7 @@ impl State {
 
 impl core::fmt::Debug for State {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let phase = ["RUNNING", "VACANT", "DONE", "PANICKED"][self.phase()];
+        let phase = ["RUNNING", "VACANT", "DONE", "ABORTED"][self.phase()];
         f.debug_struct("State")
             .field("phase", &phase)
             .field("waiters", &self.waiters())

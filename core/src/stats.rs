@@ -30,6 +30,8 @@ pub struct Counters {
     pub promotions: u64,
     /// Flights whose work panicked.
     pub panics: u64,
+    /// Detached flights whose runtime dropped the work before it finished.
+    pub shutdowns: u64,
     /// Calls to `forget` that detached a flight.
     pub forgets: u64,
 }
@@ -56,6 +58,7 @@ pub struct Stats {
     followers: AtomicUsize,
     promotions: AtomicUsize,
     panics: AtomicUsize,
+    shutdowns: AtomicUsize,
     forgets: AtomicUsize,
 }
 
@@ -67,6 +70,7 @@ pub(crate) enum Event {
     Promotion,
     #[cfg_attr(not(feature = "std"), allow(dead_code))] // without std a panic cannot be caught
     Panic,
+    Shutdown,
     Forget,
 }
 
@@ -77,6 +81,7 @@ impl Stats {
             Event::Follower => &self.followers,
             Event::Promotion => &self.promotions,
             Event::Panic => &self.panics,
+            Event::Shutdown => &self.shutdowns,
             Event::Forget => &self.forgets,
         };
         counter.fetch_add(1, Relaxed);
@@ -89,6 +94,7 @@ impl Stats {
             followers: read(&self.followers),
             promotions: read(&self.promotions),
             panics: read(&self.panics),
+            shutdowns: read(&self.shutdowns),
             forgets: read(&self.forgets),
         }
     }

@@ -2,7 +2,7 @@
 //!
 //! With `std`, the work (and the blocking closure) runs under `catch_unwind`, which costs
 //! nothing until a panic: the flight is marked panicked, every waiter gets
-//! [`Panicked`](crate::Panicked), and the panic is resumed in the caller that ran the work.
+//! [`Aborted`](crate::Aborted), and the panic is resumed in the caller that ran the work.
 //! Without `std` panics cannot be caught: a panic unwinds through the caller's future like a
 //! cancellation, so a work-mode flight promotes a follower and a shared flight carries on with
 //! the callers that are left.

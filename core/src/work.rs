@@ -2,8 +2,8 @@
 
 use crate::flight::{BoxedWork, DriveFn, Flight};
 use crate::handle::Handle;
-use crate::outcome::{Error, Outcome, Panicked, split_try};
-use crate::start::{ShareErr, Start, TryStart};
+use crate::outcome::{Aborted, Error, Outcome, split_try};
+use crate::start::{Start, TryStart};
 use crate::table::Table;
 use alloc::sync::Arc as StdArc;
 use core::fmt;
@@ -15,24 +15,52 @@ use pin_project_lite::pin_project;
 
 /// What a shared-work call adds: how to box its work into the flight, and how to poll it there.
 /// Both are made where `work_shared`'s bounds are known.
-pub(crate) struct SharedOps<V, Fut> {
-    pub(crate) boxed: fn(Fut) -> BoxedWork<V>,
+pub(crate) struct SharedOps<V, F: Start<V>> {
+    pub(crate) boxed: fn(F::Future) -> BoxedWork<V>,
     pub(crate) drive: DriveFn<V>,
 }
 
-impl<V, Fut> Clone for SharedOps<V, Fut> {
+impl<V, F: Start<V>> Clone for SharedOps<V, F> {
     fn clone(&self) -> Self {
         *self
     }
 }
-impl<V, Fut> Copy for SharedOps<V, Fut> {}
+impl<V, F: Start<V>> Copy for SharedOps<V, F> {}
 
-impl<V: Send + Sync + 'static, Fut: Future<Output = V> + Send + 'static> SharedOps<V, Fut> {
+impl<V, F> SharedOps<V, F>
+where
+    V: Send + Sync + 'static,
+    F: Start<V>,
+    F::Future: Send + 'static,
+{
     pub(crate) fn new() -> Self {
         Self {
-            boxed: |fut| alloc::boxed::Box::pin(fut),
+            boxed: |fut| {
+                alloc::boxed::Box::pin(Finish {
+                    fut,
+                    finish: F::finish,
+                })
+            },
             drive: Flight::poll_work,
         }
+    }
+}
+
+pin_project! {
+    /// A work future whose output is turned into the flight's value (boxed into shared flights).
+    struct Finish<Fut: Future, V> {
+        #[pin]
+        fut: Fut,
+        finish: fn(Fut::Output) -> Result<V, Aborted>,
+    }
+}
+
+impl<Fut: Future, V> Future for Finish<Fut, V> {
+    type Output = Result<V, Aborted>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        this.fut.poll(cx).map(*this.finish)
     }
 }
 
@@ -56,30 +84,30 @@ pin_project! {
     /// twins.
     ///
     /// It joins its key's flight when first polled, and resolves to the flight's
-    /// [`Outcome`], or to [`Panicked`] when the work panicked in another caller. Dropping it
+    /// [`Outcome`], or to [`Aborted`] when the flight ended without a value. Dropping it
     /// leaves the flight; see the methods' `# Cancel safety` sections for what happens then.
     ///
     /// It is `Send` when the key, the closure, the work future and the group are, and the value
     /// is `Send + Sync`.
     #[must_use = "futures do nothing unless you `.await` or poll them"]
-    pub struct Work<'a, G: Table, F, Fut> {
+    pub struct Work<'a, G: Table, F: Start<G::Value>> {
         // Declared first so that it is dropped first: the running work is gone before the
         // handle hands the flight over (no two executions of one key overlap).
         #[pin]
-        stage: Stage<F, Fut>,
+        stage: Stage<F, F::Future>,
         handle: Option<Handle<'a, G>>,
         table: &'a G,
         key: Option<G::Key>,
-        shared: Option<SharedOps<G::Value, Fut>>,
+        shared: Option<SharedOps<G::Value, F>>,
     }
 }
 
-impl<'a, G: Table, F, Fut> Work<'a, G, F, Fut> {
+impl<'a, G: Table, F: Start<G::Value>> Work<'a, G, F> {
     pub(crate) fn new(
         table: &'a G,
         key: G::Key,
         start: F,
-        shared: Option<SharedOps<G::Value, Fut>>,
+        shared: Option<SharedOps<G::Value, F>>,
     ) -> Self {
         Self {
             stage: Stage::Start { start: Some(start) },
@@ -91,14 +119,13 @@ impl<'a, G: Table, F, Fut> Work<'a, G, F, Fut> {
     }
 }
 
-impl<G, F, Fut> Future for Work<'_, G, F, Fut>
+impl<G, F> Future for Work<'_, G, F>
 where
     G: Table,
     G::Value: Clone,
-    F: Start<Fut>,
-    Fut: Future<Output = G::Value>,
+    F: Start<G::Value>,
 {
-    type Output = Result<Outcome<G::Value>, Panicked>;
+    type Output = Result<Outcome<G::Value>, Aborted>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -131,9 +158,9 @@ where
                             start: None,
                             listener: None,
                         });
-                        if let Some(outcome) = handle.drive(true) {
+                        if let Some(result) = handle.drive(true) {
                             this.stage.set(Stage::Done);
-                            return Poll::Ready(Ok(outcome));
+                            return Poll::Ready(result);
                         }
                     } else {
                         this.stage.set(Stage::Run { fut: start.start() });
@@ -143,9 +170,9 @@ where
                     let handle = this.handle.as_mut().expect("a running caller has joined");
                     match crate::unwind::catch(|| fut.poll(cx)) {
                         Ok(Poll::Pending) => return Poll::Pending,
-                        Ok(Poll::Ready(value)) => {
+                        Ok(Poll::Ready(output)) => {
                             this.stage.set(Stage::Done);
-                            return Poll::Ready(Ok(handle.complete(value)));
+                            return Poll::Ready(handle.finish(F::finish(output)));
                         }
                         Err(payload) => {
                             this.stage.set(Stage::Done);
@@ -165,9 +192,9 @@ where
                         continue;
                     }
                     if handle.flight().is_shared() {
-                        if let Some(outcome) = handle.drive(false) {
+                        if let Some(result) = handle.drive(false) {
                             this.stage.set(Stage::Done);
-                            return Poll::Ready(Ok(outcome));
+                            return Poll::Ready(result);
                         }
                     }
                     match listener {
@@ -185,7 +212,7 @@ where
     }
 }
 
-impl<G: Table, F, Fut> fmt::Debug for Work<'_, G, F, Fut> {
+impl<G: Table, F: Start<G::Value>> fmt::Debug for Work<'_, G, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let stage = match self.stage {
             Stage::Start { .. } => "start",
@@ -205,26 +232,31 @@ pin_project! {
     /// twins): a [`Work`] whose error is shared behind an `Arc`.
     ///
     /// Resolves to the [`Outcome`] of `Ok` values, or to [`Error`]: the work's error (shared
-    /// with the concurrent followers, never retained) or [`Panicked`].
+    /// with the concurrent followers, never retained) or [`Aborted`].
     #[must_use = "futures do nothing unless you `.await` or poll them"]
-    pub struct TryWork<'a, G: Table, F, Fut> {
+    pub struct TryWork<'a, G: Table, F>
+    where
+        TryStart<F>: Start<G::Value>,
+    {
         #[pin]
-        inner: Work<'a, G, TryStart<F>, ShareErr<Fut>>,
+        inner: Work<'a, G, TryStart<F>>,
     }
 }
 
-impl<'a, G: Table, F, Fut> TryWork<'a, G, F, Fut> {
-    pub(crate) fn new(inner: Work<'a, G, TryStart<F>, ShareErr<Fut>>) -> Self {
+impl<'a, G: Table, F> TryWork<'a, G, F>
+where
+    TryStart<F>: Start<G::Value>,
+{
+    pub(crate) fn new(inner: Work<'a, G, TryStart<F>>) -> Self {
         Self { inner }
     }
 }
 
-impl<G, F, Fut, T, E> Future for TryWork<'_, G, F, Fut>
+impl<G, F, T, E> Future for TryWork<'_, G, F>
 where
     G: Table<Value = Result<T, StdArc<E>>>,
     T: Clone,
-    F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
+    TryStart<F>: Start<G::Value>,
 {
     type Output = Result<Outcome<T>, Error<E>>;
 
@@ -233,7 +265,10 @@ where
     }
 }
 
-impl<G: Table, F, Fut> fmt::Debug for TryWork<'_, G, F, Fut> {
+impl<G: Table, F> fmt::Debug for TryWork<'_, G, F>
+where
+    TryStart<F>: Start<G::Value>,
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("TryWork").field(&self.inner).finish()
     }

@@ -1,0 +1,82 @@
+//! [`Timeout`]: a waiter that gives up at a deadline without touching the flight.
+
+use core::fmt;
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+use pin_project_lite::pin_project;
+
+pin_project! {
+    /// A call that gives up when its timer fires first, with [`TimedOut`].
+    ///
+    /// Giving up drops the call's future, which leaves the flight exactly like any dropped
+    /// caller (see the `# Cancel safety` section of the method that made it): the flight and
+    /// its other waiters go on. Made by the runtime adapters from a [`Sleep`](crate::Sleep).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # futures_lite::future::block_on(async {
+    /// use coalescer::futures::Timeout;
+    /// let group = coalescer::Group::<u8, u8>::new();
+    /// // A timer that has already fired, and work that never finishes.
+    /// let call = Timeout::new(group.work(1, || std::future::pending()), std::future::ready(()));
+    /// assert!(call.await.is_err());
+    /// assert!(group.is_idle()); // the leader gave up; nobody was waiting; the key is free
+    /// # });
+    /// ```
+    #[must_use = "futures do nothing unless you `.await` or poll them"]
+    pub struct Timeout<W, T> {
+        #[pin]
+        call: W,
+        #[pin]
+        timer: T,
+    }
+}
+
+impl<W, T> Timeout<W, T> {
+    /// `call`, given up when `timer` fires first.
+    pub fn new(call: W, timer: T) -> Self {
+        Self { call, timer }
+    }
+
+    /// Gives the call back (for example, to wait on without a deadline after all).
+    pub fn into_inner(self) -> W {
+        self.call
+    }
+}
+
+impl<W: Future, T: Future<Output = ()>> Future for Timeout<W, T> {
+    type Output = Result<W::Output, TimedOut>;
+
+    /// # Cancel safety
+    ///
+    /// Dropping it drops the call, with the call's own cancel safety.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.call.poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        this.timer.poll(cx).map(|()| Err(TimedOut(())))
+    }
+}
+
+impl<W: fmt::Debug, T> fmt::Debug for Timeout<W, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Timeout")
+            .field("call", &self.call)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A caller gave up waiting at its deadline. The flight it left goes on for the others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimedOut(());
+
+impl fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("gave up waiting for the coalesced work at the deadline")
+    }
+}
+
+impl core::error::Error for TimedOut {}
