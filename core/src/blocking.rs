@@ -1,6 +1,7 @@
 //! The blocking API: the same flights, for plain threads. Waiting parks the thread on the
 //! flight's `event-listener` event; async and blocking callers can share one flight.
 
+use crate::flight::Mode;
 use crate::handle::Handle;
 use crate::outcome::{Aborted, Outcome};
 use crate::table::Table;
@@ -22,7 +23,7 @@ where
     G: Table,
     G::Value: Clone,
 {
-    let mut handle = Handle::join(table, key, None);
+    let mut handle = Handle::join(table, key, Mode::Work);
     if !handle.is_leader() {
         match wait(&mut handle) {
             Waited::Finished(result) => return result,
@@ -45,7 +46,7 @@ enum Waited<V> {
 }
 
 /// Parks until the flight finishes, this caller is promoted, or (shared work) it can drive.
-fn wait<G: Table>(handle: &mut Handle<'_, G>) -> Waited<G::Value>
+fn wait<G: Table>(handle: &mut Handle<G, &G>) -> Waited<G::Value>
 where
     G::Value: Clone,
 {

@@ -30,9 +30,39 @@ use event_listener::{Event, EventListener};
 /// A shared flight's work, owned by the flight.
 pub(crate) type BoxedWork<V> = Pin<Box<dyn Future<Output = Result<V, Aborted>> + Send>>;
 
+/// What a flight owns besides its result: shared work to drive, or a detached task's handle
+/// (dropping that handle detaches or aborts the task, as its `Spawn` chose). Internal.
+#[doc(hidden)]
+#[allow(missing_debug_implementations)]
+pub enum Owned<V> {
+    Work(BoxedWork<V>),
+    Task(#[allow(dead_code)] Box<dyn Send>),
+}
+
+/// How a flight's work runs, fixed when the flight is created. Internal.
+#[doc(hidden)]
+#[allow(missing_debug_implementations)]
+pub enum Mode<V> {
+    /// In the leader's future; a dropped leader vacates the flight for a promotion.
+    Work,
+    /// Owned by the flight and polled by whichever waiter holds `DRIVING`.
+    Shared(DriveFn<V>),
+    /// Spawned on a runtime; the task counts as a waiter and finishes the flight itself.
+    /// With `abort`, the last caller out frees the key and drops (aborts) the task.
+    Detached { abort: bool },
+}
+
+impl<V> Clone for Mode<V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<V> Copy for Mode<V> {}
+
 /// Polls a shared flight's work once; the caller holds `DRIVING`. Made where the bounds that a
 /// waker needs (`V: Send + Sync + 'static`) are known, so that any waiter can call it.
-pub(crate) type DriveFn<V> = fn(&Arc<Flight<V>>) -> Poll<Result<V, Aborted>>;
+#[doc(hidden)]
+pub type DriveFn<V> = fn(&Arc<Flight<V>>) -> Poll<Result<V, Aborted>>;
 
 /// The state one execution of the work shares with its waiters (internal; public only so that
 /// it can appear in the bounds of the public futures).
@@ -41,8 +71,8 @@ pub struct Flight<V> {
     state: AtomicUsize,
     event: Event,
     result: UnsafeCell<Option<Result<V, Aborted>>>,
-    work: UnsafeCell<Option<BoxedWork<V>>>,
-    drive: Option<DriveFn<V>>,
+    work: UnsafeCell<Option<Owned<V>>>,
+    mode: Mode<V>,
     /// The thread running this flight's work through the blocking API (0 when none), so that a
     /// re-entrant blocking call on that thread panics instead of waiting on itself.
     #[cfg(feature = "std")]
@@ -55,24 +85,37 @@ pub struct Flight<V> {
 unsafe impl<V: Send + Sync> Sync for Flight<V> {}
 
 impl<V> Flight<V> {
-    /// A new flight with its leader counted. A shared flight starts with `DRIVING` held by the
-    /// leader, which installs the work before anyone else may poll it.
-    pub(crate) fn new(drive: Option<DriveFn<V>>) -> Self {
-        let driving = if drive.is_some() { state::DRIVING } else { 0 };
+    /// A new flight with its leader counted (and, detached, its task). A shared flight starts
+    /// with `DRIVING` held by the leader, which installs the work before anyone may poll it.
+    pub(crate) fn new(mode: Mode<V>) -> Self {
+        let state = match mode {
+            Mode::Work => state::ONE_WAITER,
+            Mode::Shared(_) => state::ONE_WAITER | state::DRIVING,
+            Mode::Detached { .. } => 2 * state::ONE_WAITER,
+        };
         Self {
-            state: AtomicUsize::new(state::ONE_WAITER | state::RUNNING | driving),
+            state: AtomicUsize::new(state | state::RUNNING),
             event: Event::new(),
             result: UnsafeCell::new(None),
             work: UnsafeCell::new(None),
-            drive,
+            mode,
             #[cfg(feature = "std")]
             blocking_thread: AtomicUsize::new(0),
         }
     }
 
-    /// Whether the flight owns its work (shared-work mode).
+    pub(crate) fn mode(&self) -> Mode<V> {
+        self.mode
+    }
+
+    /// Whether the flight owns its work and its waiters drive it (shared-work mode).
     pub(crate) fn is_shared(&self) -> bool {
-        self.drive.is_some()
+        matches!(self.mode, Mode::Shared(_))
+    }
+
+    /// Whether the flight's work is a spawned task, which counts as one waiter.
+    pub(crate) fn is_detached(&self) -> bool {
+        matches!(self.mode, Mode::Detached { .. })
     }
 
     pub(crate) fn load(&self) -> State {
@@ -155,17 +198,20 @@ impl<V> Flight<V> {
         result.expect("a counted waiter saw a finished flight, so its result was stored")
     }
 
-    /// Takes the shared work out, to drop it. The caller holds `DRIVING`, or is the last waiter
-    /// out of a flight that is no longer in its table.
-    pub(crate) fn take_work(&self) -> Option<BoxedWork<V>> {
+    /// Takes the owned work out, to drop it. The caller holds `DRIVING` (shared work), or is
+    /// the one waiter whose leave abandoned the flight (no other can reach the slot then).
+    pub(crate) fn take_work(&self) -> Option<Owned<V>> {
         // SAFETY: see the caller's obligation above: nobody else can reach the slot.
         self.work.with_mut(|slot| unsafe { (*slot).take() })
     }
 
-    /// Installs the shared work. The caller is the leader, still holding `DRIVING` from `new`.
-    pub(crate) fn install(&self, work: BoxedWork<V>) {
-        debug_assert!(self.load().is_driving());
-        // SAFETY: the leader holds `DRIVING` (set in `new`), so no other waiter polls the slot.
+    /// Installs the owned work. The caller is the leader, right after creating the flight:
+    /// shared work is installed under `DRIVING` (held since `new`); a detached task's handle is
+    /// only ever taken by the waiter that abandons the flight, and the leader is counted until
+    /// after this call, so that waiter's leave comes after it.
+    pub(crate) fn install(&self, work: Owned<V>) {
+        debug_assert!(self.load().is_driving() || self.is_detached());
+        // SAFETY: see above: nobody else reaches the slot until the leader lets go.
         self.work.with_mut(|slot| unsafe { *slot = Some(work) });
     }
 
@@ -191,8 +237,10 @@ impl<V> Flight<V> {
 
     /// Polls the shared work once; the caller holds `DRIVING`.
     pub(crate) fn drive(self: &Arc<Self>) -> Poll<Result<V, Aborted>> {
-        let drive = self.drive.expect("only shared flights are driven");
-        drive(self)
+        match self.mode {
+            Mode::Shared(drive) => drive(self),
+            _ => unreachable!("only shared flights are driven"),
+        }
     }
 
     /// Marks the calling thread as the one running this flight's work in the blocking API.
@@ -231,8 +279,8 @@ impl<V: Send + Sync + 'static> Flight<V> {
         // SAFETY: the caller holds `DRIVING` (the `DriveFn` contract), so this is the one
         // reference to the slot; the future stays pinned in its box.
         self.work.with_mut(|slot| match unsafe { &mut *slot } {
-            Some(work) => work.as_mut().poll(&mut cx),
-            None => unreachable!("a driven flight has its work installed"),
+            Some(Owned::Work(work)) => work.as_mut().poll(&mut cx),
+            _ => unreachable!("a driven flight has its work installed"),
         })
     }
 

@@ -1,12 +1,13 @@
 //! [`Group`]: request coalescing for many keys, on `scc::HashMap`.
 
-use crate::flight::{DriveFn, Flight};
+use crate::flight::{Flight, Mode};
 use crate::outcome::{Aborted, Error, Outcome, split_try};
-use crate::start::TryStart;
+use crate::spawn::Spawn;
+use crate::start::{Start, TryStart};
 use crate::stats::{Counters, Event, Stats};
 use crate::sync::Arc;
 use crate::table::{Table, sealed};
-use crate::work::{SharedOps, TryWork, Work};
+use crate::work::{Lead, SharedOps, TryWork, Work};
 use core::fmt;
 use core::future::Future;
 use core::hash::{BuildHasher, Hash};
@@ -252,7 +253,7 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher> Group<K, V, S> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = V>,
     {
-        Work::new(self, key, work, None)
+        Work::new(self, key, work, Lead::Inline)
     }
 
     /// Like [`work`](Self::work), but the flight owns the work future and *any* waiter drives
@@ -296,7 +297,7 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher> Group<K, V, S> {
         Fut: Future<Output = V> + Send + 'static,
         V: Send + Sync + 'static,
     {
-        Work::new(self, key, work, Some(SharedOps::new()))
+        Work::new(self, key, work, Lead::Shared(SharedOps::new()))
     }
 
     /// Runs `work` once for all concurrent calls with this `key` on plain threads; the other
@@ -320,6 +321,70 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher> Group<K, V, S> {
     /// ```
     pub fn work_blocking(&self, key: K, work: impl FnOnce() -> V) -> Result<Outcome<V>, Aborted> {
         crate::blocking::run(self, key, work)
+    }
+}
+
+impl<K, V, S> Group<K, V, S>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    /// Like [`work_shared`](Self::work_shared), but the leader's work is spawned with `spawn`
+    /// (a runtime adapter's spawner), so it runs to completion even if every caller walks away:
+    /// Go's behaviour, and the cache it fills still gets filled. The group must be in an `Arc`,
+    /// since the spawned task outlives the callers and finishes the flight itself.
+    ///
+    /// While the task runs, the flight stays the key's current one: a caller that arrives later
+    /// joins it instead of starting the work again. If the runtime drops the task before it
+    /// finishes (it is shutting down), every caller gets [`Aborted`] with
+    /// [`is_shutdown`](Aborted::is_shutdown).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping any caller, the leader included, never affects the work or the other callers.
+    /// When the spawner [aborts when abandoned](crate::Spawn::aborts_when_abandoned), the last
+    /// caller out frees the key and aborts the task instead.
+    ///
+    /// # Panics
+    ///
+    /// A panic in the work is caught in the task; every caller gets [`Aborted`] with
+    /// [`is_panic`](Aborted::is_panic). Polling the future again after it completed panics.
+    ///
+    /// # Examples
+    ///
+    /// With a spawner that runs the task on a plain thread (the adapters provide real ones):
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// struct OnThread;
+    /// impl coalescer::Spawn for OnThread {
+    ///     type Task = std::thread::JoinHandle<()>;
+    ///     fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, task: F) -> Self::Task {
+    ///         std::thread::spawn(move || futures_lite::future::block_on(task))
+    ///     }
+    ///     fn aborts_when_abandoned(&self) -> bool { false }
+    /// }
+    ///
+    /// let group = Arc::new(coalescer::Group::<u8, u32>::new());
+    /// let v = futures_lite::future::block_on(group.work_detached(1, OnThread, || async { 7 }));
+    /// assert_eq!(*v.unwrap().value(), 7);
+    /// ```
+    pub fn work_detached<F, Fut, Sp>(
+        self: &alloc::sync::Arc<Self>,
+        key: K,
+        spawn: Sp,
+        work: F,
+    ) -> Work<'_, Self, F>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V> + Send + 'static,
+        Sp: Spawn + Send + Sync + 'static,
+    {
+        let abort = spawn.aborts_when_abandoned();
+        let spawn =
+            crate::detached::spawner(self.clone(), key.clone(), spawn, <F as Start<V>>::finish);
+        Work::new(self, key, work, Lead::Detached { spawn, abort })
     }
 }
 
@@ -359,7 +424,7 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        TryWork::new(Work::new(self, key, TryStart(work), None))
+        TryWork::new(Work::new(self, key, TryStart(work), Lead::Inline))
     }
 
     /// The fallible form of [`work_shared`](Self::work_shared).
@@ -388,7 +453,12 @@ where
         T: Send + Sync + 'static,
         E: Send + Sync + 'static,
     {
-        TryWork::new(Work::new(self, key, TryStart(work), Some(SharedOps::new())))
+        TryWork::new(Work::new(
+            self,
+            key,
+            TryStart(work),
+            Lead::Shared(SharedOps::new()),
+        ))
     }
 
     /// The fallible form of [`work_blocking`](Self::work_blocking).
@@ -421,7 +491,7 @@ impl<K: Hash + Eq + Clone, V, S: BuildHasher> Table for Group<K, V, S> {
     type Key = K;
     type Value = V;
 
-    fn join(&self, key: &K, drive: Option<DriveFn<V>>) -> (Arc<Flight<V>>, bool) {
+    fn join(&self, key: &K, mode: Mode<V>) -> (Arc<Flight<V>>, bool) {
         match self.map.entry_sync(key.clone()) {
             Entry::Occupied(entry) => {
                 let flight = entry.get().clone();
@@ -429,7 +499,7 @@ impl<K: Hash + Eq + Clone, V, S: BuildHasher> Table for Group<K, V, S> {
                 (flight, false)
             }
             Entry::Vacant(entry) => {
-                let flight = Arc::new(Flight::new(drive));
+                let flight = Arc::new(Flight::new(mode));
                 entry.insert_entry(flight.clone());
                 (flight, true)
             }

@@ -1,44 +1,64 @@
-//! A caller's counted place in a flight, shared by the async futures and the blocking API.
+//! A counted place in a flight: a caller's (async or blocking), or a detached task's.
 //!
-//! Dropping a handle before it has taken its result is how a caller leaves a flight: the
-//! leave is decided under the table lock, so exactly one caller is ever "the last one out".
+//! Dropping a caller's handle before it has taken its result is how a caller leaves a flight:
+//! the leave is decided under the table lock, so exactly one waiter is ever "the last one out".
+//! Dropping a detached task's handle before the work finished means the runtime dropped the
+//! task: the flight ends with [`Aborted::shutdown`].
 
-use crate::flight::{DriveFn, Flight};
+use crate::flight::{Flight, Mode};
 use crate::outcome::{Aborted, Outcome};
-use crate::state;
+use crate::state::{self, State};
 use crate::stats::Event;
 use crate::sync::Arc;
 use crate::table::Table;
+use core::ops::Deref;
 use core::task::Poll;
 
-pub(crate) struct Handle<'a, G: Table> {
-    table: &'a G,
+/// Reaches a table: `&G` for callers, `Arc<G>` for a detached task that outlives them.
+pub(crate) struct Handle<G: Table, R: Deref<Target = G>> {
+    table: R,
     key: G::Key,
     flight: Arc<Flight<G::Value>>,
-    /// This caller started the work it is running or ran (the first caller, or a promoted one).
+    /// This waiter started the work it runs or ran (the first caller, or a promoted one).
     leader: bool,
-    /// This caller is running its own work for a work-mode flight (so leaving vacates it).
+    /// This waiter runs its own work for a work-mode flight, so leaving vacates it.
     running: bool,
-    /// The caller has its result (or re-raised the work's panic): nothing to leave.
+    /// This is a detached flight's task.
+    task: bool,
+    /// The waiter has its result (or re-raised the work's panic): nothing to leave.
     finished: bool,
 }
 
-impl<'a, G: Table> Handle<'a, G> {
-    /// Joins `key`'s flight, or starts one (shared when `drive` is given).
-    pub(crate) fn join(table: &'a G, key: G::Key, drive: Option<DriveFn<G::Value>>) -> Self {
-        let (flight, leader) = table.join(&key, drive);
+impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
+    /// Joins `key`'s flight, or starts one of the given mode.
+    pub(crate) fn join(table: R, key: G::Key, mode: Mode<G::Value>) -> Self {
+        let (flight, leader) = table.join(&key, mode);
         table.stats().record(if leader {
             Event::Leader
         } else {
             Event::Follower
         });
-        let running = leader && !flight.is_shared();
+        let running = leader && matches!(flight.mode(), Mode::Work);
         Self {
             table,
             key,
             flight,
             leader,
             running,
+            task: false,
+            finished: false,
+        }
+    }
+
+    /// The handle of a detached flight's task (counted when the flight was created).
+    pub(crate) fn for_task(table: R, key: G::Key, flight: Arc<Flight<G::Value>>) -> Self {
+        Self {
+            table,
+            key,
+            flight,
+            leader: true,
+            running: true,
+            task: true,
             finished: false,
         }
     }
@@ -62,19 +82,23 @@ impl<'a, G: Table> Handle<'a, G> {
         won
     }
 
-    /// The result of a finished flight, for a caller that did not finish it.
+    /// The result of a finished flight, for a waiter that did not finish it.
     pub(crate) fn finished_result(&mut self) -> Option<Result<Outcome<G::Value>, Aborted>>
     where
         G::Value: Clone,
     {
-        if !self.flight.load().is_finished() {
+        let s = self.flight.load();
+        if !s.is_finished() {
             return None;
         }
         self.finished = true;
+        // The count froze when the flight finished: it says how many got the value.
+        let callers = s.waiters() - usize::from(self.flight.is_detached());
+        let (leader, shared) = (self.leader, callers > 1);
         Some(
             self.flight
                 .result()
-                .map(|value| Outcome::new(value, false, true)),
+                .map(|value| Outcome::new(value, leader, shared)),
         )
     }
 
@@ -83,26 +107,18 @@ impl<'a, G: Table> Handle<'a, G> {
     where
         G::Value: Clone,
     {
-        self.remove_entry();
-        let work = self.flight.take_work();
-        let shared = self.flight.publish(state::DONE, || Ok(value.clone()));
-        self.finished = true;
-        drop(work); // the finished shared work goes last, with no lock held
-        Outcome::new(value, self.leader, shared)
+        let others = self.end(state::DONE, || Ok(value.clone()));
+        Outcome::new(value, self.leader, others)
     }
 
     /// The work ended without a value: free the key, then release every waiter with `aborted`.
     pub(crate) fn abort(&mut self, aborted: Aborted) -> Aborted {
-        self.remove_entry();
-        let work = self.flight.take_work();
-        self.flight.publish(state::ABORTED, || Err(aborted.clone()));
-        self.finished = true;
+        self.end(state::ABORTED, || Err(aborted.clone()));
         self.table.stats().record(if aborted.is_panic() {
             Event::Panic
         } else {
             Event::Shutdown
         });
-        drop(work);
         aborted
     }
 
@@ -128,6 +144,34 @@ impl<'a, G: Table> Handle<'a, G> {
         }
     }
 
+    /// Ends the flight in `phase`: takes it out of its table if it is still the key's current
+    /// one, publishes, and drops finished shared work last, with no lock held. Returns whether
+    /// another waiter was counted.
+    fn end(
+        &mut self,
+        phase: usize,
+        for_others: impl FnOnce() -> Result<G::Value, Aborted>,
+    ) -> bool {
+        if self.flight.load().is_finished() {
+            // Only when spawning a detached task panicked after the task's handle had already
+            // ended the flight: nothing is left to publish.
+            self.finished = true;
+            return false;
+        }
+        self.table
+            .with_current(&self.key, &self.flight, &mut |current| current);
+        // Only shared work is the finisher's to take (it holds `DRIVING`).
+        let work = if self.flight.is_shared() {
+            self.flight.take_work()
+        } else {
+            None
+        };
+        let others = self.flight.publish(phase, for_others);
+        self.finished = true;
+        drop(work);
+        others
+    }
+
     /// Drives a shared flight's work while this caller may: returns its result when this caller
     /// finished the work, `None` when the work is pending or someone else is polling it.
     /// `holding` says the caller already holds `DRIVING` (the leader's first poll).
@@ -149,31 +193,31 @@ impl<'a, G: Table> Handle<'a, G> {
         }
     }
 
-    /// Takes this flight out of its table if it is still the key's current one.
-    fn remove_entry(&self) {
-        self.table
-            .with_current(&self.key, &self.flight, &mut |current| current);
-    }
-
     /// Leaves an unfinished flight (the caller was dropped, or gave up).
     fn leave(&mut self) {
         if self.flight.load().is_finished() {
             return;
         }
         let vacate = self.running;
+        let mode = self.flight.mode();
+        let abandoned = |s: State| match mode {
+            // A detached task counts as one waiter: the callers have all gone at one.
+            Mode::Detached { abort } => abort && s.waiters() == 1,
+            Mode::Work | Mode::Shared(_) => s.waiters() == 0,
+        };
         let flight = &self.flight;
         let mut next = None;
         self.table.with_current(&self.key, flight, &mut |current| {
             let n = flight.leave(vacate);
             next = Some(n);
-            current && n.waiters() == 0 && !n.is_finished()
+            current && abandoned(n) && !n.is_finished()
         });
         let next = next.expect("with_current calls its closure once");
         if next.is_finished() {
             return;
         }
-        if next.waiters() == 0 {
-            // The last waiter out of unfinished shared work cancels it (no lock held).
+        if abandoned(next) {
+            // Unfinished shared work or an abortable task goes with its last caller (no lock held).
             drop(self.flight.take_work());
         } else if vacate {
             // A work-mode leader left: wake the followers so that one of them takes the lead.
@@ -182,20 +226,26 @@ impl<'a, G: Table> Handle<'a, G> {
     }
 }
 
-impl<G: Table> Drop for Handle<'_, G> {
+impl<G: Table, R: Deref<Target = G>> Drop for Handle<G, R> {
     fn drop(&mut self) {
-        if !self.finished {
+        if self.finished {
+            return;
+        }
+        if self.task {
+            self.abort(Aborted::shutdown());
+        } else {
             self.leave();
         }
     }
 }
 
-impl<G: Table> core::fmt::Debug for Handle<'_, G> {
+impl<G: Table, R: Deref<Target = G>> core::fmt::Debug for Handle<G, R> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Handle")
             .field("flight", &self.flight)
             .field("leader", &self.leader)
             .field("running", &self.running)
+            .field("task", &self.task)
             .field("finished", &self.finished)
             .finish()
     }

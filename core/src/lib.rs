@@ -4,6 +4,7 @@
 
 extern crate alloc;
 
+mod detached;
 mod flight;
 mod handle;
 mod outcome;
@@ -33,13 +34,13 @@ pub use table::Table;
 
 /// The named futures returned by the async methods, and what their bounds mention.
 pub mod futures {
-    pub use crate::start::{Detached, Start, TryStart};
+    pub use crate::start::{Start, TryStart};
     pub use crate::timeout::{TimedOut, Timeout};
     pub use crate::work::{TryWork, Work};
 }
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::flight::Flight;
+    pub use crate::flight::{DriveFn, Flight, Mode, Owned};
     pub use crate::stats::Stats;
 }

@@ -1,13 +1,14 @@
 //! [`Single`]: request coalescing for one implicit key, without a map (and without `std`).
 
-use crate::flight::{DriveFn, Flight};
+use crate::flight::{Flight, Mode};
 #[cfg(feature = "std")]
 use crate::outcome::{Aborted, Error, Outcome, split_try};
-use crate::start::TryStart;
+use crate::spawn::Spawn;
+use crate::start::{Start, TryStart};
 use crate::stats::{Counters, Event, Stats};
 use crate::sync::{Arc, Mutex};
 use crate::table::{Table, sealed};
-use crate::work::{SharedOps, TryWork, Work};
+use crate::work::{Lead, SharedOps, TryWork, Work};
 use core::fmt;
 use core::future::Future;
 
@@ -116,7 +117,7 @@ impl<V: Clone> Single<V> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = V>,
     {
-        Work::new(self, (), work, None)
+        Work::new(self, (), work, Lead::Inline)
     }
 
     /// Runs `work` owned by the flight, driven by any waiter; see
@@ -145,7 +146,7 @@ impl<V: Clone> Single<V> {
         Fut: Future<Output = V> + Send + 'static,
         V: Send + Sync + 'static,
     {
-        Work::new(self, (), work, Some(SharedOps::new()))
+        Work::new(self, (), work, Lead::Shared(SharedOps::new()))
     }
 
     /// Runs `work` once for all concurrent calls on plain threads; see
@@ -164,6 +165,50 @@ impl<V: Clone> Single<V> {
     #[cfg(feature = "std")]
     pub fn work_blocking(&self, work: impl FnOnce() -> V) -> Result<Outcome<V>, Aborted> {
         crate::blocking::run(self, (), work)
+    }
+}
+
+impl<V: Clone + Send + Sync + 'static> Single<V> {
+    /// Runs `work` spawned with `spawn`, so that it finishes even if every caller leaves; see
+    /// [`Group::work_detached`](crate::Group::work_detached).
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`Group::work_detached`](crate::Group::work_detached).
+    ///
+    /// # Panics
+    ///
+    /// As for [`Group::work_detached`](crate::Group::work_detached).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// struct OnThread;
+    /// impl coalescer::Spawn for OnThread {
+    ///     type Task = std::thread::JoinHandle<()>;
+    ///     fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, task: F) -> Self::Task {
+    ///         std::thread::spawn(move || futures_lite::future::block_on(task))
+    ///     }
+    ///     fn aborts_when_abandoned(&self) -> bool { false }
+    /// }
+    /// let single = Arc::new(coalescer::Single::<u32>::new());
+    /// let v = futures_lite::future::block_on(single.work_detached(OnThread, || async { 8 }));
+    /// assert_eq!(*v.unwrap().value(), 8);
+    /// ```
+    pub fn work_detached<F, Fut, Sp>(
+        self: &alloc::sync::Arc<Self>,
+        spawn: Sp,
+        work: F,
+    ) -> Work<'_, Self, F>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V> + Send + 'static,
+        Sp: Spawn + Send + Sync + 'static,
+    {
+        let abort = spawn.aborts_when_abandoned();
+        let spawn = crate::detached::spawner(self.clone(), (), spawn, <F as Start<V>>::finish);
+        Work::new(self, (), work, Lead::Detached { spawn, abort })
     }
 }
 
@@ -187,7 +232,7 @@ impl<T: Clone, E> Single<Result<T, alloc::sync::Arc<E>>> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        TryWork::new(Work::new(self, (), TryStart(work), None))
+        TryWork::new(Work::new(self, (), TryStart(work), Lead::Inline))
     }
 
     /// The fallible form of [`work_blocking`](Self::work_blocking).
@@ -225,14 +270,14 @@ impl<V> Table for Single<V> {
     type Key = ();
     type Value = V;
 
-    fn join(&self, _: &(), drive: Option<DriveFn<V>>) -> (Arc<Flight<V>>, bool) {
+    fn join(&self, _: &(), mode: Mode<V>) -> (Arc<Flight<V>>, bool) {
         self.slot.with(|slot| match slot {
             Some(flight) => {
                 flight.join();
                 (flight.clone(), false)
             }
             None => {
-                let flight = Arc::new(Flight::new(drive));
+                let flight = Arc::new(Flight::new(mode));
                 *slot = Some(flight.clone());
                 (flight, true)
             }

@@ -1,8 +1,7 @@
 //! How a caller's closure becomes the work: [`Start`], implemented for plain closures, for the
-//! fallible forms ([`TryStart`]) and for detached work ([`Detached`]).
+//! fallible forms ([`TryStart`]).
 
 use crate::outcome::Aborted;
-use crate::spawn::Spawn;
 use alloc::sync::Arc;
 use core::future::Future;
 
@@ -53,29 +52,5 @@ where
 
     fn finish(output: Result<T, E>) -> Result<Result<T, Arc<E>>, Aborted> {
         Ok(output.map_err(Arc::new))
-    }
-}
-
-/// The closure of a detached call: its work is spawned on a runtime, and the flight waits for
-/// the spawned task.
-#[doc(hidden)]
-#[derive(Debug)]
-pub struct Detached<F, S>(pub(crate) F, pub(crate) S);
-
-impl<F, Fut, S> Start<Fut::Output> for Detached<F, S>
-where
-    F: FnOnce() -> Fut,
-    Fut: Future + Send + 'static,
-    Fut::Output: Send + 'static,
-    S: Spawn,
-{
-    type Future = S::Task<Fut::Output>;
-
-    fn start(self) -> Self::Future {
-        self.1.spawn((self.0)())
-    }
-
-    fn finish(output: Result<Fut::Output, Aborted>) -> Result<Fut::Output, Aborted> {
-        output
     }
 }

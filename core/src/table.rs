@@ -1,7 +1,7 @@
 //! What a coalescer is to its flights: a place where each key has at most one current flight,
 //! with a lock under which joins and "last one out" are decided.
 
-use crate::flight::{DriveFn, Flight};
+use crate::flight::{Flight, Mode};
 use crate::stats::Stats;
 use crate::sync::Arc;
 
@@ -15,14 +15,10 @@ pub trait Table: sealed::Sealed {
     type Value;
 
     /// Under the lock of `key`'s slot: follow the current flight (counting the caller), or
-    /// insert a new one built with `drive` and lead it. Returns the flight and whether the caller
+    /// insert a new one of the given mode and lead it. Returns the flight and whether the caller
     /// leads. No user code runs under the lock.
     #[doc(hidden)]
-    fn join(
-        &self,
-        key: &Self::Key,
-        drive: Option<DriveFn<Self::Value>>,
-    ) -> (Arc<Flight<Self::Value>>, bool);
+    fn join(&self, key: &Self::Key, mode: Mode<Self::Value>) -> (Arc<Flight<Self::Value>>, bool);
 
     /// Calls `decide` exactly once, under the lock of `key`'s slot when `flight` is still that
     /// key's current flight (argument `true`; the entry is removed when `decide` returns true),

@@ -28,7 +28,10 @@ pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Caught> {
 }
 
 /// The work panicked in the caller that owns `handle`: release the flight, resume the panic.
-pub(crate) fn fail<G: Table>(handle: &mut Handle<'_, G>, caught: Caught) -> ! {
+pub(crate) fn fail<G: Table, R: core::ops::Deref<Target = G>>(
+    handle: &mut Handle<G, R>,
+    caught: Caught,
+) -> ! {
     #[cfg(feature = "std")]
     {
         handle.fail(caught)

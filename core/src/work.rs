@@ -1,6 +1,7 @@
 //! The futures returned by the async methods: [`Work`] and [`TryWork`].
 
-use crate::flight::{BoxedWork, DriveFn, Flight};
+use crate::detached::SpawnFn;
+use crate::flight::{BoxedWork, DriveFn, Flight, Mode, Owned};
 use crate::handle::Handle;
 use crate::outcome::{Aborted, Error, Outcome, split_try};
 use crate::start::{Start, TryStart};
@@ -12,6 +13,19 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 use event_listener::EventListener;
 use pin_project_lite::pin_project;
+
+/// How a call leads a flight it starts.
+pub(crate) enum Lead<'a, V, F: Start<V>> {
+    /// Runs the work inside its own future (work mode).
+    Inline,
+    /// Hands the work to the flight (shared-work mode).
+    Shared(SharedOps<V, F>),
+    /// Spawns the work (detached mode).
+    Detached {
+        spawn: SpawnFn<'a, V, F::Future>,
+        abort: bool,
+    },
+}
 
 /// What a shared-work call adds: how to box its work into the flight, and how to poll it there.
 /// Both are made where `work_shared`'s bounds are known.
@@ -95,26 +109,21 @@ pin_project! {
         // handle hands the flight over (no two executions of one key overlap).
         #[pin]
         stage: Stage<F, F::Future>,
-        handle: Option<Handle<'a, G>>,
+        handle: Option<Handle<G, &'a G>>,
         table: &'a G,
         key: Option<G::Key>,
-        shared: Option<SharedOps<G::Value, F>>,
+        lead: Option<Lead<'a, G::Value, F>>,
     }
 }
 
 impl<'a, G: Table, F: Start<G::Value>> Work<'a, G, F> {
-    pub(crate) fn new(
-        table: &'a G,
-        key: G::Key,
-        start: F,
-        shared: Option<SharedOps<G::Value, F>>,
-    ) -> Self {
+    pub(crate) fn new(table: &'a G, key: G::Key, start: F, lead: Lead<'a, G::Value, F>) -> Self {
         Self {
             stage: Stage::Start { start: Some(start) },
             handle: None,
             table,
             key: Some(key),
-            shared,
+            lead: Some(lead),
         }
     }
 }
@@ -134,36 +143,51 @@ where
                 StageProj::Start { start } => {
                     let start = start.take().expect("Work polled after its start was taken");
                     let key = this.key.take().expect("Work joins once");
-                    let shared = *this.shared;
-                    let handle =
-                        this.handle
-                            .insert(Handle::join(this.table, key, shared.map(|s| s.drive)));
+                    let lead = this.lead.take().expect("Work joins once");
+                    let mode = match &lead {
+                        Lead::Inline => Mode::Work,
+                        Lead::Shared(ops) => Mode::Shared(ops.drive),
+                        Lead::Detached { abort, .. } => Mode::Detached { abort: *abort },
+                    };
+                    let handle = this.handle.insert(Handle::join(*this.table, key, mode));
                     if !handle.is_leader() {
                         this.stage.set(Stage::Wait {
                             start: Some(start),
                             listener: None,
                         });
-                    } else if let Some(ops) = shared {
-                        // The leader of shared work: start it outside any lock, hand it to the
-                        // flight, and give it its first poll (still holding `DRIVING`).
-                        let flight = handle.flight().clone();
-                        match crate::unwind::catch(|| (ops.boxed)(start.start())) {
-                            Ok(work) => flight.install(work),
-                            Err(payload) => {
-                                this.stage.set(Stage::Done);
-                                crate::unwind::fail(handle, payload)
-                            }
+                        continue;
+                    }
+                    let flight = handle.flight().clone();
+                    // Starting the work is user code: it runs outside any lock, after the join.
+                    let owned = match lead {
+                        Lead::Inline => {
+                            this.stage.set(Stage::Run { fut: start.start() });
+                            continue;
                         }
-                        this.stage.set(Stage::Wait {
-                            start: None,
-                            listener: None,
-                        });
+                        Lead::Shared(ops) => {
+                            crate::unwind::catch(|| Owned::Work((ops.boxed)(start.start())))
+                        }
+                        Lead::Detached { spawn, .. } => {
+                            crate::unwind::catch(|| spawn(start.start(), flight.clone()))
+                        }
+                    };
+                    match owned {
+                        Ok(owned) => flight.install(owned),
+                        Err(payload) => {
+                            this.stage.set(Stage::Done);
+                            crate::unwind::fail(handle, payload)
+                        }
+                    }
+                    this.stage.set(Stage::Wait {
+                        start: None,
+                        listener: None,
+                    });
+                    // Shared work gets its first poll from its leader, still holding `DRIVING`.
+                    if flight.is_shared() {
                         if let Some(result) = handle.drive(true) {
                             this.stage.set(Stage::Done);
                             return Poll::Ready(result);
                         }
-                    } else {
-                        this.stage.set(Stage::Run { fut: start.start() });
                     }
                 }
                 StageProj::Run { fut } => {

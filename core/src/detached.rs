@@ -1,0 +1,88 @@
+//! Detached work: the leader's work is spawned on a runtime and the task finishes the flight
+//! itself, so the work runs to completion even if every caller walks away.
+//!
+//! The task holds a counted handle of its own (with the table behind an `Arc`, as it outlives
+//! the callers), so the flight stays the key's current one until the work is done: a caller that
+//! arrives while it runs joins it, as in Go. With [`Spawn::ABORT_WHEN_ABANDONED`], the last
+//! caller out instead frees the key and drops the task's handle, which aborts the task.
+
+use crate::flight::{Flight, Owned};
+use crate::handle::Handle;
+use crate::outcome::Aborted;
+use crate::spawn::Spawn;
+use crate::sync::Arc;
+use crate::table::Table;
+use alloc::boxed::Box;
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+use pin_project_lite::pin_project;
+
+/// Spawns a detached flight's work, once the leader has created the flight. Made where the
+/// bounds that spawning needs are known, and boxed so that the call's future need not name the
+/// spawner's type.
+pub(crate) type SpawnFn<'a, V, Fut> =
+    Box<dyn FnOnce(Fut, Arc<Flight<V>>) -> Owned<V> + Send + Sync + 'a>;
+
+/// The [`SpawnFn`] of a call to `work_detached` on `table` for `key`.
+pub(crate) fn spawner<'a, G, Fut, S>(
+    table: alloc::sync::Arc<G>,
+    key: G::Key,
+    spawn: S,
+    finish: fn(Fut::Output) -> Result<G::Value, Aborted>,
+) -> SpawnFn<'a, G::Value, Fut>
+where
+    G: Table + Send + Sync + 'static,
+    G::Key: Send + Sync + 'static,
+    G::Value: Clone + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    S: Spawn + Send + Sync + 'a,
+{
+    Box::new(move |work, flight| {
+        let handle = Handle::for_task(table, key, flight);
+        Owned::Task(Box::new(spawn.spawn(Completer {
+            work,
+            finish,
+            handle,
+        })))
+    })
+}
+
+pin_project! {
+    /// The spawned task: runs the work, then finishes the flight. Dropped unfinished (its
+    /// runtime is shutting down, or it was aborted), its handle ends the flight with
+    /// [`Aborted::shutdown`]. The work is declared first so that it is dropped first.
+    struct Completer<G: Table, Fut: Future> {
+        #[pin]
+        work: Fut,
+        finish: fn(Fut::Output) -> Result<G::Value, Aborted>,
+        handle: Handle<G, alloc::sync::Arc<G>>,
+    }
+}
+
+impl<G: Table, Fut: Future> Future for Completer<G, Fut>
+where
+    G::Value: Clone,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        match crate::unwind::catch(|| this.work.poll(cx)) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => {
+                let _ = this.handle.finish((this.finish)(output));
+                Poll::Ready(())
+            }
+            // The panic hook has reported it; the waiters get it as `Aborted`. Resuming it
+            // would only make the runtime report it again.
+            #[allow(unreachable_patterns)]
+            Err(payload) => {
+                #[cfg(feature = "std")]
+                this.handle.abort(Aborted::panic(&*payload));
+                let _ = payload;
+                Poll::Ready(())
+            }
+        }
+    }
+}
