@@ -1,0 +1,63 @@
+//! The product: `coalescer::Group` in each of its modes.
+
+use crate::{Coalesce, CoalesceBlocking};
+use coalescer::Group;
+use core::future::Future;
+
+/// `Group::work` (restart mode: the work runs inside the leader's future), and
+/// `Group::work_blocking` for the blocking scenarios.
+#[derive(Debug)]
+pub struct CoalescerWork(Group<u64, u64>);
+
+/// `Group::work_shared`: the flight owns the work future and any waiter drives it.
+#[derive(Debug)]
+pub struct CoalescerShared(Group<u64, u64>);
+
+impl Coalesce for CoalescerWork {
+    const NAME: &'static str = "coalescer work";
+
+    fn with_capacity(capacity: usize) -> Self {
+        Self(Group::with_capacity(capacity))
+    }
+
+    fn call<F, Fut>(&self, key: u64, work: F) -> impl Future<Output = u64> + Send + '_
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = u64> + Send + 'static,
+    {
+        let call = self.0.work(key, work);
+        async move { call.await.expect("the bench work never panics").into_value() }
+    }
+}
+
+impl Coalesce for CoalescerShared {
+    const NAME: &'static str = "coalescer work_shared";
+
+    fn with_capacity(capacity: usize) -> Self {
+        Self(Group::with_capacity(capacity))
+    }
+
+    fn call<F, Fut>(&self, key: u64, work: F) -> impl Future<Output = u64> + Send + '_
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = u64> + Send + 'static,
+    {
+        let call = self.0.work_shared(key, work);
+        async move { call.await.expect("the bench work never panics").into_value() }
+    }
+}
+
+impl CoalesceBlocking for CoalescerWork {
+    const NAME: &'static str = "coalescer work_blocking";
+
+    fn with_capacity(capacity: usize) -> Self {
+        Self(Group::with_capacity(capacity))
+    }
+
+    fn call_blocking(&self, key: u64, work: impl FnOnce() -> u64) -> u64 {
+        self.0
+            .work_blocking(key, work)
+            .expect("the bench work never panics")
+            .into_value()
+    }
+}

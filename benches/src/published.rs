@@ -1,0 +1,96 @@
+//! The published Rust coalescers, each behind [`Coalesce`].
+
+use crate::Coalesce;
+use core::convert::Infallible;
+use core::future::Future;
+
+/// Crate `async_singleflight` (`Group::work`): a tokio `Mutex<HashMap>` of `watch` receivers.
+/// It takes the work as a future (built by every caller, polled by the leader only) and cannot
+/// be pre-sized.
+pub struct AsyncSingleflight(async_singleflight::Group<u64, u64, Infallible>);
+
+/// Crate `singleflight-async` (`SingleFlight::work`): a `parking_lot` map of weak slots, each
+/// slot a tokio `Mutex` that the leader holds while the work runs. It joins when `work` is
+/// called, not when polled, so the call is wrapped in an `async` block. It cannot be pre-sized.
+pub struct SingleflightAsync(singleflight_async::SingleFlight<u64, u64>);
+
+/// `moka::future::Cache::get_with`, moka's built-in coalescing of concurrent loads. It is a
+/// cache, so [`Coalesce::reset`] invalidates the key.
+pub struct MokaGetWith(moka::future::Cache<u64, u64>);
+
+impl core::fmt::Debug for AsyncSingleflight {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("AsyncSingleflight")
+    }
+}
+
+impl core::fmt::Debug for SingleflightAsync {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("SingleflightAsync")
+    }
+}
+
+impl core::fmt::Debug for MokaGetWith {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("MokaGetWith")
+    }
+}
+
+impl Coalesce for AsyncSingleflight {
+    const NAME: &'static str = "async_singleflight";
+
+    fn with_capacity(_capacity: usize) -> Self {
+        Self(async_singleflight::Group::new())
+    }
+
+    fn call<F, Fut>(&self, key: u64, work: F) -> impl Future<Output = u64> + Send + '_
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = u64> + Send + 'static,
+    {
+        async move {
+            let work = async move { Ok::<u64, Infallible>(work().await) };
+            match self.0.work(&key, work).await {
+                Ok(value) => value,
+                Err(_) => unreachable!("the bench work never fails"),
+            }
+        }
+    }
+}
+
+impl Coalesce for SingleflightAsync {
+    const NAME: &'static str = "singleflight-async";
+
+    fn with_capacity(_capacity: usize) -> Self {
+        Self(singleflight_async::SingleFlight::new())
+    }
+
+    fn call<F, Fut>(&self, key: u64, work: F) -> impl Future<Output = u64> + Send + '_
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = u64> + Send + 'static,
+    {
+        async move { self.0.work(key, work).await }
+    }
+}
+
+impl Coalesce for MokaGetWith {
+    const NAME: &'static str = "moka get_with";
+
+    fn with_capacity(_capacity: usize) -> Self {
+        // Room for every key of a run: entries leave by invalidation, never by eviction.
+        Self(moka::future::Cache::new(1 << 24))
+    }
+
+    fn call<F, Fut>(&self, key: u64, work: F) -> impl Future<Output = u64> + Send + '_
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = u64> + Send + 'static,
+    {
+        async move { self.0.get_with(key, async move { work().await }).await }
+    }
+
+    fn reset(&self, key: u64) -> impl Future<Output = ()> + Send + '_ {
+        async move { self.0.invalidate(&key).await }
+    }
+}

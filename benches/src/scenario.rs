@@ -1,0 +1,593 @@
+//! The scenarios, each written once against [`Coalesce`] or [`CoalesceBlocking`], and their
+//! floor rows (what no coalescer can beat), measured with the same drivers.
+//!
+//! | scenario | driver | figure |
+//! |---|---|---|
+//! | S1 distinct keys, instant work, 1 and 2 tasks | [`distinct_keys`] | wall time per call |
+//! | S2 1,000 tasks on one key, work sleeps 1 ms | [`fan_out`] | fan-out: work returns → last waiter returns; executions per round |
+//! | S3 10,000 waiters on one key | [`fan_out`] | fan-out |
+//! | S4 one hot key, 2 tasks, instant work | [`hot_key`] | wall time per call; executions per call |
+//! | S1 blocking, 1 and 2 threads | [`distinct_keys_blocking`] | wall time per call |
+//! | S3 blocking, a leader thread and a parked follower thread | [`fan_out_blocking`] | fan-out |
+//!
+//! Shared state is `&'static` (leaked once per benchmark), so that no `Arc` count is bumped by
+//! ten thousand tasks in the measured section.
+
+use crate::{Coalesce, CoalesceBlocking};
+use core::future::Future;
+use core::pin::pin;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use event_listener::{Event, Listener};
+use std::hint::black_box;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+/// The one key of S2, S3 and S4. S1 uses fresh keys above `1 << 32`.
+pub const HOT_KEY: u64 = 0;
+
+/// The value every bench work returns.
+pub const VALUE: u64 = 7;
+
+/// A fan-out round that ran its work more than once (a waiter joined after the work returned,
+/// because its thread was descheduled between being counted and joining) is run again; this
+/// many bad rounds in a row means the competitor does not coalesce.
+const MAX_BAD_ROUNDS: usize = 20;
+
+static NEXT_KEY: AtomicU64 = AtomicU64::new(1 << 32);
+
+/// `n` keys that no call has used yet; returns the first.
+fn fresh_keys(n: u64) -> u64 {
+    NEXT_KEY.fetch_add(n, Ordering::Relaxed)
+}
+
+/// The runtime of the async scenarios: tokio, multi-threaded, two workers.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// Leaks `value`: the benchmarks' shared state lives as long as the process.
+pub fn leak<T>(value: T) -> &'static T {
+    Box::leak(Box::new(value))
+}
+
+// ---------------------------------------------------------------------------------------------
+// S1: distinct keys.
+
+/// One S1 call: a fresh key, work that returns at once. Implemented for every competitor and
+/// for the floor ([`SccFloor`]).
+pub trait DistinctCall: Send + Sync + 'static {
+    /// Calls with `key`, which nobody else uses.
+    fn call_fresh(&self, key: u64) -> impl Future<Output = u64> + Send + '_;
+}
+
+impl<C: Coalesce> DistinctCall for C {
+    fn call_fresh(&self, key: u64) -> impl Future<Output = u64> + Send + '_ {
+        async move {
+            let value = self.call(key, || async { VALUE }).await;
+            self.reset(key).await;
+            value
+        }
+    }
+}
+
+/// The blocking form of [`DistinctCall`].
+pub trait DistinctCallBlocking: Sync {
+    /// Calls with `key`, which nobody else uses.
+    fn call_fresh_blocking(&self, key: u64) -> u64;
+}
+
+impl<C: CoalesceBlocking> DistinctCallBlocking for C {
+    fn call_fresh_blocking(&self, key: u64) -> u64 {
+        self.call_blocking(key, || VALUE)
+    }
+}
+
+/// The S1 floor: insert a fresh key into a pre-sized `scc::HashMap` and remove it (what every
+/// scc-based coalescer does at least once per call).
+#[derive(Debug)]
+pub struct SccFloor(scc::HashMap<u64, u64>);
+
+impl SccFloor {
+    /// A map sized for `capacity` keys.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self(scc::HashMap::with_capacity(capacity))
+    }
+
+    fn insert_remove(&self, key: u64) -> u64 {
+        let inserted = self.0.insert_sync(key, VALUE).is_ok();
+        debug_assert!(inserted, "S1 keys are fresh");
+        self.0.remove_sync(&key).map_or(0, |(_, value)| value)
+    }
+}
+
+impl DistinctCall for SccFloor {
+    fn call_fresh(&self, key: u64) -> impl Future<Output = u64> + Send + '_ {
+        core::future::ready(self.insert_remove(key))
+    }
+}
+
+impl DistinctCallBlocking for SccFloor {
+    fn call_fresh_blocking(&self, key: u64) -> u64 {
+        self.insert_remove(key)
+    }
+}
+
+/// S1: `tasks` tasks make `calls` calls in all, each with a key nobody else uses. Returns the
+/// wall time of all of them.
+pub async fn distinct_keys<T: DistinctCall>(target: &'static T, tasks: u64, calls: u64) -> Duration {
+    let base = fresh_keys(calls);
+    let end = base + calls;
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            tokio::spawn(async move {
+                let mut key = base + t;
+                while key < end {
+                    black_box(target.call_fresh(key).await);
+                    key += tasks;
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.await.expect("an S1 task panicked");
+    }
+    start.elapsed()
+}
+
+/// S1 on plain threads: `threads` threads make `calls` calls in all. Returns the longest
+/// thread's time, measured from a common start (thread spawning is not measured).
+pub fn distinct_keys_blocking<T: DistinctCallBlocking>(target: &T, threads: u64, calls: u64) -> Duration {
+    let base = fresh_keys(calls);
+    let end = base + calls;
+    let barrier = Barrier::new(threads as usize);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    let start = Instant::now();
+                    let mut key = base + t;
+                    while key < end {
+                        black_box(target.call_fresh_blocking(key));
+                        key += threads;
+                    }
+                    start.elapsed()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("an S1 thread panicked"))
+            .max()
+            .unwrap_or_default()
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// S2, S3: fan-out.
+
+/// The shared state of fan-out rounds (leak it with [`Round::leak`]).
+#[derive(Debug)]
+pub struct Round {
+    base: Instant,
+    /// Tasks per round, the leader included.
+    tasks: usize,
+    /// How long the work sleeps once every task has joined.
+    work_time: Duration,
+    /// Tasks whose call has been polled once (so has joined the flight).
+    joined: AtomicUsize,
+    /// Tasks whose call has not returned yet.
+    remaining: AtomicUsize,
+    /// Executions of the work this round.
+    executions: AtomicUsize,
+    /// When the work returned, in ns since `base`.
+    work_end: AtomicU64,
+    /// When the last task's call returned, in ns since `base`.
+    last_end: AtomicU64,
+    done: tokio::sync::Notify,
+}
+
+/// What fan-out rounds measured.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FanOut {
+    /// Sum over the counted rounds of (last waiter returned − work returned).
+    pub time: Duration,
+    /// Rounds run, the re-run bad ones included.
+    pub rounds: u64,
+    /// Executions of the work in all those rounds.
+    pub executions: u64,
+}
+
+impl FanOut {
+    fn add(&mut self, other: FanOut) {
+        self.time += other.time;
+        self.rounds += other.rounds;
+        self.executions += other.executions;
+    }
+}
+
+impl Round {
+    /// Rounds of `tasks` tasks on one key, whose work sleeps `work_time` once all have joined.
+    pub fn leak(tasks: usize, work_time: Duration) -> &'static Round {
+        leak(Round {
+            base: Instant::now(),
+            tasks,
+            work_time,
+            joined: AtomicUsize::new(0),
+            remaining: AtomicUsize::new(0),
+            executions: AtomicUsize::new(0),
+            work_end: AtomicU64::new(0),
+            last_end: AtomicU64::new(0),
+            done: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn now(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64
+    }
+
+    fn arm(&self) {
+        self.joined.store(0, Ordering::Relaxed);
+        self.remaining.store(self.tasks, Ordering::Relaxed);
+        self.executions.store(0, Ordering::Relaxed);
+    }
+
+    /// The work: waits until every task has joined, sleeps, stamps its end, returns.
+    async fn work(&'static self) -> u64 {
+        self.executions.fetch_add(1, Ordering::Relaxed);
+        while self.joined.load(Ordering::Acquire) < self.tasks {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(self.work_time).await;
+        self.work_end.store(self.now(), Ordering::Release);
+        VALUE
+    }
+
+    /// A task's call returned; the last one stamps the time and tells the driver.
+    fn returned(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.last_end.store(self.now(), Ordering::Release);
+            self.done.notify_one();
+        }
+    }
+
+    /// Waits for the round's last task; returns its fan-out, or `None` for a bad round.
+    async fn finish(&self) -> (Option<Duration>, u64) {
+        self.done.notified().await;
+        let executions = self.executions.load(Ordering::Acquire) as u64;
+        let work_end = self.work_end.load(Ordering::Acquire);
+        let last_end = self.last_end.load(Ordering::Acquire);
+        let time = (executions == 1).then(|| Duration::from_nanos(last_end.saturating_sub(work_end)));
+        (time, executions)
+    }
+}
+
+/// Polls `call` and counts it in `round.joined` after its first poll: by then every
+/// competitor has joined the flight (or is queued on the lock that joins it).
+async fn counted<F: Future>(round: &Round, call: F) -> F::Output {
+    let mut call = pin!(call);
+    let mut first = true;
+    core::future::poll_fn(|cx| {
+        let poll = call.as_mut().poll(cx);
+        if first {
+            first = false;
+            round.joined.fetch_add(1, Ordering::Release);
+        }
+        poll
+    })
+    .await
+}
+
+/// Runs rounds until one executes the work exactly once (a competitor that never does
+/// panics), and adds them all up.
+async fn until_good<Fut: Future<Output = (Option<Duration>, u64)>>(
+    name: &str,
+    mut round: impl FnMut() -> Fut,
+) -> FanOut {
+    let mut total = FanOut::default();
+    for _ in 0..MAX_BAD_ROUNDS {
+        let (time, executions) = round().await;
+        total.rounds += 1;
+        total.executions += executions;
+        if let Some(time) = time {
+            total.time += time;
+            return total;
+        }
+    }
+    panic!("{name}: {MAX_BAD_ROUNDS} fan-out rounds in a row ran the work more than once");
+}
+
+/// S2/S3: `round.tasks` tasks call with [`HOT_KEY`]; the work returns once all have joined and
+/// it has slept. Measures from the work's return to the last task's return.
+pub async fn fan_out<C: Coalesce>(group: &'static C, round: &'static Round) -> FanOut {
+    until_good(C::NAME, || async {
+        round.arm();
+        for _ in 0..round.tasks {
+            tokio::spawn(async move {
+                let value = counted(round, group.call(HOT_KEY, move || round.work())).await;
+                assert_eq!(value, VALUE);
+                round.returned();
+            });
+        }
+        let result = round.finish().await;
+        group.reset(HOT_KEY).await;
+        result
+    })
+    .await
+}
+
+/// `rounds` rounds of [`fan_out`], added up.
+pub async fn fan_out_rounds<C: Coalesce>(group: &'static C, round: &'static Round, rounds: u64) -> FanOut {
+    let mut total = FanOut::default();
+    for _ in 0..rounds {
+        total.add(fan_out(group, round).await);
+    }
+    total
+}
+
+/// A flag and the event its waiters sleep on: the bare-wake floor.
+#[derive(Debug, Default)]
+pub struct Gate {
+    open: AtomicBool,
+    event: Event,
+}
+
+impl Gate {
+    async fn wait(&self) {
+        loop {
+            if self.open.load(Ordering::Acquire) {
+                return;
+            }
+            let listener = self.event.listen();
+            if self.open.load(Ordering::Acquire) {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    fn wait_blocking(&self) {
+        loop {
+            if self.open.load(Ordering::Acquire) {
+                return;
+            }
+            let listener = self.event.listen();
+            if self.open.load(Ordering::Acquire) {
+                return;
+            }
+            listener.wait();
+        }
+    }
+
+    fn open(&self) {
+        self.open.store(true, Ordering::Release);
+        self.event.notify(usize::MAX);
+    }
+}
+
+/// The S2/S3 floor: the same rounds, but the first task runs the work and then opens a bare
+/// `event_listener::Event` that the others are parked on. No coalescer can fan out faster.
+pub async fn fan_out_floor(gate: &'static Gate, round: &'static Round, rounds: u64) -> FanOut {
+    let mut total = FanOut::default();
+    for _ in 0..rounds {
+        round.arm();
+        gate.open.store(false, Ordering::Relaxed);
+        for i in 0..round.tasks {
+            tokio::spawn(async move {
+                if i == 0 {
+                    round.joined.fetch_add(1, Ordering::Release);
+                    black_box(round.work().await);
+                    gate.open();
+                } else {
+                    counted(round, gate.wait()).await;
+                }
+                round.returned();
+            });
+        }
+        let (time, executions) = round.finish().await;
+        total.add(FanOut {
+            time: time.expect("the floor runs its work once"),
+            rounds: 1,
+            executions,
+        });
+    }
+    total
+}
+
+/// S3 on plain threads: a leader thread runs the work, which returns once a follower thread has
+/// started its call and 1 ms has passed (so the follower is parked); measures from the work's
+/// return to the follower's return. `rounds` rounds, added up.
+pub fn fan_out_blocking<C: CoalesceBlocking>(group: &C, rounds: u64) -> FanOut {
+    let call = |work: &dyn Fn() -> u64| group.call_blocking(HOT_KEY, work);
+    blocking_rounds(C::NAME, rounds, || {}, call, call)
+}
+
+/// The blocking S3 floor: the follower thread parks on a bare `Event` that the leader opens.
+pub fn fan_out_blocking_floor(rounds: u64) -> FanOut {
+    let gate = Gate::default();
+    blocking_rounds(
+        "floor",
+        rounds,
+        || gate.open.store(false, Ordering::Relaxed),
+        |work| {
+            let value = work();
+            gate.open();
+            value
+        },
+        |_| {
+            gate.wait_blocking();
+            VALUE
+        },
+    )
+}
+
+/// The two threads of blocking fan-out rounds: `lead` and `follow` make the leader's and the
+/// follower's calls with [`HOT_KEY`]; `arm` runs before each round.
+fn blocking_rounds(
+    name: &str,
+    rounds: u64,
+    arm: impl Fn(),
+    lead: impl Fn(&dyn Fn() -> u64) -> u64,
+    follow: impl Fn(&dyn Fn() -> u64) -> u64 + Sync,
+) -> FanOut {
+    let executions = AtomicU64::new(0);
+    let follower_started = AtomicBool::new(false);
+    let leader_working = AtomicBool::new(false);
+    let work_end = std::sync::Mutex::new(Instant::now());
+    let work = || {
+        executions.fetch_add(1, Ordering::Relaxed);
+        leader_working.store(true, Ordering::Release);
+        while !follower_started.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        std::thread::sleep(Duration::from_millis(1));
+        *work_end.lock().expect("no panic holds it") = Instant::now();
+        VALUE
+    };
+    let follower_work = || {
+        executions.fetch_add(1, Ordering::Relaxed);
+        VALUE
+    };
+    let mut total = FanOut::default();
+    let (mut good, mut bad_in_a_row) = (0, 0);
+    while good < rounds {
+        assert!(
+            bad_in_a_row < MAX_BAD_ROUNDS,
+            "{name}: {MAX_BAD_ROUNDS} blocking rounds in a row ran the work more than once"
+        );
+        arm();
+        executions.store(0, Ordering::Relaxed);
+        follower_started.store(false, Ordering::Relaxed);
+        leader_working.store(false, Ordering::Relaxed);
+        let follower_end = std::thread::scope(|s| {
+            let follower = s.spawn(|| {
+                while !leader_working.load(Ordering::Acquire) {
+                    std::thread::yield_now();
+                }
+                follower_started.store(true, Ordering::Release);
+                let value = follow(&follower_work);
+                let end = Instant::now();
+                assert_eq!(value, VALUE);
+                end
+            });
+            assert_eq!(lead(&work), VALUE);
+            follower.join().expect("the follower thread panicked")
+        });
+        let executions = executions.load(Ordering::Relaxed);
+        total.rounds += 1;
+        total.executions += executions;
+        if executions == 1 {
+            let work_end = *work_end.lock().expect("no panic holds it");
+            total.time += follower_end.saturating_duration_since(work_end);
+            good += 1;
+            bad_in_a_row = 0;
+        } else {
+            bad_in_a_row += 1;
+        }
+    }
+    total
+}
+
+// ---------------------------------------------------------------------------------------------
+// S4: one hot key.
+
+/// What S4 measured.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HotKey {
+    /// Wall time of all the calls.
+    pub elapsed: Duration,
+    /// Calls made.
+    pub calls: u64,
+    /// Executions of the work.
+    pub executions: u64,
+}
+
+/// S4: `tasks` tasks make `calls` calls in all with [`HOT_KEY`] and work that returns at once.
+/// `executions` counts the work's runs (leaked once per competitor).
+pub async fn hot_key<C: Coalesce>(
+    group: &'static C,
+    executions: &'static AtomicU64,
+    tasks: u64,
+    calls: u64,
+) -> HotKey {
+    let before = executions.load(Ordering::Relaxed);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let mine = calls / tasks + u64::from(t < calls % tasks);
+            tokio::spawn(async move {
+                for _ in 0..mine {
+                    let work = move || async move {
+                        executions.fetch_add(1, Ordering::Relaxed);
+                        VALUE
+                    };
+                    black_box(group.call(HOT_KEY, work).await);
+                    group.reset(HOT_KEY).await;
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.await.expect("an S4 task panicked");
+    }
+    HotKey {
+        elapsed: start.elapsed(),
+        calls,
+        executions: executions.load(Ordering::Relaxed) - before,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Visit, VisitBlocking, each_async, each_blocking};
+
+    struct Check(tokio::runtime::Runtime);
+
+    impl Visit for Check {
+        fn visit<C: Coalesce>(&mut self) {
+            let group = leak(C::with_capacity(crate::CAPACITY));
+            let round = Round::leak(100, Duration::from_millis(1));
+            let fan = self.0.block_on(fan_out_rounds(group, round, 3));
+            assert_eq!(fan.rounds, fan.executions, "{}", C::NAME);
+            self.0.block_on(distinct_keys(group, 2, 1_000));
+            let executions = leak(AtomicU64::new(0));
+            let hot = self.0.block_on(hot_key(group, executions, 2, 1_000));
+            assert!(hot.executions >= 1 && hot.executions <= hot.calls, "{}", C::NAME);
+        }
+    }
+
+    impl VisitBlocking for Check {
+        fn visit<C: CoalesceBlocking>(&mut self) {
+            let group = C::with_capacity(crate::CAPACITY);
+            let fan = fan_out_blocking(&group, 3);
+            assert!(fan.rounds >= 3 && fan.time > Duration::ZERO, "{}", C::NAME);
+            distinct_keys_blocking(&group, 2, 1_000);
+        }
+    }
+
+    #[test]
+    fn every_competitor_coalesces_in_every_scenario() {
+        let mut check = Check(runtime());
+        each_async(&mut check);
+        each_blocking(&mut check);
+    }
+
+    #[test]
+    fn the_floors_run() {
+        let rt = runtime();
+        let round = Round::leak(100, Duration::from_millis(1));
+        let fan = rt.block_on(fan_out_floor(leak(Gate::default()), round, 3));
+        assert_eq!(fan.executions, 3);
+        let scc = leak(SccFloor::with_capacity(crate::CAPACITY));
+        rt.block_on(distinct_keys(scc, 2, 1_000));
+        distinct_keys_blocking(scc, 2, 1_000);
+        assert!(fan_out_blocking_floor(3).rounds >= 3);
+    }
+}
