@@ -1,3 +1,264 @@
-//! smol glue for [`coalescer`]: detached work and timeouts (filled in by the adapters issue).
+//! [smol](https://docs.rs/smol) glue for [`coalescer`]: detached work and timeouts.
+//!
+//! The core is executor-independent; what a runtime adds is spawning and timers. This crate adds
+//! smol's, and re-exports [`coalescer`] and its main types, so that one dependency line does:
+//!
+//! - [`GroupExt::work_spawned`]: the leader's work is spawned on smol's global executor and runs
+//!   to completion even if every caller walks away (Go's behaviour; the cache still gets filled).
+//! - [`Smol`]: the spawner and timer behind it, for [`Group::work_detached`] and
+//!   [`Single::work_detached`]: on an [`Executor`] of your own, or aborting the work when its
+//!   last caller leaves.
+//! - [`timeout`]: any call with a deadline; the caller gives up with [`TimedOut`] while the
+//!   flight goes on for the others.
+//!
+//! # Examples
+//!
+//! ```
+//! use coalescer_smol::{Group, GroupExt, timeout};
+//! use std::{sync::Arc, time::Duration};
+//!
+//! # smol::block_on(async {
+//! let group = Arc::new(Group::<&str, u64>::new());
+//! let hits = group.work_spawned("hits", || async { 42 }).await?;
+//! let late = timeout(Duration::from_secs(5), group.work("hits", || async { 42 })).await??;
+//! assert_eq!((*hits.value(), *late.value()), (42, 42));
+//! # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+//! ```
+//!
+//! # Shutdown
+//!
+//! Dropping an [`Executor`] drops its tasks. When it drops a detached flight's task before the
+//! work finished, every caller of that flight gets [`Aborted`] with
+//! [`is_shutdown`](Aborted::is_shutdown), at once: callers elsewhere never hang. The key is free
+//! again. (smol's global executor lives as long as the process.)
+//!
+//! ```
+//! use coalescer_smol::{Group, Smol};
+//! use std::sync::Arc;
+//!
+//! let group = Arc::new(Group::<u8, u8>::new());
+//! let executor = Arc::new(smol::Executor::new());
+//! let spawner = Smol::detach().on(&executor);
+//! let call = smol::spawn({
+//!     let group = group.clone();
+//!     async move { group.work_detached(1, spawner, std::future::pending).await }
+//! });
+//! while group.in_flight() == 0 {
+//!     std::thread::yield_now(); // until the caller has started the flight
+//! }
+//! drop(executor); // drops the work, unfinished
+//! assert!(smol::block_on(call).unwrap_err().is_shutdown());
+//! assert!(group.is_idle());
+//! ```
+#![forbid(unsafe_code)]
 
-pub use coalescer;
+pub use coalescer::futures::{TimedOut, Timeout};
+pub use coalescer::{self, Aborted, Error, Group, Outcome, Single, TryGroup};
+
+use coalescer::futures::Work;
+use core::future::Future;
+use core::hash::{BuildHasher, Hash};
+use core::pin::Pin;
+use core::task::{Context, Poll};
+use smol::Executor;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// Spawns detached work on smol ([`coalescer::Spawn`]) and makes smol timers
+/// ([`coalescer::Sleep`]).
+///
+/// By default the work is spawned on smol's global executor (`smol::spawn`), and it runs to
+/// completion even if every caller leaves. [`on`](Self::on) spawns on an [`Executor`] of your
+/// own instead; [`abort_when_abandoned`](Self::abort_when_abandoned) cancels the work when its
+/// last caller leaves.
+///
+/// # Examples
+///
+/// ```
+/// use coalescer_smol::{Group, Smol};
+/// use std::sync::Arc;
+///
+/// let executor = Arc::new(smol::Executor::new());
+/// let group = Arc::new(Group::<u32, String>::new());
+/// let spawner = Smol::abort_when_abandoned().on(&executor);
+/// let call = group.work_detached(7, spawner, || async { "seven".to_string() });
+/// let name = smol::block_on(executor.run(call))?;
+/// assert_eq!(name.value(), "seven");
+/// # Ok::<(), coalescer_smol::Aborted>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Smol {
+    executor: Option<Weak<Executor<'static>>>,
+    abort: bool,
+}
+
+impl Smol {
+    /// Spawns on smol's global executor; the work runs to completion even if every caller
+    /// leaves. The same as [`Smol::default`].
+    pub fn detach() -> Self {
+        Self::default()
+    }
+
+    /// Spawns on smol's global executor; the last caller to leave an unfinished flight cancels
+    /// its work (and frees the key at once).
+    pub fn abort_when_abandoned() -> Self {
+        Self {
+            executor: None,
+            abort: true,
+        }
+    }
+
+    /// Spawns on `executor`, without keeping it alive: once it has been dropped, new work is
+    /// dropped at once and the flight's callers get [`Aborted`] with
+    /// [`is_shutdown`](Aborted::is_shutdown). Somebody must run the executor
+    /// ([`Executor::run`]) for the work to make progress.
+    pub fn on(self, executor: &Arc<Executor<'static>>) -> Self {
+        Self {
+            executor: Some(Arc::downgrade(executor)),
+            ..self
+        }
+    }
+}
+
+impl coalescer::Spawn for Smol {
+    type Task = SmolTask;
+
+    fn spawn<Fut>(&self, task: Fut) -> SmolTask
+    where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let task = match &self.executor {
+            None => smol::spawn(task),
+            Some(executor) => match executor.upgrade() {
+                Some(executor) => executor.spawn(task),
+                // Dropping the work unfinished ends the flight with `Aborted::shutdown`.
+                None => return SmolTask(None),
+            },
+        };
+        if self.abort {
+            SmolTask(Some(task))
+        } else {
+            task.detach();
+            SmolTask(None)
+        }
+    }
+
+    fn aborts_when_abandoned(&self) -> bool {
+        self.abort
+    }
+}
+
+impl coalescer::Sleep for Smol {
+    type Timer = Timer;
+
+    fn sleep(&self, duration: Duration) -> Timer {
+        Timer(smol::Timer::after(duration))
+    }
+}
+
+/// A detached flight's task on smol, kept by the flight. Dropping it cancels the task when its
+/// [`Smol`] was made with [`abort_when_abandoned`](Smol::abort_when_abandoned); otherwise the
+/// task was detached when it was spawned and keeps running.
+#[derive(Debug)]
+pub struct SmolTask(#[allow(dead_code)] Option<smol::Task<()>>);
+
+/// A smol timer that resolves to `()` once its deadline has passed (what
+/// [`coalescer::Sleep`] asks for).
+#[derive(Debug)]
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct Timer(smol::Timer);
+
+impl Future for Timer {
+    type Output = ();
+
+    /// # Cancel safety
+    ///
+    /// Dropping it drops the timer; nothing else happens.
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx).map(drop)
+    }
+}
+
+/// Detached work on smol's global executor, as a method of `Arc<Group>`.
+pub trait GroupExt<K: Hash + Eq + Clone, V: Clone, S: BuildHasher> {
+    /// [`Group::work_detached`] with [`Smol::detach`]: the leader's work is spawned on smol's
+    /// global executor and runs to completion even if every caller leaves; a caller that
+    /// arrives while it runs joins it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping any caller, the leader included, never affects the work or the other callers.
+    ///
+    /// # Panics
+    ///
+    /// A panic in the work is caught in its task: every caller gets [`Aborted`] with
+    /// [`is_panic`](Aborted::is_panic).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use coalescer_smol::{Group, GroupExt};
+    /// use std::sync::Arc;
+    ///
+    /// let group = Arc::new(Group::<u64, u64>::new());
+    /// let (filled, cache) = smol::channel::bounded(1);
+    /// let (caller_present, caller_left) = smol::channel::bounded::<()>(1);
+    /// let call = group.work_spawned(1, || async move {
+    ///     let _ = caller_left.recv().await; // a slow query
+    ///     filled.send(1).await.unwrap();
+    ///     1
+    /// });
+    /// // The only caller walks away after one poll...
+    /// assert!(smol::block_on(smol::future::poll_once(call)).is_none());
+    /// drop(caller_present);
+    /// // ...and the work still fills the cache.
+    /// assert_eq!(smol::block_on(cache.recv()), Ok(1));
+    /// ```
+    fn work_spawned<F, Fut>(&self, key: K, work: F) -> Work<'_, Group<K, V, S>, F>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V> + Send + 'static;
+}
+
+impl<K, V, S> GroupExt<K, V, S> for Arc<Group<K, V, S>>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    fn work_spawned<F, Fut>(&self, key: K, work: F) -> Work<'_, Group<K, V, S>, F>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V> + Send + 'static,
+    {
+        self.work_detached(key, Smol::detach(), work)
+    }
+}
+
+/// `call` with a deadline `duration` from now: resolves to `Ok` with the call's output, or to
+/// `Err(`[`TimedOut`]`)` when the deadline passes first. Works with any call of the crate
+/// (`work`, `work_shared`, `try_work`, detached work) and with any other future.
+///
+/// # Cancel safety
+///
+/// Giving up, like dropping the returned future, drops the call: the caller leaves its flight as
+/// described in the `# Cancel safety` section of the method that made the call. The flight and
+/// its other callers go on.
+///
+/// # Examples
+///
+/// ```
+/// use coalescer_smol::{Group, timeout};
+/// use std::time::Duration;
+///
+/// # smol::block_on(async {
+/// let group = Group::<&str, u64>::new();
+/// let slow = group.work("report", || std::future::pending());
+/// let gave_up = timeout(Duration::from_millis(10), slow).await;
+/// assert!(gave_up.is_err());
+/// assert!(group.is_idle()); // nobody else was waiting: the key is free
+/// # });
+/// ```
+pub fn timeout<W: Future>(duration: Duration, call: W) -> Timeout<W, Timer> {
+    Timeout::new(call, Timer(smol::Timer::after(duration)))
+}

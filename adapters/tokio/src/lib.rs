@@ -1,3 +1,278 @@
-//! tokio glue for [`coalescer`]: detached work and timeouts (filled in by the adapters issue).
+//! [tokio](https://docs.rs/tokio) glue for [`coalescer`]: detached work and timeouts.
+//!
+//! The core is executor-independent; what a runtime adds is spawning and timers. This crate adds
+//! tokio's, and re-exports [`coalescer`] and its main types, so that one dependency line does:
+//!
+//! - [`GroupExt::work_spawned`]: the leader's work is spawned on the current runtime and runs to
+//!   completion even if every caller walks away (Go's behaviour; the cache still gets filled).
+//! - [`Tokio`]: the spawner and timer behind it, for [`Group::work_detached`] and
+//!   [`Single::work_detached`]: on a given [`Handle`], or aborting the work when its last caller
+//!   leaves.
+//! - [`timeout`]: any call with a deadline; the caller gives up with [`TimedOut`] while the
+//!   flight goes on for the others.
+//!
+//! # Examples
+//!
+//! ```
+//! use coalescer_tokio::{Group, GroupExt, timeout};
+//! use std::{sync::Arc, time::Duration};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let group = Arc::new(Group::<&str, u64>::new());
+//! let hits = group.work_spawned("hits", || async { 42 }).await?;
+//! let late = timeout(Duration::from_secs(5), group.work("hits", || async { 42 })).await??;
+//! assert_eq!((*hits.value(), *late.value()), (42, 42));
+//! # Ok(()) }
+//! ```
+//!
+//! # Shutdown
+//!
+//! A runtime that shuts down drops its tasks. When it drops a detached flight's task before the
+//! work finished, every caller of that flight gets [`Aborted`] with
+//! [`is_shutdown`](Aborted::is_shutdown), at once: callers on other runtimes or threads never
+//! hang. The key is free again.
+//!
+//! ```
+//! use coalescer_tokio::{Group, Tokio};
+//! use std::sync::Arc;
+//!
+//! let group = Arc::new(Group::<u8, u8>::new());
+//! let doomed = tokio::runtime::Runtime::new()?;
+//! let caller = tokio::runtime::Runtime::new()?;
+//! let spawner = Tokio::detach().on(doomed.handle().clone());
+//! let call = caller.spawn({
+//!     let group = group.clone();
+//!     async move { group.work_detached(1, spawner, std::future::pending).await }
+//! });
+//! while group.in_flight() == 0 {
+//!     std::thread::yield_now(); // until the caller has started the flight
+//! }
+//! drop(doomed); // drops the work, unfinished
+//! assert!(caller.block_on(call)?.unwrap_err().is_shutdown());
+//! assert!(group.is_idle());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
 
-pub use coalescer;
+pub use coalescer::futures::{TimedOut, Timeout};
+pub use coalescer::{self, Aborted, Error, Group, Outcome, Single, TryGroup};
+
+use coalescer::futures::Work;
+use core::future::Future;
+use core::hash::{BuildHasher, Hash};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+
+/// Spawns detached work on tokio ([`coalescer::Spawn`]) and makes tokio timers
+/// ([`coalescer::Sleep`]).
+///
+/// By default the work is spawned on the runtime of the caller that starts the flight, and it
+/// runs to completion even if every caller leaves. [`on`](Self::on) picks a runtime by its
+/// [`Handle`] instead; [`abort_when_abandoned`](Self::abort_when_abandoned) aborts the work when
+/// its last caller leaves.
+///
+/// # Panics
+///
+/// Without [`on`](Self::on), spawning and making a timer panic outside a tokio runtime's context
+/// (tokio's own rule). A panic while spawning reaches the caller that started the flight; its
+/// followers get [`Aborted`] and the key is freed. Timers panic on a runtime built without
+/// `enable_time`.
+///
+/// # Examples
+///
+/// ```
+/// use coalescer_tokio::{Group, Tokio};
+/// use std::sync::Arc;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), coalescer_tokio::Aborted> {
+/// let group = Arc::new(Group::<u32, String>::new());
+/// let spawner = Tokio::abort_when_abandoned().on(tokio::runtime::Handle::current());
+/// let name = group.work_detached(7, spawner, || async { "seven".to_string() }).await?;
+/// assert_eq!(name.value(), "seven");
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Tokio {
+    handle: Option<Handle>,
+    abort: bool,
+}
+
+impl Tokio {
+    /// Spawns on the current runtime; the work runs to completion even if every caller leaves.
+    /// The same as [`Tokio::default`].
+    pub fn detach() -> Self {
+        Self::default()
+    }
+
+    /// Spawns on the current runtime; the last caller to leave an unfinished flight aborts its
+    /// work (and frees the key at once).
+    pub fn abort_when_abandoned() -> Self {
+        Self {
+            handle: None,
+            abort: true,
+        }
+    }
+
+    /// Spawns on, and makes timers for, the runtime of `handle` (from any thread, inside a
+    /// runtime or not). If that runtime has shut down, the work is dropped at once and the
+    /// flight's callers get [`Aborted`] with [`is_shutdown`](Aborted::is_shutdown).
+    pub fn on(self, handle: Handle) -> Self {
+        Self {
+            handle: Some(handle),
+            ..self
+        }
+    }
+}
+
+impl coalescer::Spawn for Tokio {
+    type Task = TokioTask;
+
+    fn spawn<Fut>(&self, task: Fut) -> TokioTask
+    where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let join = match &self.handle {
+            Some(handle) => handle.spawn(task),
+            None => tokio::spawn(task),
+        };
+        TokioTask {
+            join,
+            abort: self.abort,
+        }
+    }
+
+    fn aborts_when_abandoned(&self) -> bool {
+        self.abort
+    }
+}
+
+impl coalescer::Sleep for Tokio {
+    type Timer = tokio::time::Sleep;
+
+    fn sleep(&self, duration: Duration) -> tokio::time::Sleep {
+        let _context = self.handle.as_ref().map(Handle::enter);
+        tokio::time::sleep(duration)
+    }
+}
+
+/// A detached flight's task on tokio, kept by the flight. Dropping it aborts the task when its
+/// [`Tokio`] was made with [`abort_when_abandoned`](Tokio::abort_when_abandoned), and leaves it
+/// running otherwise (tokio's `JoinHandle` detaches on drop).
+#[derive(Debug)]
+pub struct TokioTask {
+    join: JoinHandle<()>,
+    abort: bool,
+}
+
+impl Drop for TokioTask {
+    fn drop(&mut self) {
+        if self.abort {
+            self.join.abort();
+        }
+    }
+}
+
+/// Detached work on the current tokio runtime, as a method of `Arc<Group>`.
+pub trait GroupExt<K: Hash + Eq + Clone, V: Clone, S: BuildHasher> {
+    /// [`Group::work_detached`] with [`Tokio::detach`]: the leader's work is spawned on the
+    /// current runtime and runs to completion even if every caller leaves; a caller that
+    /// arrives while it runs joins it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping any caller, the leader included, never affects the work or the other callers.
+    /// If the runtime drops the work unfinished (it shuts down), every caller gets [`Aborted`]
+    /// with [`is_shutdown`](Aborted::is_shutdown).
+    ///
+    /// # Panics
+    ///
+    /// The leader's first poll panics outside a tokio runtime. A panic in the work is caught in
+    /// its task: every caller gets [`Aborted`] with [`is_panic`](Aborted::is_panic).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use coalescer_tokio::{Group, GroupExt};
+    /// use std::sync::Arc;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let group = Arc::new(Group::<u64, u64>::new());
+    /// let (filled, cache) = tokio::sync::oneshot::channel();
+    /// let request = tokio::spawn({
+    ///     let group = group.clone();
+    ///     async move {
+    ///         let work = || async move {
+    ///             tokio::task::yield_now().await; // a slow query
+    ///             let _ = filled.send(1);
+    ///             1
+    ///         };
+    ///         group.work_spawned(1, work).await
+    ///     }
+    /// });
+    /// while group.in_flight() == 0 {
+    ///     tokio::task::yield_now().await; // until the request has started the flight
+    /// }
+    /// request.abort(); // the only caller walks away...
+    /// assert_eq!(cache.await, Ok(1)); // ...and the work still fills the cache
+    /// # }
+    /// ```
+    fn work_spawned<F, Fut>(&self, key: K, work: F) -> Work<'_, Group<K, V, S>, F>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V> + Send + 'static;
+}
+
+impl<K, V, S> GroupExt<K, V, S> for Arc<Group<K, V, S>>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    fn work_spawned<F, Fut>(&self, key: K, work: F) -> Work<'_, Group<K, V, S>, F>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V> + Send + 'static,
+    {
+        self.work_detached(key, Tokio::detach(), work)
+    }
+}
+
+/// `call` with a deadline `duration` from now: resolves to `Ok` with the call's output, or to
+/// `Err(`[`TimedOut`]`)` when the deadline passes first. Works with any call of the crate
+/// (`work`, `work_shared`, `try_work`, detached work) and with any other future.
+///
+/// # Cancel safety
+///
+/// Giving up, like dropping the returned future, drops the call: the caller leaves its flight as
+/// described in the `# Cancel safety` section of the method that made the call. The flight and
+/// its other callers go on.
+///
+/// # Panics
+///
+/// Outside a tokio runtime's context, or on a runtime built without `enable_time`. (A
+/// [`Tokio`] made with [`on`](Tokio::on) makes timers from anywhere: use
+/// [`Timeout::new`]`(call, `[`Sleep::sleep`](coalescer::Sleep::sleep)`(..))`.)
+///
+/// # Examples
+///
+/// ```
+/// use coalescer_tokio::{Group, timeout};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let group = Group::<&str, u64>::new();
+/// let slow = group.work("report", || std::future::pending());
+/// let gave_up = timeout(Duration::from_millis(10), slow).await;
+/// assert!(gave_up.is_err());
+/// assert!(group.is_idle()); // nobody else was waiting: the key is free
+/// # }
+/// ```
+pub fn timeout<W: Future>(duration: Duration, call: W) -> Timeout<W, tokio::time::Sleep> {
+    Timeout::new(call, tokio::time::sleep(duration))
+}
