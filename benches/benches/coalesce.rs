@@ -1,1 +1,309 @@
-fn main() {}
+//! The timing benchmarks: S1–S4, the blocking forms of S1 and S3, and the floor rows, with every
+//! competitor in the same criterion group of the same process. Run them with `ci/bench.sh`.
+//!
+//! `COALESCER_BENCH_QUICK=1` runs each benchmark for a moment (a smoke check: the figures mean
+//! little); `COALESCER_BENCH_EXTRAS=path` writes the figures criterion does not keep
+//! (executions per round or per call) to `path`, one tab-separated line each.
+
+use coalescer_benches::scenario::{self, FanOut, Gate, Round, SccFloor};
+use coalescer_benches::{
+    CAPACITY, Coalesce, CoalesceBlocking, Visit, VisitBlocking, each_async, each_blocking,
+};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+use tokio::runtime::Runtime;
+
+/// How long each benchmark runs.
+#[derive(Clone, Copy)]
+struct Budget {
+    quick: bool,
+}
+
+impl Budget {
+    fn from_env() -> Self {
+        Self {
+            quick: std::env::var_os("COALESCER_BENCH_QUICK").is_some_and(|v| v != "0"),
+        }
+    }
+
+    /// A group of per-call benchmarks (S1, S4): criterion's own sampling.
+    fn calls<'a>(self, c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
+        let mut group = c.benchmark_group(name);
+        group.throughput(Throughput::Elements(1));
+        if self.quick {
+            group
+                .sample_size(10)
+                .warm_up_time(Duration::from_millis(50))
+                .measurement_time(Duration::from_millis(100));
+        } else {
+            group
+                .sample_size(100)
+                .warm_up_time(Duration::from_secs(1))
+                .measurement_time(Duration::from_secs(3));
+        }
+        group
+    }
+
+    /// A group of fan-out benchmarks (S2, S3): one round per sample. A round's measured part
+    /// (the fan-out) is a small share of its wall time (spawning, waiting for the work), so
+    /// criterion's time targets are set from `per_round`, an estimate of the fan-out, to make it
+    /// run one round per sample.
+    fn rounds<'a>(
+        self,
+        c: &'a mut Criterion,
+        name: &str,
+        per_round: Duration,
+    ) -> BenchmarkGroup<'a, WallTime> {
+        let samples = if self.quick { 10 } else { 60 };
+        let mut group = c.benchmark_group(name);
+        group
+            .sampling_mode(SamplingMode::Flat)
+            .sample_size(samples)
+            .warm_up_time(per_round * 3)
+            .measurement_time(per_round * samples as u32);
+        group
+    }
+}
+
+/// The figures criterion does not keep.
+#[derive(Default)]
+struct Extras(Vec<String>);
+
+impl Extras {
+    fn add(&mut self, scenario: &str, competitor: &str, metric: &str, value: f64) {
+        let line = format!("{scenario}\t{competitor}\t{metric}\t{value:.4}");
+        println!("extra: {line}");
+        self.0.push(line);
+    }
+
+    fn fan_out(&mut self, scenario: &str, competitor: &str, fan: FanOut) {
+        if fan.rounds > 0 {
+            let per_round = fan.executions as f64 / fan.rounds as f64;
+            self.add(scenario, competitor, "executions per round", per_round);
+        }
+    }
+
+    fn write(&self) {
+        if let Some(path) = std::env::var_os("COALESCER_BENCH_EXTRAS") {
+            let mut text = self.0.join("\n");
+            text.push('\n');
+            std::fs::write(&path, text).expect("the extras file is writable");
+        }
+    }
+}
+
+struct Ctx<'a> {
+    c: &'a mut Criterion,
+    rt: &'a Runtime,
+    budget: Budget,
+    extras: &'a mut Extras,
+}
+
+/// S1: distinct keys, instant work, 1 and 2 tasks.
+struct S1<'a, 'c> {
+    group: BenchmarkGroup<'c, WallTime>,
+    rt: &'a Runtime,
+    tasks: u64,
+}
+
+impl Visit for S1<'_, '_> {
+    fn visit<C: Coalesce>(&mut self) {
+        let target = scenario::leak(C::with_capacity(CAPACITY));
+        let (rt, tasks) = (self.rt, self.tasks);
+        self.group.bench_function(C::NAME, |b| {
+            b.iter_custom(|iters| rt.block_on(scenario::distinct_keys(target, tasks, iters)));
+        });
+    }
+}
+
+fn s1(ctx: &mut Ctx<'_>) {
+    for tasks in [1, 2] {
+        let name = if tasks == 1 { "S1 1 task" } else { "S1 2 tasks" };
+        let mut s1 = S1 {
+            group: ctx.budget.calls(ctx.c, name),
+            rt: ctx.rt,
+            tasks,
+        };
+        each_async(&mut s1);
+        let floor = scenario::leak(SccFloor::with_capacity(CAPACITY));
+        let rt = ctx.rt;
+        s1.group.bench_function("floor scc insert+remove", |b| {
+            b.iter_custom(|iters| rt.block_on(scenario::distinct_keys(floor, tasks, iters)));
+        });
+        s1.group.finish();
+    }
+}
+
+/// S2 and S3: fan-out to many tasks on one key.
+struct Fan<'a, 'c> {
+    group: BenchmarkGroup<'c, WallTime>,
+    rt: &'a Runtime,
+    round: &'static Round,
+    scenario: &'static str,
+    extras: &'a mut Extras,
+}
+
+impl Visit for Fan<'_, '_> {
+    fn visit<C: Coalesce>(&mut self) {
+        let group = scenario::leak(C::with_capacity(CAPACITY));
+        let (rt, round) = (self.rt, self.round);
+        let mut total = FanOut::default();
+        self.group.bench_function(C::NAME, |b| {
+            b.iter_custom(|iters| {
+                let fan = rt.block_on(scenario::fan_out_rounds(group, round, iters));
+                total.rounds += fan.rounds;
+                total.executions += fan.executions;
+                fan.time
+            });
+        });
+        self.extras.fan_out(self.scenario, C::NAME, total);
+    }
+}
+
+fn fan_out(ctx: &mut Ctx<'_>, scenario: &'static str, tasks: usize, per_round: Duration) {
+    let round = Round::leak(tasks, Duration::from_millis(1));
+    let mut fan = Fan {
+        group: ctx.budget.rounds(ctx.c, scenario, per_round),
+        rt: ctx.rt,
+        round,
+        scenario,
+        extras: ctx.extras,
+    };
+    each_async(&mut fan);
+    let gate = scenario::leak(Gate::default());
+    let rt = ctx.rt;
+    fan.group.bench_function("floor bare Event wake", |b| {
+        b.iter_custom(|iters| rt.block_on(scenario::fan_out_floor(gate, round, iters)).time);
+    });
+    fan.group.finish();
+}
+
+/// S4: one hot key, 2 tasks, instant work.
+struct S4<'a, 'c> {
+    group: BenchmarkGroup<'c, WallTime>,
+    rt: &'a Runtime,
+    extras: &'a mut Extras,
+}
+
+impl Visit for S4<'_, '_> {
+    fn visit<C: Coalesce>(&mut self) {
+        let group = scenario::leak(C::with_capacity(CAPACITY));
+        let executions = scenario::leak(AtomicU64::new(0));
+        let rt = self.rt;
+        let (mut calls, mut runs) = (0, 0);
+        self.group.bench_function(C::NAME, |b| {
+            b.iter_custom(|iters| {
+                let hot = rt.block_on(scenario::hot_key(group, executions, 2, iters));
+                calls += hot.calls;
+                runs += hot.executions;
+                hot.elapsed
+            });
+        });
+        if calls > 0 {
+            let per_call = runs as f64 / calls as f64;
+            self.extras.add("S4 hot key 2 tasks", C::NAME, "executions per call", per_call);
+        }
+    }
+}
+
+fn s4(ctx: &mut Ctx<'_>) {
+    let mut s4 = S4 {
+        group: ctx.budget.calls(ctx.c, "S4 hot key 2 tasks"),
+        rt: ctx.rt,
+        extras: ctx.extras,
+    };
+    each_async(&mut s4);
+    s4.group.finish();
+}
+
+/// S1 on plain threads.
+struct S1Blocking<'c> {
+    group: BenchmarkGroup<'c, WallTime>,
+    threads: u64,
+}
+
+impl VisitBlocking for S1Blocking<'_> {
+    fn visit<C: CoalesceBlocking>(&mut self) {
+        let target = C::with_capacity(CAPACITY);
+        let threads = self.threads;
+        self.group.bench_function(C::NAME, |b| {
+            b.iter_custom(|iters| scenario::distinct_keys_blocking(&target, threads, iters));
+        });
+    }
+}
+
+/// S3 on plain threads: a leader thread and a parked follower thread.
+struct S3Blocking<'a, 'c> {
+    group: BenchmarkGroup<'c, WallTime>,
+    extras: &'a mut Extras,
+}
+
+const S3_BLOCKING: &str = "S3 blocking 2 threads";
+
+impl VisitBlocking for S3Blocking<'_, '_> {
+    fn visit<C: CoalesceBlocking>(&mut self) {
+        let group = C::with_capacity(CAPACITY);
+        let mut total = FanOut::default();
+        self.group.bench_function(C::NAME, |b| {
+            b.iter_custom(|iters| {
+                let fan = scenario::fan_out_blocking(&group, iters);
+                total.rounds += fan.rounds;
+                total.executions += fan.executions;
+                fan.time
+            });
+        });
+        self.extras.fan_out(S3_BLOCKING, C::NAME, total);
+    }
+}
+
+fn blocking(ctx: &mut Ctx<'_>) {
+    for threads in [1, 2] {
+        let name = if threads == 1 {
+            "S1 blocking 1 thread"
+        } else {
+            "S1 blocking 2 threads"
+        };
+        let mut s1 = S1Blocking {
+            group: ctx.budget.calls(ctx.c, name),
+            threads,
+        };
+        each_blocking(&mut s1);
+        let floor = SccFloor::with_capacity(CAPACITY);
+        s1.group.bench_function("floor scc insert+remove", |b| {
+            b.iter_custom(|iters| scenario::distinct_keys_blocking(&floor, threads, iters));
+        });
+        s1.group.finish();
+    }
+    let mut s3 = S3Blocking {
+        group: ctx
+            .budget
+            .rounds(ctx.c, S3_BLOCKING, Duration::from_micros(50)),
+        extras: ctx.extras,
+    };
+    each_blocking(&mut s3);
+    s3.group.bench_function("floor bare Event wake", |b| {
+        b.iter_custom(|iters| scenario::fan_out_blocking_floor(iters).time);
+    });
+    s3.group.finish();
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    let rt = scenario::runtime();
+    let mut extras = Extras::default();
+    let mut ctx = Ctx {
+        c: &mut c,
+        rt: &rt,
+        budget: Budget::from_env(),
+        extras: &mut extras,
+    };
+    s1(&mut ctx);
+    fan_out(&mut ctx, "S2 1000 tasks", 1_000, Duration::from_micros(300));
+    fan_out(&mut ctx, "S3 10000 waiters", 10_000, Duration::from_millis(3));
+    s4(&mut ctx);
+    blocking(&mut ctx);
+    c.final_summary();
+    extras.write();
+}
