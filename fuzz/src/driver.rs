@@ -1,0 +1,783 @@
+//! The driver: runs a [`Scenario`] against a real `Group` on one thread, polling every future
+//! by hand, and checks each observation against the [`Model`] after every step.
+
+use crate::input::{Ending, Op, Scenario, Start};
+use crate::model::{CallerState, End, FlightId, LeaveEffect, Mode, Model};
+use crate::probe::{
+    CallerId, CountingWaker, Event, ExecId, Plan, Probe, StartFn, Timer, Val, work_panic_message,
+};
+use coalescer::futures::{TimedOut, Timeout, Work};
+use coalescer::{Aborted, Group, Outcome};
+use std::collections::hash_map::DefaultHasher;
+use std::fmt;
+use std::hash::BuildHasherDefault;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+/// Whether `Group::work` treats a panic in the caller's closure (before it returns the work
+/// future) as a panic in the work: followers released with `Aborted`, the key freed, the panic
+/// counted. `work_shared` does; `work` does not yet (see `core/tests/fuzz_regressions.rs`).
+/// While this is false, only the closures of new shared-work flights are planned to panic; the
+/// others panic on their first poll instead.
+const WORK_MODE_CATCHES_CLOSURE_PANICS: bool = false;
+
+/// At most this many callers are alive at once; further joins are skipped.
+const MAX_LIVE_CALLERS: usize = 24;
+
+type Hasher = BuildHasherDefault<DefaultHasher>;
+type TestGroup = Group<u8, Val, Hasher>;
+type Call<'g> = Work<'g, TestGroup, StartFn>;
+type CallOutput = Result<Result<Outcome<Val>, Aborted>, TimedOut>;
+
+/// A caller's future: a plain call, or one that gives up when its timer fires.
+enum CallFut<'g> {
+    Plain(Pin<Box<Call<'g>>>),
+    Timed(Pin<Box<Timeout<Call<'g>, Timer>>>),
+}
+
+impl CallFut<'_> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<CallOutput> {
+        match self {
+            Self::Plain(call) => call.as_mut().poll(cx).map(Ok),
+            Self::Timed(call) => call.as_mut().poll(cx),
+        }
+    }
+}
+
+/// The driver's side of one caller.
+struct Caller<'g> {
+    fut: Option<CallFut<'g>>,
+    wakes: Arc<CountingWaker>,
+    waker: Waker,
+    /// The wake count when its last poll started: a wake after that schedules it again.
+    wakes_at_poll: usize,
+    timer: Option<Timer>,
+}
+
+/// A broken promise of the contract, with the steps that led to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// What went wrong.
+    pub message: String,
+    /// The operations run, the last one being where it went wrong.
+    pub trace: Vec<String>,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "contract violation: {}", self.message)?;
+        writeln!(f, "after these steps:")?;
+        for (i, step) in self.trace.iter().enumerate() {
+            writeln!(f, "  {i:3}: {step}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Violation {}
+
+/// What a run did, for tests that check that scenarios reach the interesting states.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Flights led.
+    pub leaders: u64,
+    /// Calls that joined a flight as followers.
+    pub followers: u64,
+    /// Followers promoted after a work-mode leader left.
+    pub promotions: u64,
+    /// Flights that ended in a panic.
+    pub panics: u64,
+    /// Successful forgets.
+    pub forgets: u64,
+    /// Callers that gave up at their timer.
+    pub timeouts: u64,
+    /// Polls of callers.
+    pub polls: u64,
+    /// Times two executions of one key were alive at once (allowed after a forget).
+    pub overlaps: u64,
+}
+
+type Checked<T = ()> = Result<T, String>;
+
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(format!($($msg)+));
+        }
+    };
+}
+
+/// Runs `scenario` against a new group; returns what it did, or the first contract violation.
+///
+/// A panic that is not a planned panic of the work (the group itself panicked) is not caught:
+/// it propagates to the caller, as a crash.
+pub fn run(scenario: &Scenario) -> Result<Summary, Violation> {
+    crate::install_panic_hook();
+    let group = TestGroup::with_hasher(Hasher::default());
+    let mut driver = Driver::new(&group, scenario.keys.clamp(1, 4));
+    let mut result = scenario.ops.iter().try_for_each(|&op| {
+        driver.trace.push(format!("{op:?}"));
+        driver.step(op)
+    });
+    if result.is_ok() {
+        driver.trace.push(format!("end: {:?}", scenario.ending));
+        result = driver.end(scenario.ending);
+    }
+    match result {
+        Ok(()) => Ok(driver.summary),
+        Err(message) => Err(Violation {
+            message,
+            trace: std::mem::take(&mut driver.trace),
+        }),
+    }
+}
+
+struct Driver<'g> {
+    group: &'g TestGroup,
+    keys: u8,
+    probe: Arc<Probe>,
+    model: Model,
+    callers: Vec<Caller<'g>>,
+    trace: Vec<String>,
+    summary: Summary,
+}
+
+impl<'g> Driver<'g> {
+    fn new(group: &'g TestGroup, keys: u8) -> Self {
+        Self {
+            group,
+            keys,
+            probe: Arc::default(),
+            model: Model::default(),
+            callers: Vec::new(),
+            trace: Vec::new(),
+            summary: Summary::default(),
+        }
+    }
+
+    fn step(&mut self, op: Op) -> Checked {
+        match op {
+            Op::Join {
+                key,
+                shared,
+                timed,
+                poll,
+                start,
+            } => {
+                if self.live().count() < MAX_LIVE_CALLERS {
+                    let c = self.add_caller(key % self.keys, shared, timed, start);
+                    if poll {
+                        self.poll(c)?;
+                    }
+                }
+            }
+            Op::Poll { caller } => {
+                if let Some(c) = self.pick_caller(caller, |_| true) {
+                    self.model.callers[c].stalled = false;
+                    self.poll(c)?;
+                }
+            }
+            Op::Settle => self.settle()?,
+            Op::Stall { caller } => {
+                if let Some(c) = self.pick_caller(caller, |_| true) {
+                    self.model.callers[c].stalled = true;
+                }
+            }
+            Op::Drop { caller } => {
+                if let Some(c) = self.pick_caller(caller, |_| true) {
+                    self.drop_caller(c)?;
+                }
+            }
+            Op::DropLeader { key } => {
+                if let Some(c) = self.leader_of(key % self.keys) {
+                    self.drop_caller(c)?;
+                }
+            }
+            Op::Complete { exec } => self.command(exec, Plan::Complete),
+            Op::Panic { exec } => self.command(exec, Plan::Panic),
+            Op::Wake { exec } => {
+                let running: Vec<ExecId> = self.model.running().collect();
+                if !running.is_empty() {
+                    let e = running[usize::from(exec) % running.len()];
+                    if let Some(waker) = self.probe.waker(e) {
+                        self.model.execs[e].woken = true;
+                        waker.wake();
+                    }
+                }
+            }
+            Op::FireTimer { caller } => {
+                if let Some(c) = self.pick_caller(caller, |c| c.timed && !c.timer_fired) {
+                    self.model.callers[c].timer_fired = true;
+                    self.callers[c]
+                        .timer
+                        .as_ref()
+                        .expect("a timed caller")
+                        .fire();
+                }
+            }
+            Op::Forget { key } => {
+                let key = key % self.keys;
+                let expected = self.model.forget(key);
+                let forgot = self.group.forget(&key);
+                ensure!(
+                    forgot == expected,
+                    "forget({key}) returned {forgot}; the key {} a flight",
+                    if expected { "had" } else { "had no" }
+                );
+            }
+        }
+        self.check_group()
+    }
+
+    /// The live callers, oldest first.
+    fn live(&self) -> impl Iterator<Item = CallerId> + '_ {
+        (0..self.callers.len()).filter(|&c| self.model.callers[c].is_live())
+    }
+
+    fn pick_caller(
+        &self,
+        index: u8,
+        filter: impl Fn(&crate::model::Caller) -> bool,
+    ) -> Option<CallerId> {
+        let candidates: Vec<CallerId> = self
+            .live()
+            .filter(|&c| filter(&self.model.callers[c]))
+            .collect();
+        (!candidates.is_empty()).then(|| candidates[usize::from(index) % candidates.len()])
+    }
+
+    /// The caller running (work mode) or having started (shared work) `key`'s current flight's
+    /// work, if it is still a member.
+    fn leader_of(&self, key: u8) -> Option<CallerId> {
+        let f = self.model.current[usize::from(key)]?;
+        let flight = &self.model.flights[f];
+        match flight.mode {
+            Mode::Work => flight.runner,
+            Mode::Shared => Some(flight.leader).filter(|c| flight.members.contains(c)),
+        }
+    }
+
+    fn add_caller(&mut self, key: u8, shared: bool, timed: bool, start: Start) -> CallerId {
+        let mode = if shared { Mode::Shared } else { Mode::Work };
+        let c = self.model.add_caller(key, mode, timed);
+        let (plan, closure_panics) = match start {
+            Start::Pending => (Plan::Pending, false),
+            Start::Ready => (Plan::Complete, false),
+            Start::PanicOnPoll => (Plan::Panic, false),
+            Start::PanicInClosure => (Plan::Panic, true),
+        };
+        let closure = self.probe.closure(c, plan, closure_panics);
+        let call = if shared {
+            self.group.work_shared(key, closure)
+        } else {
+            self.group.work(key, closure)
+        };
+        let timer = timed.then(Timer::default);
+        let fut = match &timer {
+            Some(timer) => CallFut::Timed(Box::pin(Timeout::new(call, timer.clone()))),
+            None => CallFut::Plain(Box::pin(call)),
+        };
+        let wakes = Arc::new(CountingWaker::default());
+        self.callers.push(Caller {
+            fut: Some(fut),
+            waker: Waker::from(wakes.clone()),
+            wakes,
+            wakes_at_poll: 0,
+            timer,
+        });
+        c
+    }
+
+    /// Whether `c` was woken since its last poll started (a new caller counts as woken, as a
+    /// newly spawned task is scheduled).
+    fn scheduled(&self, c: CallerId) -> bool {
+        self.model.callers[c].state == CallerState::Unjoined
+            || self.callers[c].wakes.wakes() > self.callers[c].wakes_at_poll
+    }
+
+    /// Polls caller `c` once and checks everything it did.
+    fn poll(&mut self, c: CallerId) -> Checked {
+        self.summary.polls += 1;
+        let first = self.model.callers[c].state == CallerState::Unjoined;
+        let f = if first {
+            self.model.join(c)
+        } else {
+            self.model
+                .flight_of(c)
+                .expect("a live caller is unjoined or in a flight")
+        };
+        let flight = &self.model.flights[f];
+        let ended_before = flight.end.is_some();
+        // What this poll must do to the work, if anything.
+        let must_poll = match flight.mode {
+            // The runner's future is where its work runs.
+            Mode::Work if flight.runner == Some(c) => flight.exec,
+            // Woken shared work is driven by whichever member is polled first.
+            Mode::Shared if !ended_before => flight.exec.filter(|&e| self.model.execs[e].woken),
+            _ => None,
+        };
+        let leads_new = first && flight.leader == c && !flight.started;
+        let closure_may_panic =
+            WORK_MODE_CATCHES_CLOSURE_PANICS || (leads_new && flight.mode == Mode::Shared);
+
+        self.probe.set_current(Some(c), closure_may_panic);
+        let call = &mut self.callers[c];
+        call.wakes_at_poll = call.wakes.wakes();
+        let fut = call.fut.as_mut().expect("a live caller has its future");
+        let mut cx = Context::from_waker(&call.waker);
+        let result = catch_unwind(AssertUnwindSafe(|| fut.poll(&mut cx)));
+        self.probe.set_current(None, false);
+
+        let mut polled = None;
+        let mut panicked = None;
+        for event in self.probe.drain() {
+            match event {
+                Event::Started { exec, caller, plan } => {
+                    ensure!(
+                        caller == c,
+                        "caller {caller}'s closure ran while {c} was polled"
+                    );
+                    self.model.start(c, exec, first)?;
+                    self.model.execs[exec].plan = plan;
+                    self.note_overlap(exec);
+                }
+                Event::ClosurePanicked { exec, caller } => {
+                    ensure!(
+                        caller == c,
+                        "caller {caller}'s closure ran while {c} was polled"
+                    );
+                    self.model.start(c, exec, first)?;
+                    self.model.dropped(exec);
+                    self.model.end(f, End::Panic(exec));
+                    panicked = Some(exec);
+                }
+                Event::Polled { exec, by } => {
+                    self.model.polled(exec, by)?;
+                    polled = polled.or(Some(exec));
+                }
+                Event::Completed { exec } => {
+                    let ef = self.model.execs[exec].flight;
+                    ensure!(
+                        ef == f,
+                        "caller {c} finished flight {ef}'s work, not its own"
+                    );
+                    ensure!(
+                        self.model.execs[exec].plan == Plan::Complete,
+                        "execution {exec} was not told to complete"
+                    );
+                    self.model.end(f, End::Value(exec));
+                }
+                Event::Panicked { exec } => {
+                    let ef = self.model.execs[exec].flight;
+                    ensure!(ef == f, "caller {c} ran flight {ef}'s work, not its own");
+                    self.model.end(f, End::Panic(exec));
+                    panicked = Some(exec);
+                }
+                Event::Dropped { exec } => {
+                    ensure!(
+                        self.model.execs[exec].ended,
+                        "polling caller {c} dropped execution {exec}, which had not ended"
+                    );
+                    self.model.dropped(exec);
+                }
+            }
+        }
+        if let Some(e) = must_poll {
+            ensure!(
+                polled == Some(e) || self.model.execs[e].dropped,
+                "polling caller {c} did not poll execution {e} ({})",
+                match self.model.flights[f].mode {
+                    Mode::Work => "its own work, which runs in its future",
+                    Mode::Shared => "the shared work, which was woken and nobody was driving",
+                }
+            );
+        }
+
+        let flight = &self.model.flights[f];
+        let (end, started) = (flight.end, flight.started);
+        let timed_out = self.model.callers[c].timer_fired;
+        match result {
+            Err(payload) => {
+                let planned = panicked.map(work_panic_message);
+                let message = payload.downcast_ref::<String>();
+                if planned.is_none() || message != planned.as_ref() {
+                    // Not the work's planned panic: the group itself panicked. A crash.
+                    resume_unwind(payload);
+                }
+                self.model.finished(c);
+                self.discard(c)?;
+            }
+            Ok(poll) => {
+                ensure!(
+                    panicked.is_none(),
+                    "execution {panicked:?} panicked while caller {c} polled it, but the panic \
+                     did not propagate to the caller"
+                );
+                match poll {
+                    Poll::Pending => {
+                        ensure!(
+                            end.is_none(),
+                            "caller {c} got Pending from flight {f}, which ended ({end:?})"
+                        );
+                        ensure!(
+                            !timed_out,
+                            "caller {c}'s timer fired but its poll was Pending"
+                        );
+                        ensure!(
+                            !leads_new || started,
+                            "leader {c}'s first poll did not start its work"
+                        );
+                    }
+                    Poll::Ready(Err(TimedOut { .. })) => {
+                        ensure!(timed_out, "caller {c} timed out before its timer fired");
+                        ensure!(
+                            end.is_none(),
+                            "caller {c} timed out although flight {f} had ended ({end:?})"
+                        );
+                        self.summary.timeouts += 1;
+                        self.drop_caller(c)?;
+                    }
+                    Poll::Ready(Ok(result)) => {
+                        self.check_result(c, f, result)?;
+                        self.model.finished(c);
+                        self.discard(c)?;
+                    }
+                }
+            }
+        }
+
+        if !ended_before && self.model.flights[f].end.is_some() {
+            // Everybody still waiting must hear of it (contract: released at once).
+            for &m in &self.model.flights[f].members {
+                ensure!(
+                    self.scheduled(m),
+                    "flight {f} ended ({:?}) but waiting caller {m} was not woken",
+                    self.model.flights[f].end
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks what `c` got from flight `f`.
+    fn check_result(
+        &self,
+        c: CallerId,
+        f: FlightId,
+        result: Result<Outcome<Val>, Aborted>,
+    ) -> Checked {
+        let flight = &self.model.flights[f];
+        let end = flight.end.ok_or_else(|| {
+            format!("caller {c} got {result:?} from flight {f}, which has not ended")
+        })?;
+        match (end, result) {
+            (End::Value(e), Ok(outcome)) => {
+                ensure!(
+                    outcome.value().exec == e,
+                    "caller {c} got the value of execution {}, flight {f} produced {e}'s",
+                    outcome.value().exec
+                );
+                let leader = self.model.execs[e].caller == c;
+                ensure!(
+                    outcome.is_leader() == leader,
+                    "caller {c}: is_leader() is {}, but it {} the work that produced the value",
+                    outcome.is_leader(),
+                    if leader { "started" } else { "did not start" }
+                );
+                let shared = flight.members_at_end > 1;
+                ensure!(
+                    outcome.is_shared() == shared,
+                    "caller {c}: is_shared() is {}, but the value went to {} caller(s)",
+                    outcome.is_shared(),
+                    flight.members_at_end
+                );
+            }
+            (End::Panic(e), Err(aborted)) => {
+                let message = work_panic_message(e);
+                ensure!(
+                    aborted.is_panic() && aborted.message() == Some(message.as_str()),
+                    "caller {c} of flight {f}, whose execution {e} panicked, got {aborted:?}"
+                );
+            }
+            (end, result) => {
+                return Err(format!(
+                    "caller {c} got {result:?} from flight {f}, which ended with {end:?}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the future of `c`, which has its result or panicked: nothing may happen.
+    fn discard(&mut self, c: CallerId) -> Checked {
+        self.probe.set_current(Some(c), false);
+        drop(self.callers[c].fut.take());
+        self.probe.set_current(None, false);
+        let events = self.probe.drain();
+        ensure!(
+            events.is_empty(),
+            "dropping caller {c}, which had its result, did {events:?}"
+        );
+        Ok(())
+    }
+
+    /// Drops live caller `c` (a cancellation) and checks what that did.
+    fn drop_caller(&mut self, c: CallerId) -> Checked {
+        let f = self.model.flight_of(c);
+        let effect = self.model.leave(c);
+        self.probe.set_current(Some(c), false);
+        drop(self.callers[c].fut.take());
+        self.probe.set_current(None, false);
+        let mut cancelled = false;
+        for event in self.probe.drain() {
+            match event {
+                Event::Dropped { exec } if effect == LeaveEffect::Cancel(exec) => {
+                    cancelled = true;
+                    self.model.dropped(exec);
+                }
+                event => {
+                    return Err(format!(
+                        "dropping caller {c} (flight {f:?}) did {event:?}; expected {effect:?}"
+                    ));
+                }
+            }
+        }
+        if let LeaveEffect::Cancel(e) = effect {
+            ensure!(
+                cancelled,
+                "dropping caller {c} (flight {f:?}) must have dropped execution {e}: {}",
+                match self.model.flights[f.expect("cancels only in a flight")].mode {
+                    Mode::Work => "a work-mode caller's work runs in its future",
+                    Mode::Shared => "shared work goes with the last caller",
+                }
+            );
+        }
+        Ok(())
+    }
+
+    /// The running executions that have no plan but `Pending` yet.
+    fn pending_execs(&self) -> Vec<ExecId> {
+        self.model
+            .running()
+            .filter(|&e| self.model.execs[e].plan == Plan::Pending)
+            .collect()
+    }
+
+    /// Gives one of the pending executions a plan.
+    fn command(&mut self, index: u8, plan: Plan) {
+        let pending = self.pending_execs();
+        if !pending.is_empty() {
+            self.command_exec(pending[usize::from(index) % pending.len()], plan);
+        }
+    }
+
+    /// Gives execution `e` a plan, and wakes it.
+    fn command_exec(&mut self, e: ExecId, plan: Plan) {
+        self.model.execs[e].plan = plan;
+        if let Some(waker) = self.probe.command(e, plan) {
+            self.model.execs[e].woken = true;
+            waker.wake();
+        }
+    }
+
+    fn note_overlap(&mut self, e: ExecId) {
+        let key = self.model.execs[e].key;
+        if self
+            .model
+            .running()
+            .any(|x| x != e && self.model.execs[x].key == key)
+        {
+            self.summary.overlaps += 1;
+        }
+    }
+
+    /// Runs like an executor: polls the woken callers that are not stalled until none is left,
+    /// then checks that nobody who could make progress was left behind.
+    fn settle(&mut self) -> Checked {
+        let limit = 16 * self.callers.len() + 64;
+        for _ in 0..limit {
+            let next = self
+                .live()
+                .find(|&c| !self.model.callers[c].stalled && self.scheduled(c));
+            match next {
+                Some(c) => self.poll(c)?,
+                None => return self.check_quiescent(),
+            }
+        }
+        Err(format!(
+            "callers kept being woken for {limit} polls without settling (a busy loop)"
+        ))
+    }
+
+    /// After a settle: every caller that is being polled and could make progress has.
+    fn check_quiescent(&self) -> Checked {
+        for c in self.live() {
+            let caller = &self.model.callers[c];
+            if caller.stalled {
+                continue;
+            }
+            ensure!(
+                !caller.timer_fired,
+                "caller {c}'s timer fired but it was never resolved"
+            );
+            let f = self
+                .model
+                .flight_of(c)
+                .expect("settle polled every unjoined caller");
+            let flight = &self.model.flights[f];
+            ensure!(
+                flight.end.is_none(),
+                "caller {c} hangs: flight {f} ended ({:?}) but it was not woken",
+                flight.end
+            );
+            match flight.mode {
+                Mode::Work => {
+                    let Some(r) = flight.runner else {
+                        return Err(format!(
+                            "caller {c} hangs: work-mode flight {f} lost its runner and no \
+                             waiting caller was promoted"
+                        ));
+                    };
+                    let e = flight.exec.expect("a runner runs an execution");
+                    ensure!(
+                        self.model.callers[r].stalled || !self.model.execs[e].woken,
+                        "runner {r} of flight {f} hangs: its work {e} was woken but not polled"
+                    );
+                }
+                Mode::Shared => {
+                    let e = flight
+                        .exec
+                        .expect("a shared flight in the air has its work");
+                    ensure!(
+                        !self.model.execs[e].woken,
+                        "caller {c} hangs: shared work {e} of flight {f} was woken, and caller \
+                         {c} is being polled, but nobody drove the work"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The group's own view must match the model after every step.
+    fn check_group(&self) -> Checked {
+        let expected = self.model.in_flight();
+        let in_flight = self.group.in_flight();
+        ensure!(
+            in_flight == expected,
+            "in_flight() is {in_flight}; {expected} key(s) have a flight"
+        );
+        ensure!(
+            self.group.is_idle() == (expected == 0),
+            "is_idle() is {} with {expected} flight(s)",
+            self.group.is_idle()
+        );
+        let counters = self.group.counters();
+        let counts = self.model.counts;
+        let seen = [
+            counters.leaders,
+            counters.followers,
+            counters.promotions,
+            counters.panics,
+            counters.forgets,
+            counters.shutdowns,
+        ];
+        let expected = [
+            counts.leaders,
+            counts.followers,
+            counts.promotions,
+            counts.panics,
+            counts.forgets,
+            0,
+        ];
+        ensure!(
+            seen == expected,
+            "counters [leaders, followers, promotions, panics, forgets, shutdowns] are \
+             {seen:?}; expected {expected:?}"
+        );
+        for (e, x) in self.model.execs.iter().enumerate() {
+            let flight = &self.model.flights[x.flight];
+            ensure!(
+                x.dropped || !flight.members.is_empty(),
+                "execution {e} of flight {} is still alive with nobody left in the flight",
+                x.flight
+            );
+        }
+        Ok(())
+    }
+
+    /// Ends the scenario, then checks that the group is empty and nothing leaked.
+    fn end(&mut self, ending: Ending) -> Checked {
+        match ending {
+            Ending::Drain => self.drain()?,
+            Ending::AbandonOldestFirst | Ending::AbandonNewestFirst => {
+                let mut left: Vec<CallerId> = self.live().collect();
+                if ending == Ending::AbandonNewestFirst {
+                    left.reverse();
+                }
+                for c in left {
+                    self.drop_caller(c)?;
+                    self.check_group()?;
+                }
+            }
+        }
+        self.check_group()?;
+        ensure!(
+            self.group.is_idle(),
+            "the group is not idle after every caller left"
+        );
+        ensure!(
+            self.model.flights.iter().all(|f| !f.is_live()),
+            "the model has a flight in the air after every caller left"
+        );
+        if let Some(e) = self.model.execs.iter().position(|x| !x.dropped) {
+            return Err(format!("execution {e} was never dropped"));
+        }
+        let values = self.probe.live_values();
+        ensure!(
+            values == 0,
+            "{values} value(s) still alive after every caller left"
+        );
+        let holders = Arc::strong_count(&self.probe) - 1;
+        ensure!(
+            holders == 0,
+            "{holders} closure(s) or work future(s) still alive after every caller left"
+        );
+        let c = self.group.counters();
+        self.summary.leaders = c.leaders;
+        self.summary.followers = c.followers;
+        self.summary.promotions = c.promotions;
+        self.summary.panics = c.panics;
+        self.summary.forgets = c.forgets;
+        Ok(())
+    }
+
+    /// Resumes every caller and completes every execution until all callers have results.
+    fn drain(&mut self) -> Checked {
+        for c in 0..self.model.callers.len() {
+            self.model.callers[c].stalled = false;
+        }
+        let rounds = self.callers.len() + 2;
+        for _ in 0..rounds {
+            self.settle()?;
+            if self.live().next().is_none() {
+                return Ok(());
+            }
+            let pending = self.pending_execs();
+            ensure!(
+                !pending.is_empty(),
+                "callers {:?} hang: no work is left to finish",
+                self.live().collect::<Vec<_>>()
+            );
+            for e in pending {
+                self.command_exec(e, Plan::Complete);
+            }
+        }
+        Err(format!(
+            "callers {:?} still wait after {rounds} rounds of completing every execution",
+            self.live().collect::<Vec<_>>()
+        ))
+    }
+}

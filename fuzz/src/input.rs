@@ -1,0 +1,361 @@
+//! What a fuzz input decodes into: a scenario, a list of operations over a few keys.
+//!
+//! Each target has its own vocabulary (so that the fuzzer spends its bytes on the operations
+//! the target is about), and both turn into the same [`Scenario`] for the one driver.
+
+use arbitrary::{Arbitrary, Result, Unstructured};
+
+/// Longer scenarios are cut here: beyond it they only slow the fuzzer down.
+pub const MAX_OPS: usize = 128;
+
+/// How a caller's work behaves when the caller starts it. Decoded with weights: most work
+/// stays pending (the races are about work in the air), one in eight of each other kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// The work is pending until an operation finishes it.
+    Pending,
+    /// The work returns its value on its first poll.
+    Ready,
+    /// The work panics on its first poll.
+    PanicOnPoll,
+    /// The closure panics instead of returning the work.
+    PanicInClosure,
+}
+
+impl<'a> Arbitrary<'a> for Start {
+    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+        Ok(match u.int_in_range(0..=7u8)? {
+            0 => Self::Ready,
+            1 => Self::PanicOnPoll,
+            2 => Self::PanicInClosure,
+            _ => Self::Pending,
+        })
+    }
+
+    fn size_hint(_depth: usize) -> (usize, Option<usize>) {
+        (1, Some(1))
+    }
+}
+
+/// Which method the callers use.
+#[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Modes {
+    /// `Group::work` for every caller.
+    Work,
+    /// `Group::work_shared` for every caller.
+    Shared,
+    /// Each `Join` picks (a flight's mode is its leader's).
+    Mixed,
+}
+
+impl Modes {
+    fn shared(self, pick: bool) -> bool {
+        match self {
+            Self::Work => false,
+            Self::Shared => true,
+            Self::Mixed => pick,
+        }
+    }
+}
+
+/// How a scenario ends, after its operations.
+#[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// Every caller is resumed and every execution told to complete until all callers have
+    /// their results.
+    Drain,
+    /// The callers that are left are dropped, oldest first.
+    AbandonOldestFirst,
+    /// The callers that are left are dropped, newest first.
+    AbandonNewestFirst,
+}
+
+/// One step of a scenario. Callers and executions are picked by index, modulo the number of
+/// candidates, so that every byte string is a valid scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// A new call for `key` (modulo the key count): `work_shared` when `shared`, else `work`;
+    /// wrapped in a `Timeout` when `timed`; polled at once when `poll` (else it joins on its
+    /// first poll, as futures are lazy).
+    Join {
+        /// The key, modulo the scenario's key count.
+        key: u8,
+        /// `work_shared` rather than `work`.
+        shared: bool,
+        /// Wrapped in a `Timeout` whose timer fires on `FireTimer`.
+        timed: bool,
+        /// Polled at once.
+        poll: bool,
+        /// What its work does when started.
+        start: Start,
+    },
+    /// Polls a live caller (woken or not: spurious polls are legal) and resumes it if stalled.
+    Poll {
+        /// Which live caller.
+        caller: u8,
+    },
+    /// Runs like an executor: polls every woken caller that is not stalled until none is.
+    Settle,
+    /// Stops polling a caller (a `select!` branch that is kept alive but never polled again).
+    Stall {
+        /// Which live caller.
+        caller: u8,
+    },
+    /// Drops a live caller.
+    Drop {
+        /// Which live caller.
+        caller: u8,
+    },
+    /// Drops the caller running (work mode) or having started (shared work) `key`'s current
+    /// flight's work, if it is still there.
+    DropLeader {
+        /// The key, modulo the scenario's key count.
+        key: u8,
+    },
+    /// Tells a running execution to return its value, and wakes it.
+    Complete {
+        /// Which running execution.
+        exec: u8,
+    },
+    /// Tells a running execution to panic, and wakes it.
+    Panic {
+        /// Which running execution.
+        exec: u8,
+    },
+    /// Wakes a running execution's waker without giving it anything to do.
+    Wake {
+        /// Which running execution.
+        exec: u8,
+    },
+    /// Fires a timed caller's timer.
+    FireTimer {
+        /// Which live timed caller.
+        caller: u8,
+    },
+    /// `Group::forget(key)`.
+    Forget {
+        /// The key, modulo the scenario's key count.
+        key: u8,
+    },
+}
+
+/// A whole run: the key count, the operations, and how the run ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scenario {
+    /// How many keys the calls spread over (1 to 4).
+    pub keys: u8,
+    /// The operations, at most [`MAX_OPS`] of them.
+    pub ops: Vec<Op>,
+    /// What happens to the callers that are left.
+    pub ending: Ending,
+}
+
+/// Decodes operations until the input runs out (or [`MAX_OPS`]), with no length prefix or
+/// "one more" flags in between: every byte is part of an operation, so that the fuzzer's
+/// mutations change operations rather than cut the list short.
+fn ops<'a, T: Arbitrary<'a>>(u: &mut Unstructured<'a>) -> Result<Vec<T>> {
+    let mut ops = Vec::new();
+    while !u.is_empty() && ops.len() < MAX_OPS {
+        ops.push(u.arbitrary()?);
+    }
+    Ok(ops)
+}
+
+/// The `forget_race` target's input: joins, completions, forgets and joins again over 2 to 4
+/// keys, so that many callers meet on one key and old flights overlap new ones.
+#[derive(Clone, Debug)]
+pub struct ForgetRace {
+    keys: u8,
+    modes: Modes,
+    ending: Ending,
+    ops: Vec<ForgetOp>,
+}
+
+/// An operation of the `forget_race` target.
+#[derive(Arbitrary, Clone, Copy, Debug)]
+pub enum ForgetOp {
+    /// A new call, polled at once or later.
+    Join {
+        /// The key.
+        key: u8,
+        /// `work_shared` (in mixed mode).
+        shared: bool,
+        /// Polled at once.
+        poll: bool,
+    },
+    /// A poll of one caller.
+    Poll {
+        /// Which caller.
+        caller: u8,
+    },
+    /// An executor's turn.
+    Settle,
+    /// An execution completes.
+    Complete {
+        /// Which execution.
+        exec: u8,
+    },
+    /// `forget(key)`.
+    Forget {
+        /// The key.
+        key: u8,
+    },
+    /// A caller is dropped.
+    Drop {
+        /// Which caller.
+        caller: u8,
+    },
+}
+
+impl ForgetRace {
+    /// The scenario this input stands for.
+    pub fn scenario(&self) -> Scenario {
+        let ops = self.ops.iter().map(|op| match *op {
+            ForgetOp::Join { key, shared, poll } => Op::Join {
+                key,
+                shared: self.modes.shared(shared),
+                timed: false,
+                poll,
+                start: Start::Pending,
+            },
+            ForgetOp::Poll { caller } => Op::Poll { caller },
+            ForgetOp::Settle => Op::Settle,
+            ForgetOp::Complete { exec } => Op::Complete { exec },
+            ForgetOp::Forget { key } => Op::Forget { key },
+            ForgetOp::Drop { caller } => Op::Drop { caller },
+        });
+        Scenario {
+            keys: 2 + self.keys % 3,
+            ops: ops.collect(),
+            ending: self.ending,
+        }
+    }
+}
+
+impl<'a> Arbitrary<'a> for ForgetRace {
+    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+        Ok(Self {
+            keys: u.arbitrary()?,
+            modes: u.arbitrary()?,
+            ending: u.arbitrary()?,
+            ops: ops(u)?,
+        })
+    }
+}
+
+/// The `cancellation_race` target's input: joins, polls, drops of leaders and followers,
+/// stalls, panics, completions and timeouts over one or two keys, in work mode, shared-work
+/// mode or both at once.
+#[derive(Clone, Debug)]
+pub struct CancellationRace {
+    two_keys: bool,
+    modes: Modes,
+    ending: Ending,
+    ops: Vec<CancelOp>,
+}
+
+/// An operation of the `cancellation_race` target.
+#[derive(Arbitrary, Clone, Copy, Debug)]
+pub enum CancelOp {
+    /// A new call.
+    Join {
+        /// The key.
+        key: u8,
+        /// `work_shared` (in mixed mode).
+        shared: bool,
+        /// Wrapped in a `Timeout`.
+        timed: bool,
+        /// Polled at once.
+        poll: bool,
+        /// What its work does.
+        start: Start,
+    },
+    /// A poll of one caller.
+    Poll {
+        /// Which caller.
+        caller: u8,
+    },
+    /// An executor's turn.
+    Settle,
+    /// A caller stops being polled.
+    Stall {
+        /// Which caller.
+        caller: u8,
+    },
+    /// A caller is dropped.
+    Drop {
+        /// Which caller.
+        caller: u8,
+    },
+    /// The leader of a key's flight is dropped.
+    DropLeader {
+        /// The key.
+        key: u8,
+    },
+    /// An execution completes.
+    Complete {
+        /// Which execution.
+        exec: u8,
+    },
+    /// An execution panics.
+    Panic {
+        /// Which execution.
+        exec: u8,
+    },
+    /// An execution's waker fires with nothing to do.
+    Wake {
+        /// Which execution.
+        exec: u8,
+    },
+    /// A timed caller's timer fires.
+    Timeout {
+        /// Which timed caller.
+        caller: u8,
+    },
+}
+
+impl<'a> Arbitrary<'a> for CancellationRace {
+    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+        Ok(Self {
+            two_keys: u.arbitrary()?,
+            modes: u.arbitrary()?,
+            ending: u.arbitrary()?,
+            ops: ops(u)?,
+        })
+    }
+}
+
+impl CancellationRace {
+    /// The scenario this input stands for.
+    pub fn scenario(&self) -> Scenario {
+        let ops = self.ops.iter().map(|op| match *op {
+            CancelOp::Join {
+                key,
+                shared,
+                timed,
+                poll,
+                start,
+            } => Op::Join {
+                key,
+                shared: self.modes.shared(shared),
+                timed,
+                poll,
+                start,
+            },
+            CancelOp::Poll { caller } => Op::Poll { caller },
+            CancelOp::Settle => Op::Settle,
+            CancelOp::Stall { caller } => Op::Stall { caller },
+            CancelOp::Drop { caller } => Op::Drop { caller },
+            CancelOp::DropLeader { key } => Op::DropLeader { key },
+            CancelOp::Complete { exec } => Op::Complete { exec },
+            CancelOp::Panic { exec } => Op::Panic { exec },
+            CancelOp::Wake { exec } => Op::Wake { exec },
+            CancelOp::Timeout { caller } => Op::FireTimer { caller },
+        });
+        Scenario {
+            keys: 1 + u8::from(self.two_keys),
+            ops: ops.collect(),
+            ending: self.ending,
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Fuzzing the `coalescer` crate's forget and cancellation races against a reference model.
+//!
+//! A fuzz input decodes (with [`arbitrary`]) into a [`Scenario`]: a list of operations over a
+//! few keys (join, poll, settle, stall, drop a leader or a follower, complete, panic, wake,
+//! time out, forget). One deterministic, single-threaded [driver](run) executes it against a
+//! real `Group`: every future is polled by hand with a counting waker, and every work future is
+//! one the driver controls (pending until told to complete or panic; it records when it is
+//! started, polled and dropped). After every step the driver compares what the group did with
+//! a plain model of the contract in `shared/DESIGN.md` and the `Group` docs:
+//!
+//! * who leads which flight (the first caller for a key with no flight; a promoted follower
+//!   after a work-mode leader is dropped), and the `counters()` that say so;
+//! * which executions may run: a leader's on its first poll, a promoted follower's own; never
+//!   two of one key at once unless `forget` separates their flights; work-mode work is dropped
+//!   with the caller running it, shared work only with the last caller;
+//! * what each finished caller got: the value of the execution that ended its flight, with
+//!   `is_leader()` and `is_shared()` as documented, or `Aborted` (`is_panic`, with the message)
+//!   for the other callers of a panicked flight, while the panic itself propagates out of the
+//!   poll that ran the work;
+//! * which wakers were woken: when a flight ends, every caller still waiting; after an
+//!   executor's turn ([`Op::Settle`]) nobody who is being polled may be left behind
+//!   (a woken shared work was driven, a vacated flight promoted someone, a result was taken);
+//! * that `in_flight()`/`is_idle()` match the model after every step, and that once every
+//!   caller has finished or was dropped the group is idle and no execution, closure or value
+//!   is left alive.
+//!
+//! A panic of the work is an operation, not a failure; only broken promises are. The two
+//! targets, `forget_race` and `cancellation_race`, differ only in the operations their inputs
+//! can express.
+
+mod driver;
+mod input;
+mod model;
+mod probe;
+
+pub use driver::{Summary, Violation, run};
+pub use input::{
+    CancelOp, CancellationRace, Ending, ForgetOp, ForgetRace, MAX_OPS, Modes, Op, Scenario, Start,
+};
+
+/// Runs `scenario` and panics with the violation, if any: the fuzz targets' body.
+pub fn check(scenario: &Scenario) {
+    if let Err(violation) = run(scenario) {
+        panic!("{violation}");
+    }
+}
+
+/// Installs (once) a panic hook that stays silent for the work's planned panics and hands
+/// every other panic to the hook that was there before (libFuzzer's, which aborts, so that a
+/// panic of the group itself is reported as a crash even where the driver catches unwinding).
+pub fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied());
+            if !message.is_some_and(|m| m.starts_with(probe::WORK_PANIC_PREFIX)) {
+                previous(info);
+            }
+        }));
+    });
+}

@@ -1,0 +1,266 @@
+//! Instrumentation under the driver's control: work futures that finish or panic when told
+//! to, timers that fire when told to, and wakers that count their wakes.
+//!
+//! Everything the code under test does to these objects is written to one event log, which
+//! the driver reads after each step and checks against the model.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
+
+/// Every planned panic's message starts with this; the panic hook stays silent for them.
+pub(crate) const WORK_PANIC_PREFIX: &str = "coalescer-fuzz: planned panic in execution ";
+
+/// The message of execution `exec`'s planned panic.
+pub(crate) fn work_panic_message(exec: usize) -> String {
+    format!("{WORK_PANIC_PREFIX}{exec}")
+}
+
+/// Index of one execution of the work (one call of a caller's closure).
+pub(crate) type ExecId = usize;
+/// Index of one caller (one `Work` future).
+pub(crate) type CallerId = usize;
+
+/// The flight's value: which execution produced it, and a token that counts live clones, so
+/// that a result kept alive after everybody left shows up as a leak.
+#[derive(Clone, Debug)]
+pub(crate) struct Val {
+    pub(crate) exec: ExecId,
+    _live: Arc<()>,
+}
+
+/// What an execution does when it is next polled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// Returns `Pending` (and keeps the waker).
+    Pending,
+    /// Returns its value.
+    Complete,
+    /// Panics.
+    Panic,
+}
+
+/// One thing the code under test did to the instrumentation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// `caller`'s closure was called and made execution `exec`, which will follow `plan`.
+    Started {
+        exec: ExecId,
+        caller: CallerId,
+        plan: Plan,
+    },
+    /// `caller`'s closure panicked (as planned) instead of returning execution `exec`.
+    ClosurePanicked { exec: ExecId, caller: CallerId },
+    /// `exec` was polled while the driver was polling or dropping `by`.
+    Polled { exec: ExecId, by: Option<CallerId> },
+    /// `exec` returned its value.
+    Completed { exec: ExecId },
+    /// `exec` panicked (as planned).
+    Panicked { exec: ExecId },
+    /// `exec` was dropped.
+    Dropped { exec: ExecId },
+}
+
+#[derive(Debug)]
+struct Exec {
+    plan: Plan,
+    waker: Option<Waker>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    execs: Vec<Exec>,
+    events: Vec<Event>,
+    /// The caller the driver is polling or dropping right now.
+    current: Option<CallerId>,
+    /// Whether a closure planned to panic may do so now; if not, its work panics on its first
+    /// poll instead.
+    closure_panics_allowed: bool,
+}
+
+/// The shared instrumentation of one run.
+#[derive(Debug, Default)]
+pub(crate) struct Probe {
+    state: Mutex<State>,
+    live: Arc<()>,
+}
+
+/// A caller's closure, boxed so that every call has the same type.
+pub(crate) type StartFn = Box<dyn FnOnce() -> ExecFuture + Send>;
+
+impl Probe {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `caller`'s closure: makes a new execution with `plan`, or panics when `closure_panics`
+    /// (and the driver allows it at the time of the call).
+    pub(crate) fn closure(
+        self: &Arc<Self>,
+        caller: CallerId,
+        plan: Plan,
+        closure_panics: bool,
+    ) -> StartFn {
+        let probe = self.clone();
+        Box::new(move || {
+            let (exec, panics) = {
+                let mut s = probe.lock();
+                let exec = s.execs.len();
+                let panics = closure_panics && s.closure_panics_allowed;
+                let plan = if closure_panics { Plan::Panic } else { plan };
+                s.execs.push(Exec { plan, waker: None });
+                if panics {
+                    s.events.push(Event::ClosurePanicked { exec, caller });
+                } else {
+                    s.events.push(Event::Started { exec, caller, plan });
+                }
+                (exec, panics)
+            };
+            if panics {
+                panic!("{}", work_panic_message(exec));
+            }
+            ExecFuture { exec, probe }
+        })
+    }
+
+    /// Records which caller the driver is about to poll or drop, and whether a closure that
+    /// is planned to panic may.
+    pub(crate) fn set_current(&self, caller: Option<CallerId>, closure_panics_allowed: bool) {
+        let mut s = self.lock();
+        s.current = caller;
+        s.closure_panics_allowed = closure_panics_allowed;
+    }
+
+    /// Takes the events recorded since the last call.
+    pub(crate) fn drain(&self) -> Vec<Event> {
+        std::mem::take(&mut self.lock().events)
+    }
+
+    /// Gives `exec` a new plan; returns the waker its last `Pending` poll left, to be woken by
+    /// the caller once the lock is released.
+    pub(crate) fn command(&self, exec: ExecId, plan: Plan) -> Option<Waker> {
+        let mut s = self.lock();
+        let slot = &mut s.execs[exec];
+        slot.plan = plan;
+        slot.waker.take()
+    }
+
+    /// The waker `exec`'s last `Pending` poll left (for a spurious wake).
+    pub(crate) fn waker(&self, exec: ExecId) -> Option<Waker> {
+        self.lock().execs[exec].waker.clone()
+    }
+
+    /// How many values are alive outside the probe.
+    pub(crate) fn live_values(&self) -> usize {
+        Arc::strong_count(&self.live) - 1
+    }
+}
+
+/// One execution of the work: pending until the driver gives it another plan.
+#[derive(Debug)]
+pub(crate) struct ExecFuture {
+    exec: ExecId,
+    probe: Arc<Probe>,
+}
+
+impl Future for ExecFuture {
+    type Output = Val;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Val> {
+        let exec = self.exec;
+        let stale = {
+            let mut s = self.probe.lock();
+            let by = s.current;
+            s.events.push(Event::Polled { exec, by });
+            match s.execs[exec].plan {
+                Plan::Pending => s.execs[exec].waker.replace(cx.waker().clone()),
+                Plan::Complete => {
+                    s.events.push(Event::Completed { exec });
+                    return Poll::Ready(Val {
+                        exec,
+                        _live: self.probe.live.clone(),
+                    });
+                }
+                Plan::Panic => {
+                    s.events.push(Event::Panicked { exec });
+                    drop(s);
+                    panic!("{}", work_panic_message(exec));
+                }
+            }
+        };
+        drop(stale); // a waker may own the last reference to a flight: drop it unlocked
+        Poll::Pending
+    }
+}
+
+impl Drop for ExecFuture {
+    fn drop(&mut self) {
+        let waker = {
+            let mut s = self.probe.lock();
+            s.events.push(Event::Dropped { exec: self.exec });
+            s.execs[self.exec].waker.take()
+        };
+        drop(waker);
+    }
+}
+
+/// A waker that counts its wakes.
+#[derive(Debug, Default)]
+pub(crate) struct CountingWaker(AtomicUsize);
+
+impl CountingWaker {
+    /// How often it was woken.
+    pub(crate) fn wakes(&self) -> usize {
+        self.0.load(Relaxed)
+    }
+}
+
+impl Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.fetch_add(1, Relaxed);
+    }
+}
+
+#[derive(Debug, Default)]
+struct TimerState {
+    fired: bool,
+    waker: Option<Waker>,
+}
+
+/// A timer that fires when the driver says so.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Timer(Arc<Mutex<TimerState>>);
+
+impl Timer {
+    /// Fires the timer and wakes whoever polled it last.
+    pub(crate) fn fire(&self) {
+        let waker = {
+            let mut s = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            s.fired = true;
+            s.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+impl Future for Timer {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut s = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if s.fired {
+            Poll::Ready(())
+        } else {
+            s.waker = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+}
