@@ -1,0 +1,28 @@
+//! `stampede`: the demo's command line. Everything else is in the library (`src/lib.rs`).
+
+use stampede::args::{Command, USAGE, parse};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let settings = match parse(std::env::args().skip(1)) {
+        Ok(Command::Run(settings)) => settings,
+        Ok(Command::Help) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("stampede: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    match stampede::run(&settings) {
+        Ok(summary) => {
+            print!("{}", stampede::table::render(&summary));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("stampede: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
