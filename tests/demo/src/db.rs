@@ -1,6 +1,7 @@
 //! The embedded database: an SQLite file of products and orders, the report query, and a count
 //! of the report queries SQLite really ran, taken from SQLite's own trace hook.
 
+use crate::BoxError;
 use indicatif::ProgressBar;
 use rusqlite::trace::{TraceEvent, TraceEventCodes};
 use rusqlite::{Connection, InterruptHandle, OpenFlags, params};
@@ -247,7 +248,7 @@ impl Db {
         path: &Path,
         shape: Shape,
         progress: &ProgressBar,
-    ) -> rusqlite::Result<(Self, Seeded)> {
+    ) -> Result<(Self, Seeded), BoxError> {
         let seeded = if stored_shape(path) == Some(shape) {
             Seeded::Reused
         } else {
@@ -274,11 +275,13 @@ impl Db {
         self.running.fetch_add(1, Relaxed);
         let _running = Running(&self.running);
         let conn = self.checkout()?;
-        ticket.start(&conn)?;
-        let result = run_report(&conn, category);
-        ticket.finish();
+        let result = ticket.start(&conn).and_then(|()| {
+            let report = run_report(&conn, category);
+            ticket.finish();
+            Ok(report?)
+        });
         self.checkin(conn);
-        Ok(result?)
+        result
     }
 
     /// How many report calls are on a thread right now.
@@ -362,7 +365,7 @@ fn stored_shape(path: &Path) -> Option<Shape> {
 
 /// Generates the database in a scratch file beside `path` and renames it into place, so that
 /// an interrupted run never leaves a half-seeded database behind.
-fn seed(path: &Path, shape: Shape, progress: &ProgressBar) -> rusqlite::Result<()> {
+fn seed(path: &Path, shape: Shape, progress: &ProgressBar) -> Result<(), BoxError> {
     let scratch = path.with_extension("seeding");
     let _ = std::fs::remove_file(&scratch);
     let mut conn = Connection::open(&scratch)?;
@@ -413,13 +416,9 @@ fn seed(path: &Path, shape: Shape, progress: &ProgressBar) -> rusqlite::Result<(
     tx.commit()?;
     conn.execute_batch("PRAGMA journal_mode = DELETE; ANALYZE;")?;
     drop(conn);
-    progress.finish();
-    std::fs::rename(&scratch, path).map_err(|e| {
-        rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
-            Some(format!("cannot move the seeded database into place: {e}")),
-        )
-    })
+    progress.finish_and_clear();
+    std::fs::rename(&scratch, path)?;
+    Ok(())
 }
 
 /// A small deterministic generator (SplitMix64), so every seeding yields the same data.
