@@ -20,7 +20,7 @@ Flags:
   --ttl-ms N        how long a cached report stays fresh            [default: 10000]
   --impatient PCT   percent of requests that give up at the deadline in the
                     leader-timeout scenarios; 0 skips them          [default: 10]
-  --timeout-ms N    their deadline                  [default: half of one report query]
+  --timeout-ms N    their deadline                 [default: a third of one report query]
   --no-progress     no progress bar while seeding
   -h, --help        this text
 ";

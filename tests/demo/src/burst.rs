@@ -11,7 +11,7 @@ use tokio::sync::Barrier;
 
 /// How long the patient requests of a timeout scenario wait after the impatient ones are let go,
 /// so that the first request for every key (the leader) is one that will give up.
-const STAGGER: Duration = Duration::from_millis(2);
+const STAGGER: Duration = Duration::from_millis(1);
 
 /// The report query as a future. It runs on tokio's blocking pool (rusqlite is synchronous),
 /// on a connection of its own; dropping the future interrupts the query in SQLite, so that a

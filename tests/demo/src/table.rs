@@ -144,25 +144,37 @@ fn timeout_note(out: &mut String, summary: &Summary, row: &Row) {
         .map_or((0, 0), |c| (c.leaders + c.promotions, c.promotions));
     let _ = writeln!(
         out,
-        "{}: {} requests gave up after {}, {} of the {leaders} that started a query among them.",
+        "{}: {} requests gave up after {}; {} of them were leading a flight (of {leaders} leaders{}).",
         row.scenario.label(),
         row.timed_out,
         duration(summary.timeout),
         row.leaders_gave_up,
+        if promotions > 0 {
+            ", promoted ones included"
+        } else {
+            ""
+        },
     );
-    let _ = match row.scenario {
-        Scenario::TimeoutWork => writeln!(
+    let per_key = per_key(row);
+    let _ = if row.leaders_gave_up == 0 {
+        writeln!(
             out,
-            "  {promotions} promotions: each time a leader left, its query was interrupted and a \
-             waiting request ran its own. SQL queries per key {}.",
-            per_key(row)
-        ),
-        _ => writeln!(
+            "  No leader gave up this time: the query beat the deadline (see --timeout-ms). \
+             SQL queries per key {per_key}."
+        )
+    } else if row.scenario == Scenario::TimeoutWork {
+        writeln!(
+            out,
+            "  {promotions} promotion{}: each time a leader left, its query was interrupted and a \
+             waiting request ran its own. SQL queries per key {per_key}.",
+            plural(promotions as usize)
+        )
+    } else {
+        writeln!(
             out,
             "  The query went on for the requests still waiting, whoever left. \
-             SQL queries per key {}.",
-            per_key(row)
-        ),
+             SQL queries per key {per_key}."
+        )
     };
 }
 
