@@ -18,12 +18,8 @@ fn blocking_callers_on_threads_run_the_work_once() {
     let start = Arc::new(Barrier::new(8));
     let threads: Vec<_> = (0..8)
         .map(|_| {
-            let (group, probe, release_rx, start) = (
-                group.clone(),
-                probe.clone(),
-                release_rx.clone(),
-                start.clone(),
-            );
+            let (group, probe, release_rx, start) =
+                (group.clone(), probe.clone(), release_rx.clone(), start.clone());
             thread::spawn(move || {
                 start.wait();
                 group.work_blocking("k", || {
@@ -108,9 +104,7 @@ fn blocking_followers_share_an_async_leaders_flight() {
         until(|| group.counters().followers == 3).await;
         gate.open();
         for t in threads {
-            let outcome = tokio::task::spawn_blocking(move || t.join().unwrap())
-                .await
-                .unwrap();
+            let outcome = tokio::task::spawn_blocking(move || t.join().unwrap()).await.unwrap();
             assert_eq!((*outcome.value(), outcome.is_leader()), (31, false));
         }
         assert!(leader.await.unwrap().is_shared());
@@ -130,19 +124,12 @@ fn blocking_follower_drives_shared_work_after_its_async_leader_left() {
     until_blocking(|| group.counters().followers == 1);
     drop(leader); // the async leader is gone; the work lives on in the flight
     tx.send(41).unwrap();
-    assert_eq!(
-        *follower.join().unwrap().value(),
-        41,
-        "the parked thread drove the shared work"
-    );
+    assert_eq!(*follower.join().unwrap().value(), 41, "the parked thread drove the shared work");
     assert!(group.is_idle());
 }
 
 /// A runtime-free one-shot channel, so that a plain thread can drive the work.
-fn thread_oneshot() -> (
-    mpsc::SyncSender<u64>,
-    impl std::future::Future<Output = u64> + Send + 'static,
-) {
+fn thread_oneshot() -> (mpsc::SyncSender<u64>, impl std::future::Future<Output = u64> + Send + 'static) {
     let (tx, rx) = mpsc::sync_channel::<u64>(1);
     let rx = Arc::new(std::sync::Mutex::new(rx));
     let fut = std::future::poll_fn(move |cx| match rx.lock().unwrap().try_recv() {
@@ -171,14 +158,9 @@ fn reentrant_blocking_call_for_the_same_key_panics_instead_of_deadlocking() {
         })
     }));
     let payload = result.unwrap_err();
-    let message = payload
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or(payload.downcast_ref::<&str>().copied());
-    assert!(
-        message.unwrap_or_default().contains("re-entrant"),
-        "got {message:?}"
-    );
+    let message =
+        payload.downcast_ref::<String>().map(String::as_str).or(payload.downcast_ref::<&str>().copied());
+    assert!(message.unwrap_or_default().contains("re-entrant"), "got {message:?}");
     assert_eq!(inner_calls.load(SeqCst), 1);
     assert!(group.is_idle(), "the panicked flight was removed");
     assert_eq!(*group.work_blocking(1, || 3).unwrap().value(), 3);

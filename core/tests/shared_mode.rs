@@ -47,9 +47,7 @@ fn stalled_leader_does_not_block_followers_and_the_work_runs_once() {
         assert!(group.is_idle());
         // The stalled leader, polled at last, finds the value too.
         let outcome = poll_once(&mut leader);
-        assert!(
-            matches!(outcome, std::task::Poll::Ready(Ok(ref o)) if *o.value() == 42 && o.is_leader())
-        );
+        assert!(matches!(outcome, std::task::Poll::Ready(Ok(ref o)) if *o.value() == 42 && o.is_leader()));
     });
 }
 
@@ -90,23 +88,10 @@ fn short_timeouts_do_not_restart_the_work() {
         for caller in callers.drain(..9) {
             outcomes.push(caller.await.unwrap());
         }
-        assert!(
-            outcomes.iter().all(Result::is_err),
-            "nine callers gave up at their deadline"
-        );
-        assert_eq!(
-            (probe.runs(), probe.drops()),
-            (1, 0),
-            "the work neither restarted nor stopped"
-        );
+        assert!(outcomes.iter().all(Result::is_err), "nine callers gave up at their deadline");
+        assert_eq!((probe.runs(), probe.drops()), (1, 0), "the work neither restarted nor stopped");
         load.open();
-        let last = callers
-            .pop()
-            .unwrap()
-            .await
-            .unwrap()
-            .expect("no deadline")
-            .unwrap();
+        let last = callers.pop().unwrap().await.unwrap().expect("no deadline").unwrap();
         assert_eq!(*last.value(), 7);
         assert_eq!(probe.runs(), 1);
         assert!(group.is_idle());
@@ -120,17 +105,15 @@ fn last_waiter_leaving_drops_the_work_and_frees_the_key() {
         let work_probe = probe.clone();
         type Waiter<'a> = std::pin::Pin<
             Box<
-                dyn std::future::Future<
-                        Output = Result<coalescer::Outcome<u64>, coalescer::Aborted>,
-                    > + Send
+                dyn std::future::Future<Output = Result<coalescer::Outcome<u64>, coalescer::Aborted>>
+                    + Send
                     + 'a,
             >,
         >;
-        let mut waiters: Vec<Waiter<'_>> =
-            vec![Box::pin(group.work_shared(4, move || async move {
-                let _running = work_probe.enter();
-                std::future::pending::<u64>().await
-            }))];
+        let mut waiters: Vec<Waiter<'_>> = vec![Box::pin(group.work_shared(4, move || async move {
+            let _running = work_probe.enter();
+            std::future::pending::<u64>().await
+        }))];
         for _ in 0..2 {
             waiters.push(Box::pin(group.work_shared(4, || async { never_called() })));
         }
@@ -140,11 +123,7 @@ fn last_waiter_leaving_drops_the_work_and_frees_the_key() {
         assert_eq!((probe.running(), group.counters().followers), (1, 2));
         while waiters.len() > 1 {
             drop(waiters.remove(0)); // the leader goes first: the work must survive it
-            assert_eq!(
-                probe.drops(),
-                0,
-                "the work is dropped only when the last waiter leaves"
-            );
+            assert_eq!(probe.drops(), 0, "the work is dropped only when the last waiter leaves");
             assert_eq!(group.in_flight(), 1);
         }
         drop(waiters);
@@ -217,17 +196,10 @@ fn shared_work_panic_is_resumed_in_its_driver_and_releases_the_others() {
                 other => panic!("unexpected end of a caller: {other:?}"),
             }
         }
-        assert_eq!(
-            (driver_panics, released),
-            (1, 3),
-            "one driver saw the panic, the rest were released"
-        );
+        assert_eq!((driver_panics, released), (1, 3), "one driver saw the panic, the rest were released");
         assert!(group.is_idle());
         assert_eq!(group.counters().panics, 1);
-        assert_eq!(
-            *group.work_shared(3, || async { 9 }).await.unwrap().value(),
-            9
-        );
+        assert_eq!(*group.work_shared(3, || async { 9 }).await.unwrap().value(), 9);
     });
 }
 
@@ -256,11 +228,7 @@ fn work_mode_and_shared_mode_callers_share_one_flight() {
         leader.abort();
         let _ = leader.await;
         gate.open();
-        assert_eq!(
-            *plain.await.unwrap().unwrap().value(),
-            1,
-            "the work-mode caller drove the shared work"
-        );
+        assert_eq!(*plain.await.unwrap().unwrap().value(), 1, "the work-mode caller drove the shared work");
 
         // A work-mode flight whose leader is dropped: a shared-mode follower is promoted and
         // runs its own closure.
@@ -299,11 +267,8 @@ fn abandoned_shared_work_is_dropped_before_the_key_is_free_again() {
     let (group, probe) = (G::default(), Arc::new(Probe::default()));
     let (entered_tx, entered_rx) = std::sync::mpsc::channel();
     let (release_tx, release_rx) = std::sync::mpsc::channel();
-    let slow = SlowDrop {
-        entered: entered_tx,
-        release: std::sync::Mutex::new(release_rx),
-        probe: probe.clone(),
-    };
+    let slow =
+        SlowDrop { entered: entered_tx, release: std::sync::Mutex::new(release_rx), probe: probe.clone() };
     let mut leader = Box::pin(group.work_shared(1, move || async move {
         let _slow = slow;
         std::future::pending::<u64>().await
@@ -330,10 +295,6 @@ fn abandoned_shared_work_is_dropped_before_the_key_is_free_again() {
         leaving.join().unwrap();
         assert_eq!(*next.join().unwrap().unwrap().value(), 2);
     });
-    assert_eq!(
-        probe.overlaps(),
-        0,
-        "the next execution started only after the old work was dropped"
-    );
+    assert_eq!(probe.overlaps(), 0, "the next execution started only after the old work was dropped");
     assert!(group.is_idle());
 }

@@ -38,9 +38,7 @@ fn boom() -> u64 {
 fn concurrent_callers_with_one_key_run_the_work_once() {
     run(async {
         let (group, probe, gate) = (G::default(), Arc::new(Probe::default()), Gate::new());
-        let callers: Vec<_> = (0..64)
-            .map(|i| caller(&group, 7, &probe, &gate, 100 + i))
-            .collect();
+        let callers: Vec<_> = (0..64).map(|i| caller(&group, 7, &probe, &gate, 100 + i)).collect();
         until(|| group.counters().followers == 63).await;
         gate.open();
         let mut outcomes = Vec::new();
@@ -49,15 +47,9 @@ fn concurrent_callers_with_one_key_run_the_work_once() {
         }
         assert_eq!(probe.runs(), 1);
         let value = *outcomes[0].value();
-        assert!(
-            outcomes.iter().all(|o| *o.value() == value),
-            "every caller got the leader's value"
-        );
+        assert!(outcomes.iter().all(|o| *o.value() == value), "every caller got the leader's value");
         assert_eq!(outcomes.iter().filter(|o| o.is_leader()).count(), 1);
-        assert!(
-            outcomes.iter().all(|o| o.is_shared()),
-            "64 callers shared one value"
-        );
+        assert!(outcomes.iter().all(|o| o.is_shared()), "64 callers shared one value");
         assert!(group.is_idle());
     });
 }
@@ -68,15 +60,8 @@ fn late_caller_after_completion_starts_a_new_flight() {
         let group = G::default();
         let runs = AtomicUsize::new(0);
         for round in 0..3 {
-            let v = group
-                .work(1, || async { runs.fetch_add(1, SeqCst) as u64 })
-                .await
-                .unwrap();
-            assert_eq!(
-                *v.value(),
-                round,
-                "not a cache: each call after completion runs again"
-            );
+            let v = group.work(1, || async { runs.fetch_add(1, SeqCst) as u64 }).await.unwrap();
+            assert_eq!(*v.value(), round, "not a cache: each call after completion runs again");
             assert!(v.is_leader() && !v.is_shared());
             assert!(group.is_idle());
         }
@@ -114,16 +99,8 @@ fn forget_detaches_the_flight_and_removal_compares_identity() {
         let third = caller(&group, 5, &probe, &second_gate, 3);
         until(|| group.counters().followers == 1).await; // the third joins the second flight
         first_gate.open();
-        assert_eq!(
-            *first.await.unwrap().value(),
-            1,
-            "the old flight's caller got the old value"
-        );
-        assert_eq!(
-            group.in_flight(),
-            1,
-            "the old leader did not remove the new flight"
-        );
+        assert_eq!(*first.await.unwrap().value(), 1, "the old flight's caller got the old value");
+        assert_eq!(group.in_flight(), 1, "the old leader did not remove the new flight");
         second_gate.open();
         assert_eq!(*second.await.unwrap().value(), 2);
         assert_eq!(*third.await.unwrap().value(), 2);
@@ -144,9 +121,7 @@ fn dropped_leader_promotes_exactly_one_follower_which_runs_its_own_work() {
         }));
         assert!(poll_once(&mut leader).is_pending());
         assert_eq!(probe.running(), 1);
-        let followers: Vec<_> = (0..5)
-            .map(|i| caller(&group, 9, &probe, &gate, 10 + i))
-            .collect();
+        let followers: Vec<_> = (0..5).map(|i| caller(&group, 9, &probe, &gate, 10 + i)).collect();
         until(|| group.counters().followers == 5).await;
         drop(leader); // cancelled mid-flight: its work is dropped before the hand-over
         until(|| group.counters().promotions == 1).await;
@@ -155,22 +130,11 @@ fn dropped_leader_promotes_exactly_one_follower_which_runs_its_own_work() {
         for f in followers {
             outcomes.push(f.await.unwrap());
         }
-        assert_eq!(
-            probe.runs(),
-            2,
-            "the dropped leader's run and exactly one promoted run"
-        );
-        assert_eq!(
-            probe.overlaps(),
-            0,
-            "the promoted work started after the leader's was dropped"
-        );
+        assert_eq!(probe.runs(), 2, "the dropped leader's run and exactly one promoted run");
+        assert_eq!(probe.overlaps(), 0, "the promoted work started after the leader's was dropped");
         let promoted: Vec<_> = outcomes.iter().filter(|o| o.is_leader()).collect();
         assert_eq!(promoted.len(), 1);
-        assert!(
-            outcomes.iter().all(|o| o.value() == promoted[0].value()),
-            "the others got its value"
-        );
+        assert!(outcomes.iter().all(|o| o.value() == promoted[0].value()), "the others got its value");
         assert_eq!(group.counters().promotions, 1);
         assert!(group.is_idle());
     });
@@ -208,24 +172,16 @@ fn dropped_follower_affects_nobody_and_leaks_nothing() {
             })
         };
         until(|| group.in_flight() == 1).await;
-        let mut follower =
-            Box::pin(group.work(1, || async { unreachable!("a follower of a live leader") }));
+        let mut follower = Box::pin(group.work(1, || async { unreachable!("a follower of a live leader") }));
         assert!(poll_once(&mut follower).is_pending());
         assert_eq!(group.counters().followers, 1);
         drop(follower);
         gate.open();
         let outcome = leader.await.unwrap();
-        assert!(
-            !outcome.is_shared(),
-            "the dropped follower did not receive the value"
-        );
+        assert!(!outcome.is_shared(), "the dropped follower did not receive the value");
         drop(outcome);
         assert!(group.is_idle());
-        assert_eq!(
-            Arc::strong_count(&value),
-            1,
-            "no clone of the value is left anywhere"
-        );
+        assert_eq!(Arc::strong_count(&value), 1, "no clone of the value is left anywhere");
     });
 }
 
@@ -253,21 +209,14 @@ fn leader_panic_releases_followers_with_a_typed_error_and_frees_the_key() {
             .collect();
         until(|| group.counters().followers == 3).await;
         gate.open();
-        assert!(
-            leader.await.unwrap_err().is_panic(),
-            "the panic propagates in the caller that ran the work"
-        );
+        assert!(leader.await.unwrap_err().is_panic(), "the panic propagates in the caller that ran the work");
         for f in followers {
             let err = f.await.unwrap().unwrap_err();
             assert!(err.is_panic());
             assert_eq!(err.message(), Some("database on fire"));
         }
         assert!(group.is_idle(), "a panicked flight's entry is removed");
-        assert_eq!(
-            *group.work(2, || async { 5 }).await.unwrap().value(),
-            5,
-            "the key is not poisoned"
-        );
+        assert_eq!(*group.work(2, || async { 5 }).await.unwrap().value(), 5, "the key is not poisoned");
         assert_eq!(group.counters().panics, 1);
     });
 }
@@ -304,20 +253,10 @@ fn fallible_work_shares_the_error_without_clone_and_never_retains_it() {
             }
         }
         assert_eq!(runs.load(SeqCst), 1);
-        assert!(
-            errors.windows(2).all(|w| Arc::ptr_eq(&w[0], &w[1])),
-            "one error, shared"
-        );
+        assert!(errors.windows(2).all(|w| Arc::ptr_eq(&w[0], &w[1])), "one error, shared");
         drop(errors);
-        let ok = group
-            .try_work(1, || async { Ok::<_, Down>(8) })
-            .await
-            .unwrap();
-        assert_eq!(
-            (*ok.value(), ok.is_leader()),
-            (8, true),
-            "the error was not retained"
-        );
+        let ok = group.try_work(1, || async { Ok::<_, Down>(8) }).await.unwrap();
+        assert_eq!((*ok.value(), ok.is_leader()), (8, true), "the error was not retained");
     });
 }
 
@@ -357,10 +296,7 @@ fn counters_count_leaders_followers_promotions_panics_and_forgets() {
         assert!(group.forget(&3));
         drop(forgotten);
         let c = group.counters();
-        assert_eq!(
-            (c.leaders, c.followers, c.promotions, c.panics, c.forgets),
-            (3, 1, 1, 0, 1)
-        );
+        assert_eq!((c.leaders, c.followers, c.promotions, c.panics, c.forgets), (3, 1, 1, 0, 1));
         assert!((c.shared_ratio() - 0.25).abs() < 1e-9);
         assert!(group.is_idle());
     });

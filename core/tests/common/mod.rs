@@ -16,11 +16,7 @@ pub const WATCHDOG: Duration = Duration::from_secs(60);
 
 /// Runs `test` on a two-worker multi-threaded tokio runtime, failing it if it hangs.
 pub fn run<F: Future<Output = ()> + Send + 'static>(test: F) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async move {
         tokio::time::timeout(WATCHDOG, tokio::spawn(test))
             .await
