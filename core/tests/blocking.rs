@@ -115,7 +115,7 @@ fn blocking_followers_share_an_async_leaders_flight() {
 fn blocking_follower_drives_shared_work_after_its_async_leader_left() {
     let group = Arc::new(Group::<u8, u64>::new());
     let (tx, rx) = thread_oneshot();
-    let mut leader = Box::pin(group.work_shared(1, move || async move { rx.await }));
+    let mut leader = Box::pin(group.work_shared(1, move || rx));
     assert!(common::poll_once(&mut leader).is_pending());
     let follower = {
         let group = group.clone();
