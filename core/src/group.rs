@@ -264,6 +264,11 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher> Group<K, V, S> {
     /// does not hold the others up: the work's waker wakes the flight's waiters, and whichever
     /// is polled first drives the work.
     ///
+    /// These guarantees hold for flights started by `work_shared`. A call that finds a flight
+    /// started by [`work`](Self::work) joins it under that flight's rules: if its leader is
+    /// dropped, this caller may be promoted and run its own work inside its own future. Use one
+    /// mode per key where stalls can happen.
+    ///
     /// # Panics
     ///
     /// When the work panics, the panic is resumed in the caller that was polling it, and every
