@@ -34,17 +34,15 @@ type Call<'a> = Pin<Box<dyn Future<Output = Result<Outcome<u64>, coalescer::Abor
 
 /// The work for `key`: marks itself running on the key's probe, yields or sleeps a little,
 /// and returns a value that names its key.
-fn work(probes: Arc<Vec<Probe>>, key: u64, steps: u64) -> impl Future<Output = u64> + Send + 'static {
-    async move {
-        let _running = probes[key as usize].enter();
-        for _ in 0..steps {
-            tokio::task::yield_now().await;
-        }
-        if steps % 3 == 0 {
-            tokio::time::sleep(Duration::from_micros(50)).await;
-        }
-        key * 1_000_000 + steps
+async fn work(probes: Arc<Vec<Probe>>, key: u64, steps: u64) -> u64 {
+    let _running = probes[key as usize].enter();
+    for _ in 0..steps {
+        tokio::task::yield_now().await;
     }
+    if steps % 3 == 0 {
+        tokio::time::sleep(Duration::from_micros(50)).await;
+    }
+    key * 1_000_000 + steps
 }
 
 #[test]
