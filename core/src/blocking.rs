@@ -23,7 +23,7 @@ where
     G: Table,
     G::Value: Clone,
 {
-    let mut handle = Handle::join(table, key, Mode::Work);
+    let mut handle = join(table, key);
     if !handle.is_leader() {
         match wait(&mut handle) {
             Waited::Finished(result) => return result,
@@ -37,6 +37,26 @@ where
     match result {
         Ok(value) => Ok(handle.complete(value)),
         Err(payload) => handle.fail(payload),
+    }
+}
+
+/// Joins `key`'s flight, first waiting out a closing one.
+fn join<G: Table>(table: &G, mut key: G::Key) -> Handle<G, &G> {
+    loop {
+        match Handle::join(table, key, Mode::Work) {
+            Ok(handle) => return handle,
+            Err((_, k, flight)) => {
+                key = k;
+                let mut listener: Option<EventListener> = None;
+                while flight.load().is_closing() {
+                    match listener.take() {
+                        // Listen first, then check again (never check-then-listen).
+                        None => listener = Some(flight.listen()),
+                        Some(l) => l.wait(),
+                    }
+                }
+            }
+        }
     }
 }
 

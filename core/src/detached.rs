@@ -21,8 +21,7 @@ use pin_project_lite::pin_project;
 /// Spawns a detached flight's work, once the leader has created the flight. Made where the
 /// bounds that spawning needs are known, and boxed so that the call's future need not name the
 /// spawner's type.
-pub(crate) type SpawnFn<'a, V, Fut> =
-    Box<dyn FnOnce(Fut, Arc<Flight<V>>) -> Owned<V> + Send + Sync + 'a>;
+pub(crate) type SpawnFn<'a, V, Fut> = Box<dyn FnOnce(Fut, Arc<Flight<V>>) -> Owned<V> + Send + Sync + 'a>;
 
 /// The [`SpawnFn`] of a call to `work_detached` on `table` for `key`.
 pub(crate) fn spawner<'a, G, Fut, S>(
@@ -40,11 +39,7 @@ where
 {
     Box::new(move |work, flight| {
         let handle = Handle::for_task(table, key, flight);
-        Owned::Task(Box::new(spawn.spawn(Completer {
-            work,
-            finish,
-            handle,
-        })))
+        Owned::Task(Box::new(spawn.spawn(Completer { work, finish, handle })))
     })
 }
 

@@ -130,11 +130,22 @@ impl<V> Flight<V> {
 
     /// One waiter leaves; returns the new state.
     pub(crate) fn leave(&self, vacate: bool) -> State {
-        let prev = self
-            .state
-            .fetch_update(AcqRel, Acquire, |s| Some(State(s).leave(vacate).0));
+        let prev = self.state.fetch_update(AcqRel, Acquire, |s| Some(State(s).leave(vacate).0));
         // The closure never declines, so `fetch_update` cannot fail.
         State(prev.unwrap_or_else(|s| s)).leave(vacate)
+    }
+
+    /// Marks an abandoned flight as closing; the caller holds the table lock, the flight is
+    /// current, and its owned work is about to be dropped.
+    pub(crate) fn close(&self) {
+        self.state.fetch_update(AcqRel, Acquire, |s| Some((s & !state::PHASE_MASK) | state::CLOSING)).ok();
+    }
+
+    /// Ends a closing flight once its work is dropped and its entry removed: it is final, with no
+    /// result (nobody is counted to read one), and the callers waiting for the key are woken.
+    pub(crate) fn closed(&self) {
+        self.state.fetch_update(AcqRel, Acquire, |s| Some(State(s).finish(state::ABORTED).0)).ok();
+        self.notify_all();
     }
 
     /// Takes the lead of a vacated work-mode flight; true for the one waiter that wins.
@@ -143,12 +154,7 @@ impl<V> Flight<V> {
         s.phase() == state::VACANT
             && self
                 .state
-                .compare_exchange(
-                    s.0,
-                    (s.0 & !state::PHASE_MASK) | state::RUNNING,
-                    AcqRel,
-                    Acquire,
-                )
+                .compare_exchange(s.0, (s.0 & !state::PHASE_MASK) | state::RUNNING, AcqRel, Acquire)
                 .is_ok()
     }
 
@@ -166,11 +172,7 @@ impl<V> Flight<V> {
     /// flight out of its table, so no waiter can join any more: the count can only fall. The
     /// result is stored only when another waiter is counted, since nobody else could read it.
     /// Returns whether another waiter was counted.
-    pub(crate) fn publish(
-        &self,
-        phase: usize,
-        for_others: impl FnOnce() -> Result<V, Aborted>,
-    ) -> bool {
+    pub(crate) fn publish(&self, phase: usize, for_others: impl FnOnce() -> Result<V, Aborted>) -> bool {
         let others = State(self.state.load(Relaxed)).waiters() > 1;
         if others {
             let result = for_others();
@@ -178,10 +180,10 @@ impl<V> Flight<V> {
             // the holder of `DRIVING`), and readers wait for the release below.
             self.result.with_mut(|slot| unsafe { *slot = Some(result) });
         }
-        let prev = self
-            .state
-            .fetch_update(AcqRel, Acquire, |s| Some(State(s).finish(phase).0));
-        if State(prev.unwrap_or_else(|s| s)).waiters() > 1 {
+        let prev = self.state.fetch_update(AcqRel, Acquire, |s| Some(State(s).finish(phase).0));
+        let prev = State(prev.unwrap_or_else(|s| s));
+        // Counted waiters to hand the result to, or callers waiting for a closing flight to go.
+        if prev.waiters() > 1 || prev.is_closing() {
             self.notify_all();
         }
         others
@@ -246,8 +248,7 @@ impl<V> Flight<V> {
     /// Marks the calling thread as the one running this flight's work in the blocking API.
     #[cfg(feature = "std")]
     pub(crate) fn enter_blocking(&self) -> BlockingGuard<'_, V> {
-        self.blocking_thread
-            .store(crate::blocking::thread_token(), Relaxed);
+        self.blocking_thread.store(crate::blocking::thread_token(), Relaxed);
         BlockingGuard(self)
     }
 
@@ -293,11 +294,7 @@ impl<V: Send + Sync + 'static> Flight<V> {
     /// sleep again without touching the work.
     fn wake_work(&self) {
         let prev = State(self.state.fetch_or(state::WOKEN, AcqRel));
-        if prev.phase() == state::RUNNING
-            && !prev.is_driving()
-            && !prev.is_woken()
-            && prev.waiters() > 0
-        {
+        if prev.phase() == state::RUNNING && !prev.is_driving() && !prev.is_woken() && prev.waiters() > 0 {
             self.notify_all();
         }
     }
@@ -309,12 +306,8 @@ impl<V: Send + Sync + 'static> Flight<V> {
         unsafe { Waker::from_raw(RawWaker::new(data, &Self::VTABLE)) }
     }
 
-    const VTABLE: RawWakerVTable = RawWakerVTable::new(
-        Self::waker_clone,
-        Self::waker_wake,
-        Self::waker_wake_by_ref,
-        Self::waker_drop,
-    );
+    const VTABLE: RawWakerVTable =
+        RawWakerVTable::new(Self::waker_clone, Self::waker_wake, Self::waker_wake_by_ref, Self::waker_drop);
 
     unsafe fn waker_clone(data: *const ()) -> RawWaker {
         // SAFETY: `data` came from `Arc::into_raw` in `waker` and its count is still held.
@@ -342,9 +335,6 @@ impl<V: Send + Sync + 'static> Flight<V> {
 
 impl<V> core::fmt::Debug for Flight<V> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Flight")
-            .field("state", &self.load())
-            .field("shared", &self.is_shared())
-            .finish()
+        f.debug_struct("Flight").field("state", &self.load()).field("shared", &self.is_shared()).finish()
     }
 }

@@ -6,7 +6,7 @@ use crate::spawn::Spawn;
 use crate::start::{Start, TryStart};
 use crate::stats::{Counters, Event, Stats};
 use crate::sync::Arc;
-use crate::table::{Table, sealed};
+use crate::table::{Joined, Table, sealed};
 use crate::work::{Lead, SharedOps, TryWork, Work};
 use core::fmt;
 use core::future::Future;
@@ -146,10 +146,7 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     /// assert!(group.is_idle());
     /// ```
     pub fn with_capacity_and_hasher(capacity: usize, hasher: S) -> Self {
-        Self {
-            map: scc::HashMap::with_capacity_and_hasher(capacity, hasher),
-            stats: Stats::default(),
-        }
+        Self { map: scc::HashMap::with_capacity_and_hasher(capacity, hasher), stats: Stats::default() }
     }
 
     /// How many keys have a flight in the air. Counts the map's entries, which reads the whole
@@ -267,6 +264,11 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher> Group<K, V, S> {
     /// does not hold the others up: the work's waker wakes the flight's waiters, and whichever
     /// is polled first drives the work.
     ///
+    /// These guarantees hold for flights started by `work_shared`. A call that finds a flight
+    /// started by [`work`](Self::work) joins it under that flight's rules: if its leader is
+    /// dropped, this caller may be promoted and run its own work inside its own future. Use one
+    /// mode per key where stalls can happen.
+    ///
     /// # Panics
     ///
     /// When the work panics, the panic is resumed in the caller that was polling it, and every
@@ -382,8 +384,7 @@ where
         Sp: Spawn + Send + Sync + 'static,
     {
         let abort = spawn.aborts_when_abandoned();
-        let spawn =
-            crate::detached::spawner(self.clone(), key.clone(), spawn, <F as Start<V>>::finish);
+        let spawn = crate::detached::spawner(self.clone(), key.clone(), spawn, <F as Start<V>>::finish);
         Work::new(self, key, work, Lead::Detached { spawn, abort })
     }
 }
@@ -453,12 +454,7 @@ where
         T: Send + Sync + 'static,
         E: Send + Sync + 'static,
     {
-        TryWork::new(Work::new(
-            self,
-            key,
-            TryStart(work),
-            Lead::Shared(SharedOps::new()),
-        ))
+        TryWork::new(Work::new(self, key, TryStart(work), Lead::Shared(SharedOps::new())))
     }
 
     /// The fallible form of [`work_blocking`](Self::work_blocking).
@@ -479,9 +475,7 @@ where
         key: K,
         work: impl FnOnce() -> Result<T, E>,
     ) -> Result<Outcome<T>, Error<E>> {
-        split_try(crate::blocking::run(self, key, || {
-            work().map_err(alloc::sync::Arc::new)
-        }))
+        split_try(crate::blocking::run(self, key, || work().map_err(alloc::sync::Arc::new)))
     }
 }
 
@@ -491,17 +485,20 @@ impl<K: Hash + Eq + Clone, V, S: BuildHasher> Table for Group<K, V, S> {
     type Key = K;
     type Value = V;
 
-    fn join(&self, key: &K, mode: Mode<V>) -> (Arc<Flight<V>>, bool) {
+    fn join(&self, key: &K, mode: Mode<V>) -> Joined<V> {
         match self.map.entry_sync(key.clone()) {
             Entry::Occupied(entry) => {
-                let flight = entry.get().clone();
+                let flight = entry.get();
+                if flight.load().is_closing() {
+                    return Joined::Closing(flight.clone());
+                }
                 flight.join();
-                (flight, false)
+                Joined::Follow(flight.clone())
             }
             Entry::Vacant(entry) => {
                 let flight = Arc::new(Flight::new(mode));
                 entry.insert_entry(flight.clone());
-                (flight, true)
+                Joined::Lead(flight)
             }
         }
     }

@@ -10,7 +10,8 @@ use crate::outcome::{Aborted, Outcome};
 use crate::state::{self, State};
 use crate::stats::Event;
 use crate::sync::Arc;
-use crate::table::Table;
+use crate::table::{Joined, Table};
+use core::future::Future;
 use core::ops::Deref;
 use core::task::Poll;
 
@@ -30,37 +31,27 @@ pub(crate) struct Handle<G: Table, R: Deref<Target = G>> {
 }
 
 impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
-    /// Joins `key`'s flight, or starts one of the given mode.
-    pub(crate) fn join(table: R, key: G::Key, mode: Mode<G::Value>) -> Self {
-        let (flight, leader) = table.join(&key, mode);
-        table.stats().record(if leader {
-            Event::Leader
-        } else {
-            Event::Follower
-        });
+    /// Joins `key`'s flight, or starts one of the given mode. When the key's flight is closing,
+    /// gives the key back with that flight, to wait for (see [`poll_closed`]) before retrying.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn join(
+        table: R,
+        key: G::Key,
+        mode: Mode<G::Value>,
+    ) -> Result<Self, (R, G::Key, Arc<Flight<G::Value>>)> {
+        let (flight, leader) = match table.join(&key, mode) {
+            Joined::Lead(flight) => (flight, true),
+            Joined::Follow(flight) => (flight, false),
+            Joined::Closing(flight) => return Err((table, key, flight)),
+        };
+        table.stats().record(if leader { Event::Leader } else { Event::Follower });
         let running = leader && matches!(flight.mode(), Mode::Work);
-        Self {
-            table,
-            key,
-            flight,
-            leader,
-            running,
-            task: false,
-            finished: false,
-        }
+        Ok(Self { table, key, flight, leader, running, task: false, finished: false })
     }
 
     /// The handle of a detached flight's task (counted when the flight was created).
     pub(crate) fn for_task(table: R, key: G::Key, flight: Arc<Flight<G::Value>>) -> Self {
-        Self {
-            table,
-            key,
-            flight,
-            leader: true,
-            running: true,
-            task: true,
-            finished: false,
-        }
+        Self { table, key, flight, leader: true, running: true, task: true, finished: false }
     }
 
     pub(crate) fn flight(&self) -> &Arc<Flight<G::Value>> {
@@ -95,11 +86,7 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
         // The count froze when the flight finished: it says how many got the value.
         let callers = s.waiters() - usize::from(self.flight.is_detached());
         let (leader, shared) = (self.leader, callers > 1);
-        Some(
-            self.flight
-                .result()
-                .map(|value| Outcome::new(value, leader, shared)),
-        )
+        Some(self.flight.result().map(|value| Outcome::new(value, leader, shared)))
     }
 
     /// The work returned `value`: free the key, then hand the value to every waiter.
@@ -114,11 +101,7 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
     /// The work ended without a value: free the key, then release every waiter with `aborted`.
     pub(crate) fn abort(&mut self, aborted: Aborted) -> Aborted {
         self.end(state::ABORTED, || Err(aborted.clone()));
-        self.table.stats().record(if aborted.is_panic() {
-            Event::Panic
-        } else {
-            Event::Shutdown
-        });
+        self.table.stats().record(if aborted.is_panic() { Event::Panic } else { Event::Shutdown });
         aborted
     }
 
@@ -131,10 +114,7 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
     }
 
     /// The work returned: publish its value, or release the waiters with its abort.
-    pub(crate) fn finish(
-        &mut self,
-        result: Result<G::Value, Aborted>,
-    ) -> Result<Outcome<G::Value>, Aborted>
+    pub(crate) fn finish(&mut self, result: Result<G::Value, Aborted>) -> Result<Outcome<G::Value>, Aborted>
     where
         G::Value: Clone,
     {
@@ -147,25 +127,16 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
     /// Ends the flight in `phase`: takes it out of its table if it is still the key's current
     /// one, publishes, and drops finished shared work last, with no lock held. Returns whether
     /// another waiter was counted.
-    fn end(
-        &mut self,
-        phase: usize,
-        for_others: impl FnOnce() -> Result<G::Value, Aborted>,
-    ) -> bool {
+    fn end(&mut self, phase: usize, for_others: impl FnOnce() -> Result<G::Value, Aborted>) -> bool {
         if self.flight.load().is_finished() {
             // Only when spawning a detached task panicked after the task's handle had already
             // ended the flight: nothing is left to publish.
             self.finished = true;
             return false;
         }
-        self.table
-            .with_current(&self.key, &self.flight, &mut |current| current);
+        self.table.with_current(&self.key, &self.flight, &mut |current| current);
         // Only shared work is the finisher's to take (it holds `DRIVING`).
-        let work = if self.flight.is_shared() {
-            self.flight.take_work()
-        } else {
-            None
-        };
+        let work = if self.flight.is_shared() { self.flight.take_work() } else { None };
         let others = self.flight.publish(phase, for_others);
         self.finished = true;
         drop(work);
@@ -206,22 +177,58 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
             Mode::Work | Mode::Shared(_) => s.waiters() == 0,
         };
         let flight = &self.flight;
-        let mut next = None;
+        let (mut next, mut closing) = (None, false);
         self.table.with_current(&self.key, flight, &mut |current| {
             let n = flight.leave(vacate);
             next = Some(n);
-            current && abandoned(n) && !n.is_finished()
+            if !current || !abandoned(n) || n.is_finished() {
+                return false;
+            }
+            if matches!(mode, Mode::Work) {
+                return true; // nothing is owned: the key is free at once
+            }
+            // The flight owns work that must be dropped before the key's next execution can
+            // start: keep the entry, closed to joiners, until it is gone.
+            flight.close();
+            closing = true;
+            false
         });
         let next = next.expect("with_current calls its closure once");
         if next.is_finished() {
             return;
         }
         if abandoned(next) {
-            // Unfinished shared work or an abortable task goes with its last caller (no lock held).
+            // Dropping shared work cancels it; dropping an abortable task's handle aborts the
+            // task, whose own handle then ends the flight and frees the key. No lock is held.
             drop(self.flight.take_work());
+            if closing && self.flight.is_shared() {
+                self.table.with_current(&self.key, &self.flight, &mut |current| current);
+                self.flight.closed();
+            }
         } else if vacate {
             // A work-mode leader left: wake the followers so that one of them takes the lead.
             self.flight.notify_all();
+        }
+    }
+}
+
+/// Waits until a closing flight is gone (its entry removed), so that the caller can join anew.
+pub(crate) fn poll_closed<V>(
+    flight: &Flight<V>,
+    listener: &mut Option<event_listener::EventListener>,
+    cx: &mut core::task::Context<'_>,
+) -> Poll<()> {
+    loop {
+        if !flight.load().is_closing() {
+            return Poll::Ready(());
+        }
+        match listener {
+            // Listen first, then check again (never check-then-listen).
+            None => *listener = Some(flight.listen()),
+            Some(l) => match core::pin::Pin::new(l).poll(cx) {
+                Poll::Ready(()) => *listener = None,
+                Poll::Pending => return Poll::Pending,
+            },
         }
     }
 }

@@ -43,4 +43,5 @@ pub mod futures {
 pub mod __private {
     pub use crate::flight::{DriveFn, Flight, Mode, Owned};
     pub use crate::stats::Stats;
+    pub use crate::table::Joined;
 }

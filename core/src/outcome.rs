@@ -29,11 +29,7 @@ pub struct Outcome<V> {
 
 impl<V> Outcome<V> {
     pub(crate) fn new(value: V, leader: bool, shared: bool) -> Self {
-        Self {
-            value,
-            leader,
-            shared,
-        }
+        Self { value, leader, shared }
     }
 
     /// The value.
@@ -60,11 +56,7 @@ impl<V> Outcome<V> {
 
     /// Maps the value, keeping the flags.
     pub fn map<U>(self, f: impl FnOnce(V) -> U) -> Outcome<U> {
-        Outcome {
-            value: f(self.value),
-            leader: self.leader,
-            shared: self.shared,
-        }
+        Outcome { value: f(self.value), leader: self.leader, shared: self.shared }
     }
 }
 
@@ -126,23 +118,15 @@ impl Aborted {
         let message: Option<&str> = if let Some(s) = payload.downcast_ref::<&'static str>() {
             Some(s)
         } else {
-            payload
-                .downcast_ref::<alloc::string::String>()
-                .map(|s| s.as_str())
+            payload.downcast_ref::<alloc::string::String>().map(|s| s.as_str())
         };
-        Self {
-            cause: Cause::Panic,
-            message: message.map(Arc::from),
-        }
+        Self { cause: Cause::Panic, message: message.map(Arc::from) }
     }
 
     /// The runtime dropped the detached work before it finished. For [`Spawn`](crate::Spawn)
     /// implementations.
     pub fn shutdown() -> Self {
-        Self {
-            cause: Cause::Shutdown,
-            message: None,
-        }
+        Self { cause: Cause::Shutdown, message: None }
     }
 
     /// Why the flight ended without a value.
@@ -168,10 +152,7 @@ impl Aborted {
 
 impl fmt::Debug for Aborted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Aborted")
-            .field("cause", &self.cause)
-            .field("message", &self.message())
-            .finish()
+        f.debug_struct("Aborted").field("cause", &self.cause).field("message", &self.message()).finish()
     }
 }
 
@@ -180,9 +161,7 @@ impl fmt::Display for Aborted {
         match (self.cause, self.message()) {
             (Cause::Panic, Some(message)) => write!(f, "the coalesced work panicked: {message}"),
             (Cause::Panic, None) => f.write_str("the coalesced work panicked"),
-            (Cause::Shutdown, _) => {
-                f.write_str("the runtime shut down before the detached work finished")
-            }
+            (Cause::Shutdown, _) => f.write_str("the runtime shut down before the detached work finished"),
         }
     }
 }
@@ -263,11 +242,7 @@ pub(crate) fn split_try<T, E>(
     let outcome = result?;
     let (leader, shared) = (outcome.leader, outcome.shared);
     match outcome.value {
-        Ok(value) => Ok(Outcome {
-            value,
-            leader,
-            shared,
-        }),
+        Ok(value) => Ok(Outcome { value, leader, shared }),
         Err(e) => Err(Error::Failed(e)),
     }
 }

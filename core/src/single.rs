@@ -7,7 +7,7 @@ use crate::spawn::Spawn;
 use crate::start::{Start, TryStart};
 use crate::stats::{Counters, Event, Stats};
 use crate::sync::{Arc, Mutex};
-use crate::table::{Table, sealed};
+use crate::table::{Joined, Table, sealed};
 use crate::work::{Lead, SharedOps, TryWork, Work};
 use core::fmt;
 use core::future::Future;
@@ -45,10 +45,7 @@ impl<V> Single<V> {
     /// assert!(s.is_idle());
     /// ```
     pub fn new() -> Self {
-        Self {
-            slot: Mutex::new(None),
-            stats: Stats::default(),
-        }
+        Self { slot: Mutex::new(None), stats: Stats::default() }
     }
 
     /// Whether no flight is in the air.
@@ -196,11 +193,7 @@ impl<V: Clone + Send + Sync + 'static> Single<V> {
     /// let v = futures_lite::future::block_on(single.work_detached(OnThread, || async { 8 }));
     /// assert_eq!(*v.unwrap().value(), 8);
     /// ```
-    pub fn work_detached<F, Fut, Sp>(
-        self: &alloc::sync::Arc<Self>,
-        spawn: Sp,
-        work: F,
-    ) -> Work<'_, Self, F>
+    pub fn work_detached<F, Fut, Sp>(self: &alloc::sync::Arc<Self>, spawn: Sp, work: F) -> Work<'_, Self, F>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + Send + 'static,
@@ -248,13 +241,8 @@ impl<T: Clone, E> Single<Result<T, alloc::sync::Arc<E>>> {
     /// assert_eq!(*s.try_work_blocking(|| Ok::<u8, &str>(4)).unwrap().value(), 4);
     /// ```
     #[cfg(feature = "std")]
-    pub fn try_work_blocking(
-        &self,
-        work: impl FnOnce() -> Result<T, E>,
-    ) -> Result<Outcome<T>, Error<E>> {
-        split_try(crate::blocking::run(self, (), || {
-            work().map_err(alloc::sync::Arc::new)
-        }))
+    pub fn try_work_blocking(&self, work: impl FnOnce() -> Result<T, E>) -> Result<Outcome<T>, Error<E>> {
+        split_try(crate::blocking::run(self, (), || work().map_err(alloc::sync::Arc::new)))
     }
 }
 
@@ -270,30 +258,25 @@ impl<V> Table for Single<V> {
     type Key = ();
     type Value = V;
 
-    fn join(&self, _: &(), mode: Mode<V>) -> (Arc<Flight<V>>, bool) {
+    fn join(&self, _: &(), mode: Mode<V>) -> Joined<V> {
         self.slot.with(|slot| match slot {
+            Some(flight) if flight.load().is_closing() => Joined::Closing(flight.clone()),
             Some(flight) => {
                 flight.join();
-                (flight.clone(), false)
+                Joined::Follow(flight.clone())
             }
             None => {
                 let flight = Arc::new(Flight::new(mode));
                 *slot = Some(flight.clone());
-                (flight, true)
+                Joined::Lead(flight)
             }
         })
     }
 
     fn with_current(&self, _: &(), flight: &Arc<Flight<V>>, decide: &mut dyn FnMut(bool) -> bool) {
         let removed = self.slot.with(|slot| {
-            let is_current = slot
-                .as_ref()
-                .is_some_and(|current| Arc::ptr_eq(current, flight));
-            if decide(is_current) && is_current {
-                slot.take()
-            } else {
-                None
-            }
+            let is_current = slot.as_ref().is_some_and(|current| Arc::ptr_eq(current, flight));
+            if decide(is_current) && is_current { slot.take() } else { None }
         });
         drop(removed); // outside the lock
     }
@@ -305,9 +288,6 @@ impl<V> Table for Single<V> {
 
 impl<V> fmt::Debug for Single<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Single")
-            .field("idle", &self.is_idle())
-            .field("counters", &self.counters())
-            .finish()
+        f.debug_struct("Single").field("idle", &self.is_idle()).field("counters", &self.counters()).finish()
     }
 }

@@ -2,8 +2,8 @@
 //! packed into one `usize` so that every transition is a single atomic read-modify-write.
 //!
 //! ```text
-//!  usize:  [ waiters ... | WOKEN | DRIVING | phase (2 bits) ]
-//!            bits 4..       bit 3   bit 2     bits 0-1
+//!  usize:  [ waiters ... | WOKEN | DRIVING | phase (3 bits) ]
+//!            bits 5..       bit 4   bit 3     bits 0-2
 //! ```
 //!
 //! Phases, and who may move between them:
@@ -14,8 +14,12 @@
 //! | `VACANT`  | `RUNNING` | the one waiter whose compare-and-swap wins (the promotion)     |
 //! | `RUNNING` | `DONE`    | whoever ran the work to completion, after removing the entry   |
 //! | `RUNNING` | `ABORTED` | whoever was running the work when it panicked or was aborted  |
+//! | `RUNNING` | `CLOSING` | the last waiter out of work the flight owns (under the lock)    |
+//! | `CLOSING` | `ABORTED` | that waiter, once the work is dropped and the entry removed    |
 //!
-//! `DONE` and `ABORTED` are final. The waiter count is changed only while the flight's table
+//! `DONE` and `ABORTED` are final. A `CLOSING` flight keeps its table entry while its owned work
+//! is being dropped, and callers that find it wait for the entry to go instead of joining: the
+//! key's next execution starts only after the last one is gone. The waiter count is changed only while the flight's table
 //! lock is held (joins always; leaves while the flight is still the key's current flight), so
 //! "the last one out removes the entry" is decided under that lock.
 //!
@@ -23,14 +27,15 @@
 //! the waiter that is polling the flight's work future, `WOKEN` says the work's waker fired since
 //! it was last polled.
 
-pub(crate) const PHASE_MASK: usize = 0b11;
+pub(crate) const PHASE_MASK: usize = 0b111;
 pub(crate) const RUNNING: usize = 0;
 pub(crate) const VACANT: usize = 1;
 pub(crate) const DONE: usize = 2;
 pub(crate) const ABORTED: usize = 3;
-pub(crate) const DRIVING: usize = 1 << 2;
-pub(crate) const WOKEN: usize = 1 << 3;
-pub(crate) const ONE_WAITER: usize = 1 << 4;
+pub(crate) const CLOSING: usize = 4;
+pub(crate) const DRIVING: usize = 1 << 3;
+pub(crate) const WOKEN: usize = 1 << 4;
+pub(crate) const ONE_WAITER: usize = 1 << 5;
 
 /// A snapshot of a flight's state word.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -47,7 +52,11 @@ impl State {
 
     /// The work has produced its value or panicked; nothing changes any more but the count.
     pub(crate) fn is_finished(self) -> bool {
-        self.phase() >= DONE
+        matches!(self.phase(), DONE | ABORTED)
+    }
+
+    pub(crate) fn is_closing(self) -> bool {
+        self.phase() == CLOSING
     }
 
     pub(crate) fn is_driving(self) -> bool {
@@ -61,10 +70,7 @@ impl State {
     /// One waiter leaves. A work-mode leader leaving an unfinished flight also vacates it, so that
     /// a follower can be promoted.
     pub(crate) fn leave(self, vacate: bool) -> Self {
-        debug_assert!(
-            self.waiters() > 0,
-            "a waiter left a flight it was not counted in"
-        );
+        debug_assert!(self.waiters() > 0, "a waiter left a flight it was not counted in");
         let mut next = self.0 - ONE_WAITER;
         if vacate && self.phase() == RUNNING {
             next = (next & !PHASE_MASK) | VACANT;
@@ -81,7 +87,7 @@ impl State {
 
 impl core::fmt::Debug for State {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let phase = ["RUNNING", "VACANT", "DONE", "ABORTED"][self.phase()];
+        let phase = ["RUNNING", "VACANT", "DONE", "ABORTED", "CLOSING", "?", "?", "?"][self.phase()];
         f.debug_struct("State")
             .field("phase", &phase)
             .field("waiters", &self.waiters())

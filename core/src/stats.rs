@@ -41,11 +41,7 @@ impl Counters {
     /// `0.0` before any call.
     pub fn shared_ratio(&self) -> f64 {
         let calls = self.leaders + self.followers;
-        if calls == 0 {
-            0.0
-        } else {
-            self.followers as f64 / calls as f64
-        }
+        if calls == 0 { 0.0 } else { self.followers as f64 / calls as f64 }
     }
 }
 

@@ -66,10 +66,7 @@ impl<T> Mutex<T> {
     /// Runs `f` with the lock held.
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         #[cfg(all(feature = "std", not(loom)))]
-        let mut guard = self
-            .inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         #[cfg(loom)]
         let mut guard = self.inner.lock().unwrap();
         #[cfg(all(not(feature = "std"), not(loom)))]
@@ -102,10 +99,7 @@ mod spin {
 
     impl<T> SpinLock<T> {
         pub(crate) const fn new(value: T) -> Self {
-            Self {
-                locked: AtomicBool::new(false),
-                value: UnsafeCell::new(value),
-            }
+            Self { locked: AtomicBool::new(false), value: UnsafeCell::new(value) }
         }
 
         pub(crate) fn lock(&self) -> Guard<'_, T> {

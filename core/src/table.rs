@@ -18,7 +18,7 @@ pub trait Table: sealed::Sealed {
     /// insert a new one of the given mode and lead it. Returns the flight and whether the caller
     /// leads. No user code runs under the lock.
     #[doc(hidden)]
-    fn join(&self, key: &Self::Key, mode: Mode<Self::Value>) -> (Arc<Flight<Self::Value>>, bool);
+    fn join(&self, key: &Self::Key, mode: Mode<Self::Value>) -> Joined<Self::Value>;
 
     /// Calls `decide` exactly once, under the lock of `key`'s slot when `flight` is still that
     /// key's current flight (argument `true`; the entry is removed when `decide` returns true),
@@ -34,6 +34,19 @@ pub trait Table: sealed::Sealed {
     /// The counters.
     #[doc(hidden)]
     fn stats(&self) -> &Stats;
+}
+
+/// What a join found (internal).
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum Joined<V> {
+    /// No flight: the caller created this one and leads it.
+    Lead(Arc<Flight<V>>),
+    /// The caller was counted into this flight.
+    Follow(Arc<Flight<V>>),
+    /// This flight is closing (its abandoned work is being dropped); wait until it is gone,
+    /// then join again.
+    Closing(Arc<Flight<V>>),
 }
 
 pub(crate) mod sealed {

@@ -63,9 +63,7 @@ impl<W: Future, T: Future<Output = ()>> Future for Timeout<W, T> {
 
 impl<W: fmt::Debug, T> fmt::Debug for Timeout<W, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Timeout")
-            .field("call", &self.call)
-            .finish_non_exhaustive()
+        f.debug_struct("Timeout").field("call", &self.call).finish_non_exhaustive()
     }
 }
 

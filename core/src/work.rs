@@ -5,6 +5,7 @@ use crate::flight::{BoxedWork, DriveFn, Flight, Mode, Owned};
 use crate::handle::Handle;
 use crate::outcome::{Aborted, Error, Outcome, split_try};
 use crate::start::{Start, TryStart};
+use crate::sync::Arc;
 use crate::table::Table;
 use alloc::sync::Arc as StdArc;
 use core::fmt;
@@ -21,10 +22,7 @@ pub(crate) enum Lead<'a, V, F: Start<V>> {
     /// Hands the work to the flight (shared-work mode).
     Shared(SharedOps<V, F>),
     /// Spawns the work (detached mode).
-    Detached {
-        spawn: SpawnFn<'a, V, F::Future>,
-        abort: bool,
-    },
+    Detached { spawn: SpawnFn<'a, V, F::Future>, abort: bool },
 }
 
 /// What a shared-work call adds: how to box its work into the flight, and how to poll it there.
@@ -49,12 +47,7 @@ where
 {
     pub(crate) fn new() -> Self {
         Self {
-            boxed: |fut| {
-                alloc::boxed::Box::pin(Finish {
-                    fut,
-                    finish: F::finish,
-                })
-            },
+            boxed: |fut| alloc::boxed::Box::pin(Finish { fut, finish: F::finish }),
             drive: Flight::poll_work,
         }
     }
@@ -80,9 +73,12 @@ impl<Fut: Future, V> Future for Finish<Fut, V> {
 
 pin_project! {
     #[project = StageProj]
-    enum Stage<F, Fut> {
+    enum Stage<F, Fut, V> {
         // Not joined yet (futures do nothing until polled).
         Start { start: Option<F> },
+        // The key's flight is closing (its abandoned work is being dropped): wait until it is
+        // gone, then join again.
+        Closing { start: Option<F>, flight: Arc<Flight<V>>, listener: Option<EventListener> },
         // Running this caller's own work inline: work-mode leader, or a promoted follower.
         Run { #[pin] fut: Fut },
         // Waiting for the flight (and driving it, for shared work). `start` is kept for a
@@ -108,7 +104,7 @@ pin_project! {
         // Declared first so that it is dropped first: the running work is gone before the
         // handle hands the flight over (no two executions of one key overlap).
         #[pin]
-        stage: Stage<F, F::Future>,
+        stage: Stage<F, F::Future, G::Value>,
         handle: Option<Handle<G, &'a G>>,
         table: &'a G,
         key: Option<G::Key>,
@@ -141,20 +137,26 @@ where
         loop {
             match this.stage.as_mut().project() {
                 StageProj::Start { start } => {
-                    let start = start.take().expect("Work polled after its start was taken");
                     let key = this.key.take().expect("Work joins once");
-                    let lead = this.lead.take().expect("Work joins once");
-                    let mode = match &lead {
+                    let mode = match this.lead.as_ref().expect("Work joins once") {
                         Lead::Inline => Mode::Work,
                         Lead::Shared(ops) => Mode::Shared(ops.drive),
                         Lead::Detached { abort, .. } => Mode::Detached { abort: *abort },
                     };
-                    let handle = this.handle.insert(Handle::join(*this.table, key, mode));
+                    let joined = match Handle::join(*this.table, key, mode) {
+                        Ok(joined) => joined,
+                        Err((_, key, flight)) => {
+                            *this.key = Some(key);
+                            let start = start.take();
+                            this.stage.set(Stage::Closing { start, flight, listener: None });
+                            continue;
+                        }
+                    };
+                    let start = start.take().expect("Work polled after its start was taken");
+                    let lead = this.lead.take().expect("Work joins once");
+                    let handle = this.handle.insert(joined);
                     if !handle.is_leader() {
-                        this.stage.set(Stage::Wait {
-                            start: Some(start),
-                            listener: None,
-                        });
+                        this.stage.set(Stage::Wait { start: Some(start), listener: None });
                         continue;
                     }
                     let flight = handle.flight().clone();
@@ -164,9 +166,7 @@ where
                             this.stage.set(Stage::Run { fut: start.start() });
                             continue;
                         }
-                        Lead::Shared(ops) => {
-                            crate::unwind::catch(|| Owned::Work((ops.boxed)(start.start())))
-                        }
+                        Lead::Shared(ops) => crate::unwind::catch(|| Owned::Work((ops.boxed)(start.start()))),
                         Lead::Detached { spawn, .. } => {
                             crate::unwind::catch(|| spawn(start.start(), flight.clone()))
                         }
@@ -178,10 +178,7 @@ where
                             crate::unwind::fail(handle, payload)
                         }
                     }
-                    this.stage.set(Stage::Wait {
-                        start: None,
-                        listener: None,
-                    });
+                    this.stage.set(Stage::Wait { start: None, listener: None });
                     // Shared work gets its first poll from its leader, still holding `DRIVING`.
                     if flight.is_shared() {
                         if let Some(result) = handle.drive(true) {
@@ -189,6 +186,13 @@ where
                             return Poll::Ready(result);
                         }
                     }
+                }
+                StageProj::Closing { start, flight, listener } => {
+                    if crate::handle::poll_closed(flight, listener, cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    let start = start.take();
+                    this.stage.set(Stage::Start { start });
                 }
                 StageProj::Run { fut } => {
                     let handle = this.handle.as_mut().expect("a running caller has joined");
@@ -240,14 +244,12 @@ impl<G: Table, F: Start<G::Value>> fmt::Debug for Work<'_, G, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let stage = match self.stage {
             Stage::Start { .. } => "start",
+            Stage::Closing { .. } => "closing",
             Stage::Run { .. } => "run",
             Stage::Wait { .. } => "wait",
             Stage::Done => "done",
         };
-        f.debug_struct("Work")
-            .field("stage", &stage)
-            .field("handle", &self.handle)
-            .finish_non_exhaustive()
+        f.debug_struct("Work").field("stage", &stage).field("handle", &self.handle).finish_non_exhaustive()
     }
 }
 
