@@ -77,7 +77,5 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
 }
 
 fn number<T: FromStr>(flag: &str, value: &str) -> Result<T, String> {
-    value
-        .parse()
-        .map_err(|_| format!("{flag} wants a number, not {value:?}"))
+    value.parse().map_err(|_| format!("{flag} wants a number, not {value:?}"))
 }

@@ -211,11 +211,7 @@ async fn burst(state: &Arc<State>, plan: &Plan) -> (Vec<Sample>, Duration) {
                 let start = Instant::now();
                 let answer = request(&state, key, impatient).await;
                 let latency = start.elapsed();
-                Sample {
-                    key,
-                    latency,
-                    answer,
-                }
+                Sample { key, latency, answer }
             })
         })
         .collect();
@@ -240,9 +236,7 @@ async fn request(state: &State, key: i64, impatient: bool) -> Answer {
         // that is cancelled or times out (the leader included) neither cancels nor restarts
         // the query for the others; it is dropped only when the last waiting request leaves.
         // It needs a `Send + 'static` query, which a spawned blocking query is anyway.
-        Scenario::Coalesced => {
-            from_flight(state.group.try_work_shared(key, || query(db, key)).await)
-        }
+        Scenario::Coalesced => from_flight(state.group.try_work_shared(key, || query(db, key)).await),
         Scenario::Cached => match state.loader.load(key).await {
             Ok((report, source)) => Answer::Value(report, source, false),
             Err(_) => Answer::Failed,

@@ -19,10 +19,7 @@ pub struct TtlCache<K, V> {
 impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
     /// An empty cache whose entries live for `ttl`.
     pub fn new(ttl: Duration) -> Self {
-        Self {
-            ttl,
-            entries: Mutex::new(HashMap::new()),
-        }
+        Self { ttl, entries: Mutex::new(HashMap::new()) }
     }
 
     /// The value stored for `key`, unless it is missing or expired.
@@ -40,10 +37,7 @@ impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
 
     /// Stores `value` for `key`, fresh for the next `ttl`.
     pub fn insert(&self, key: K, value: V) {
-        self.entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, (Instant::now(), value));
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).insert(key, (Instant::now(), value));
     }
 }
 
@@ -72,11 +66,7 @@ pub struct StableLoader {
 impl StableLoader {
     /// A loader over `db` whose reports stay fresh for `ttl`.
     pub fn new(db: Arc<Db>, ttl: Duration) -> Self {
-        Self {
-            db,
-            cache: Arc::new(TtlCache::new(ttl)),
-            group: TryGroup::new(),
-        }
+        Self { db, cache: Arc::new(TtlCache::new(ttl)), group: TryGroup::new() }
     }
 
     /// The group behind the cache, for its counters.
@@ -85,10 +75,7 @@ impl StableLoader {
     }
 
     /// The report for `category`, from the cache or from a coalesced query.
-    pub async fn load(
-        &self,
-        category: i64,
-    ) -> Result<(Arc<Report>, Source), coalescer::Error<QueryError>> {
+    pub async fn load(&self, category: i64) -> Result<(Arc<Report>, Source), coalescer::Error<QueryError>> {
         if let Some(report) = self.cache.get(&category) {
             return Ok((report, Source::Cache));
         }

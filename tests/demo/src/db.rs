@@ -40,10 +40,7 @@ pub struct Shape {
 
 impl Default for Shape {
     fn default() -> Self {
-        Self {
-            orders: 250_000,
-            categories: 50,
-        }
+        Self { orders: 250_000, categories: 50 }
     }
 }
 
@@ -126,10 +123,7 @@ impl QueryLog {
 
     /// Report statements started per category since the database was opened.
     pub fn per_key(&self) -> BTreeMap<i64, u64> {
-        self.per_key
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.per_key.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Called by SQLite (through rusqlite's `trace_v2`) as each statement starts running.
@@ -150,12 +144,7 @@ impl QueryLog {
                 digits.parse::<i64>().ok()
             })
             .unwrap_or(-1);
-        *self
-            .per_key
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(key)
-            .or_default() += 1;
+        *self.per_key.lock().unwrap_or_else(PoisonError::into_inner).entry(key).or_default() += 1;
     }
 }
 
@@ -290,11 +279,7 @@ impl Db {
     }
 
     fn checkout(&self) -> rusqlite::Result<Connection> {
-        let idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
+        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
         match idle {
             Some(conn) => Ok(conn),
             None => self.connect(),
@@ -302,10 +287,7 @@ impl Db {
     }
 
     fn checkin(&self, conn: Connection) {
-        self.idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(conn);
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
     }
 
     fn connect(&self) -> rusqlite::Result<Connection> {
@@ -351,16 +333,12 @@ fn run_report(conn: &Connection, category: i64) -> rusqlite::Result<Report> {
 fn stored_shape(path: &Path) -> Option<Shape> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
     let get = |key: &str| -> Option<i64> {
-        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .ok()
+        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).ok()
     };
     if get("schema_version")? != SCHEMA_VERSION || get("products")? != PRODUCTS {
         return None;
     }
-    Some(Shape {
-        orders: get("orders")?,
-        categories: get("categories")?,
-    })
+    Some(Shape { orders: get("orders")?, categories: get("categories")? })
 }
 
 /// Generates the database in a scratch file beside `path` and renames it into place, so that
@@ -400,9 +378,7 @@ fn seed(path: &Path, shape: Shape, progress: &ProgressBar) -> Result<(), BoxErro
             let discount = 1.0 - (rng.next() % 21) as f64 / 100.0;
             let unit_price = (prices[product_id as usize] * discount * 100.0).round() / 100.0;
             let placed_at = 1_700_000_000 + (rng.next() % 31_536_000) as i64;
-            order.execute(params![
-                id, product_id, customer, quantity, unit_price, placed_at
-            ])?;
+            order.execute(params![id, product_id, customer, quantity, unit_price, placed_at])?;
             if id % 10_000 == 0 {
                 progress.set_position((PRODUCTS + id) as u64);
             }

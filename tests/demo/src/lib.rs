@@ -133,10 +133,7 @@ async fn run_async(settings: &Settings) -> Result<Summary, BoxError> {
     let open_time = started.elapsed();
     let keys: Vec<i64> = (0..settings.keys as i64).collect();
     let (reference, query_time) = calibrate(&db, &keys).await?;
-    let timeout = settings
-        .timeout
-        .unwrap_or(query_time / 3)
-        .max(Duration::from_millis(2));
+    let timeout = settings.timeout.unwrap_or(query_time / 3).max(Duration::from_millis(2));
     let plan = Plan {
         requests: settings.requests,
         keys,
@@ -156,14 +153,7 @@ async fn run_async(settings: &Settings) -> Result<Summary, BoxError> {
     for scenario in scenarios {
         rows.push(burst::run(&db, scenario, &plan, &reference).await);
     }
-    Ok(Summary {
-        settings: settings.clone(),
-        seeded,
-        open_time,
-        query_time,
-        timeout,
-        rows,
-    })
+    Ok(Summary { settings: settings.clone(), seeded, open_time, query_time, timeout, rows })
 }
 
 async fn open(settings: &Settings) -> Result<(Arc<Db>, Seeded), BoxError> {
@@ -173,9 +163,7 @@ async fn open(settings: &Settings) -> Result<(Arc<Db>, Seeded), BoxError> {
             settings.db_path.display(),
             settings.shape.orders
         ));
-        bar.set_style(ProgressStyle::with_template(
-            "{msg}\n{wide_bar} {percent:>3}% {elapsed}",
-        )?);
+        bar.set_style(ProgressStyle::with_template("{msg}\n{wide_bar} {percent:>3}% {elapsed}")?);
         bar
     } else {
         ProgressBar::hidden()
@@ -188,10 +176,7 @@ async fn open(settings: &Settings) -> Result<(Arc<Db>, Seeded), BoxError> {
 
 /// Runs the report once per key (the reference every answer is checked against, and a warm
 /// page cache), then times key 0 a few times; returns the reports and the fastest time.
-async fn calibrate(
-    db: &Arc<Db>,
-    keys: &[i64],
-) -> Result<(HashMap<i64, Arc<Report>>, Duration), BoxError> {
+async fn calibrate(db: &Arc<Db>, keys: &[i64]) -> Result<(HashMap<i64, Arc<Report>>, Duration), BoxError> {
     let db = db.clone();
     let keys = keys.to_vec();
     let calibrated = tokio::task::spawn_blocking(move || {

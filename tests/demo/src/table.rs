@@ -6,17 +6,8 @@ use crate::db::Seeded;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-const HEADERS: [&str; 9] = [
-    "scenario",
-    "requests",
-    "answered",
-    "timed out",
-    "SQL queries",
-    "wall",
-    "p50",
-    "p99",
-    "shared",
-];
+const HEADERS: [&str; 9] =
+    ["scenario", "requests", "answered", "timed out", "SQL queries", "wall", "p50", "p99", "shared"];
 
 /// Renders the whole report as text.
 pub fn render(summary: &Summary) -> String {
@@ -53,18 +44,11 @@ fn header(out: &mut String, summary: &Summary) {
         s.shape.categories,
         duration(summary.open_time)
     );
-    let _ = writeln!(
-        out,
-        "one report query alone: {} (it scans every order)",
-        duration(summary.query_time)
-    );
+    let _ = writeln!(out, "one report query alone: {} (it scans every order)", duration(summary.query_time));
 }
 
 fn cells(row: &Row) -> [String; 9] {
-    let shared = row.counters.map_or_else(
-        || "-".to_owned(),
-        |c| format!("{:.1}%", 100.0 * c.shared_ratio()),
-    );
+    let shared = row.counters.map_or_else(|| "-".to_owned(), |c| format!("{:.1}%", 100.0 * c.shared_ratio()));
     [
         row.scenario.label().to_owned(),
         row.requests.to_string(),
@@ -103,8 +87,7 @@ fn grid(out: &mut String, rows: &[[String; 9]]) {
 
 fn notes(out: &mut String, summary: &Summary) {
     out.push_str(
-        "SQL queries: report statements SQLite started, counted by its own trace hook \
-         (sqlite3_trace_v2), not by the demo.\n\
+        "SQL queries: report statements SQLite started, counted by its trace hook (sqlite3_trace_v2).\n\
          shared: followers / (leaders + followers), from the group's counters().\n",
     );
     for row in &summary.rows {
@@ -127,9 +110,7 @@ fn notes(out: &mut String, summary: &Summary) {
     let wrong: usize = summary.rows.iter().map(|r| r.wrong).sum();
     let failed: usize = summary.rows.iter().map(|r| r.failed).sum();
     if wrong == 0 && failed == 0 {
-        out.push_str(
-            "Every request that did not time out got the report, equal to a reference run's.\n",
-        );
+        out.push_str("Every request that did not time out got the report, equal to a reference run's.\n");
     } else {
         let _ = writeln!(
             out,
@@ -139,52 +120,38 @@ fn notes(out: &mut String, summary: &Summary) {
 }
 
 fn timeout_note(out: &mut String, summary: &Summary, row: &Row) {
-    let (leaders, promotions) = row
-        .counters
-        .map_or((0, 0), |c| (c.leaders + c.promotions, c.promotions));
+    let promotions = row.counters.map_or(0, |c| c.promotions);
     let _ = writeln!(
         out,
-        "{}: {} requests gave up after {}; {} of them were leading a flight (of {leaders} leaders{}).",
+        "{}: {} request{} gave up after {}, {} of them leading a flight.",
         row.scenario.label(),
         row.timed_out,
+        plural(row.timed_out),
         duration(summary.timeout),
         row.leaders_gave_up,
-        if promotions > 0 {
-            ", promoted ones included"
-        } else {
-            ""
-        },
     );
     let per_key = per_key(row);
     let _ = if row.leaders_gave_up == 0 {
         writeln!(
             out,
-            "  No leader gave up this time: the query beat the deadline (see --timeout-ms). \
+            "  No leader gave up this time: the query beat the deadline (see --timeout-ms).\n  \
              SQL queries per key {per_key}."
         )
     } else if row.scenario == Scenario::TimeoutWork {
         writeln!(
             out,
-            "  {promotions} promotion{}: each time a leader left, its query was interrupted and a \
-             waiting request ran its own. SQL queries per key {per_key}.",
+            "  {promotions} promotion{}: each time a leader left, its query was interrupted\n  \
+             and a waiting request ran its own. SQL queries per key {per_key}.",
             plural(promotions as usize)
         )
     } else {
-        writeln!(
-            out,
-            "  The query went on for the requests still waiting, whoever left. \
-             SQL queries per key {per_key}."
-        )
+        writeln!(out, "  The query went on for the requests still waiting. SQL queries per key {per_key}.")
     };
 }
 
 /// `{0: 2, 1: 2}`-style counts of queries per key.
 fn per_key(row: &Row) -> String {
-    let parts: Vec<String> = row
-        .queries_per_key
-        .iter()
-        .map(|(key, n)| format!("{key}: {n}"))
-        .collect();
+    let parts: Vec<String> = row.queries_per_key.iter().map(|(key, n)| format!("{key}: {n}")).collect();
     format!("{{{}}}", parts.join(", "))
 }
 

@@ -14,10 +14,7 @@ fn settings(dir: &tempfile::TempDir) -> Settings {
         db_path: dir.path().join("stampede.db"),
         // Big enough that one report query takes tens of milliseconds even in a debug build,
         // so every request of a burst has joined long before the first query lands.
-        shape: Shape {
-            orders: 100_000,
-            categories: 8,
-        },
+        shape: Shape { orders: 100_000, categories: 8 },
         requests: REQUESTS,
         keys: KEYS,
         bursts: BURSTS,
@@ -29,11 +26,7 @@ fn settings(dir: &tempfile::TempDir) -> Settings {
 }
 
 fn row(summary: &Summary, scenario: Scenario) -> &Row {
-    summary
-        .rows
-        .iter()
-        .find(|row| row.scenario == scenario)
-        .expect("every scenario ran")
+    summary.rows.iter().find(|row| row.scenario == scenario).expect("every scenario ran")
 }
 
 /// Every key's count is `n`, and only the burst's keys were queried.
@@ -86,13 +79,7 @@ fn sqlite_counts_one_query_per_request_naively_and_one_per_key_per_burst_coalesc
         assert!(row.timed_out <= impatient, "{scenario:?}");
         assert!(row.values >= requests - impatient, "{scenario:?}");
     }
-    assert_eq!(
-        row(&summary, Scenario::TimeoutShared)
-            .counters
-            .unwrap()
-            .promotions,
-        0
-    );
+    assert_eq!(row(&summary, Scenario::TimeoutShared).counters.unwrap().promotions, 0);
 
     // The next run finds the database in place.
     let mut again = settings(&dir);
