@@ -103,6 +103,12 @@ pub struct Aborted {
 }
 
 /// Why a flight ended without a value.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(coalescer::Aborted::shutdown().cause(), coalescer::Cause::Shutdown);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Cause {
@@ -172,6 +178,19 @@ impl core::error::Error for Aborted {}
 ///
 /// The work's error is shared with every concurrent caller of the flight behind an [`Arc`], so
 /// `E` needs no `Clone`. It is never retained: the next call after the flight starts anew.
+///
+/// # Examples
+///
+/// ```
+/// use coalescer::{Error, TryGroup};
+/// let group = TryGroup::<&str, u32, std::num::ParseIntError>::new();
+/// match group.try_work_blocking("n", || "x".parse::<u32>()) {
+///     Err(Error::Failed(e)) => assert_eq!(e.to_string(), "invalid digit found in string"),
+///     Err(Error::Aborted(a)) => panic!("the work panicked: {a}"),
+///     Ok(v) => panic!("parsed {}", v.value()),
+///     Err(_) => unreachable!("non-exhaustive"),
+/// }
+/// ```
 ///
 #[derive(Debug)]
 #[non_exhaustive]

@@ -20,6 +20,26 @@ use core::future::Future;
 /// work was dropped unfinished and ends the flight with [`Aborted::shutdown`]. Panics in the
 /// work are caught inside the task.
 ///
+/// # Examples
+///
+/// A spawner that runs each task on a thread of its own (the adapters spawn on their runtime):
+///
+/// ```
+/// struct OnThread;
+/// impl coalescer::Spawn for OnThread {
+///     type Task = std::thread::JoinHandle<()>;
+///     fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, task: F) -> Self::Task {
+///         std::thread::spawn(move || futures_lite::future::block_on(task))
+///     }
+///     fn aborts_when_abandoned(&self) -> bool {
+///         false // dropping a JoinHandle leaves the thread running: detach mode
+///     }
+/// }
+/// let group = std::sync::Arc::new(coalescer::Group::<u8, u8>::new());
+/// let v = futures_lite::future::block_on(group.work_detached(1, OnThread, || async { 2 }));
+/// assert_eq!(v.unwrap().into_value(), 2);
+/// ```
+///
 /// [`Aborted::shutdown`]: crate::Aborted::shutdown
 pub trait Spawn {
     /// A spawned task's handle.
@@ -36,6 +56,25 @@ pub trait Spawn {
 }
 
 /// Makes timers for [`Timeout`](crate::futures::Timeout).
+///
+/// # Examples
+///
+/// ```
+/// use coalescer::{Sleep, futures::Timeout};
+/// use std::time::Duration;
+/// struct Tokio;
+/// impl Sleep for Tokio {
+///     type Timer = tokio::time::Sleep;
+///     fn sleep(&self, d: Duration) -> Self::Timer {
+///         tokio::time::sleep(d)
+///     }
+/// }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let group = coalescer::Group::<u8, u8>::new();
+/// let call = group.work(1, || std::future::pending());
+/// assert!(Timeout::new(call, Tokio.sleep(Duration::from_millis(1))).await.is_err());
+/// # });
+/// ```
 pub trait Sleep {
     /// A timer that resolves once its deadline has passed.
     type Timer: Future<Output = ()>;

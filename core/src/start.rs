@@ -11,6 +11,15 @@ use core::future::Future;
 /// Implemented for every `FnOnce() -> impl Future<Output = V>`. A follower keeps its own
 /// closure and calls it only if it is promoted (work mode), so a closure is called at most once
 /// and most closures are never called.
+///
+/// # Examples
+///
+/// ```
+/// use coalescer::futures::Start;
+/// let start = || async { 3 };
+/// let work = Start::<u8>::start(start);
+/// assert_eq!(futures_lite::future::block_on(work), 3);
+/// ```
 pub trait Start<V> {
     /// The work.
     type Future: Future;

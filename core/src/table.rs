@@ -8,6 +8,14 @@ use crate::sync::Arc;
 /// A set of keyed flights: [`Group`](crate::Group) (many keys, on `scc::HashMap`) or
 /// [`Single`](crate::Single) (one implicit key). Sealed; it appears only in the bounds of the
 /// futures in [`futures`](crate::futures).
+///
+/// # Examples
+///
+/// ```
+/// fn flights<T: coalescer::Table<Value = u8>>(_: &T) {}
+/// flights(&coalescer::Group::<&str, u8>::new());
+/// flights(&coalescer::Single::<u8>::new());
+/// ```
 pub trait Table: sealed::Sealed {
     /// The key type (`()` for [`Single`](crate::Single)).
     type Key;

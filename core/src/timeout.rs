@@ -68,6 +68,16 @@ impl<W: fmt::Debug, T> fmt::Debug for Timeout<W, T> {
 }
 
 /// A caller gave up waiting at its deadline. The flight it left goes on for the others.
+///
+/// # Examples
+///
+/// ```
+/// # futures_lite::future::block_on(async {
+/// let group = coalescer::Group::<u8, u8>::new();
+/// let gave_up = coalescer::futures::Timeout::new(group.work(1, std::future::pending), async {}).await;
+/// assert_eq!(gave_up.unwrap_err().to_string(), "gave up waiting for the coalesced work at the deadline");
+/// # });
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimedOut(());
 

@@ -99,6 +99,18 @@ pin_project! {
     ///
     /// It is `Send` when the key, the closure, the work future and the group are, and the value
     /// is `Send + Sync`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use coalescer::{Group, futures::Work};
+    /// // The future can be named, to store it in a struct or return it from a trait.
+    /// fn lookup(group: &Group<u8, u8>) -> Work<'_, Group<u8, u8>, fn() -> std::future::Ready<u8>> {
+    ///     group.work(1, || std::future::ready(1))
+    /// }
+    /// let group = Group::new();
+    /// assert_eq!(futures_lite::future::block_on(lookup(&group)).unwrap().into_value(), 1);
+    /// ```
     #[must_use = "futures do nothing unless you `.await` or poll them"]
     pub struct Work<'a, G: Table, F: Start<G::Value>> {
         // Declared first so that it is dropped first: the running work is gone before the
@@ -259,6 +271,15 @@ pin_project! {
     ///
     /// Resolves to the [`Outcome`] of `Ok` values, or to [`Error`]: the work's error (shared
     /// with the concurrent followers, never retained) or [`Aborted`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # futures_lite::future::block_on(async {
+    /// let group = coalescer::TryGroup::<u8, u8, &str>::new();
+    /// assert!(group.try_work(1, || async { Err("down") }).await.unwrap_err().is_failed());
+    /// # });
+    /// ```
     #[must_use = "futures do nothing unless you `.await` or poll them"]
     pub struct TryWork<'a, G: Table, F>
     where
