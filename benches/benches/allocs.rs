@@ -152,9 +152,8 @@ impl Measure {
         gate.close();
         // Created (and boxed) outside the counted sections: every call joins on first poll.
         let mut leader = Box::pin(group.call(key, move || gate.work()));
-        let mut followers: Vec<_> = (0..FOLLOWERS)
-            .map(|_| Box::pin(group.call(key, move || gate.work())))
-            .collect();
+        let mut followers: Vec<_> =
+            (0..FOLLOWERS).map(|_| Box::pin(group.call(key, move || gate.work()))).collect();
         let (mut lead, mut follow) = (0, 0);
         let (first, n) = counted(|| poll(leader.as_mut()));
         assert!(first.is_pending(), "{}: the leader waits for the gate", C::NAME);
@@ -209,10 +208,7 @@ fn main() {
     let mut measure = Measure {
         calls: if brief { 100 } else { 10_000 },
         rounds: if brief { 3 } else { 200 },
-        gate: leak(Gate {
-            open: AtomicBool::new(false),
-            waker: Mutex::new(None),
-        }),
+        gate: leak(Gate { open: AtomicBool::new(false), waker: Mutex::new(None) }),
         next_key: 1 << 40,
         rows: Vec::new(),
     };
@@ -224,9 +220,6 @@ fn main() {
     println!("| competitor | leader, no followers | leader of a round | per follower |");
     println!("|---|---:|---:|---:|");
     for row in &measure.rows {
-        println!(
-            "| {} | {:.2} | {:.2} | {:.2} |",
-            row.name, row.alone, row.leader, row.follower
-        );
+        println!("| {} | {:.2} | {:.2} | {:.2} |", row.name, row.alone, row.leader, row.follower);
     }
 }

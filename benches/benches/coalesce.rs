@@ -23,9 +23,7 @@ struct Budget {
 
 impl Budget {
     fn from_env() -> Self {
-        Self {
-            quick: std::env::var_os("COALESCER_BENCH_QUICK").is_some_and(|v| v != "0"),
-        }
+        Self { quick: std::env::var_os("COALESCER_BENCH_QUICK").is_some_and(|v| v != "0") }
     }
 
     /// A group of per-call benchmarks (S1, S4): criterion's own sampling.
@@ -78,10 +76,14 @@ impl Extras {
         self.0.push(line);
     }
 
-    fn fan_out(&mut self, scenario: &str, competitor: &str, fan: FanOut) {
+    /// `counted` of the `fan.rounds` rounds were measured; the others ran the work more than
+    /// once (a waiter joined late) and were run again.
+    fn fan_out(&mut self, scenario: &str, competitor: &str, fan: FanOut, counted: u64) {
         if fan.rounds > 0 {
             let per_round = fan.executions as f64 / fan.rounds as f64;
             self.add(scenario, competitor, "executions per round", per_round);
+            let rerun = fan.rounds - counted;
+            self.add(scenario, competitor, "rounds rerun", rerun as f64);
         }
     }
 
@@ -121,11 +123,7 @@ impl Visit for S1<'_, '_> {
 fn s1(ctx: &mut Ctx<'_>) {
     for tasks in [1, 2] {
         let name = if tasks == 1 { "S1 1 task" } else { "S1 2 tasks" };
-        let mut s1 = S1 {
-            group: ctx.budget.calls(ctx.c, name),
-            rt: ctx.rt,
-            tasks,
-        };
+        let mut s1 = S1 { group: ctx.budget.calls(ctx.c, name), rt: ctx.rt, tasks };
         each_async(&mut s1);
         let floor = scenario::leak(SccFloor::with_capacity(CAPACITY));
         let rt = ctx.rt;
@@ -140,7 +138,7 @@ fn s1(ctx: &mut Ctx<'_>) {
 struct Fan<'a, 'c> {
     group: BenchmarkGroup<'c, WallTime>,
     rt: &'a Runtime,
-    round: &'static Round,
+    tasks: usize,
     scenario: &'static str,
     extras: &'a mut Extras,
 }
@@ -148,31 +146,36 @@ struct Fan<'a, 'c> {
 impl Visit for Fan<'_, '_> {
     fn visit<C: Coalesce>(&mut self) {
         let group = scenario::leak(C::with_capacity(CAPACITY));
-        let (rt, round) = (self.rt, self.round);
-        let mut total = FanOut::default();
+        let round = Round::leak(self.tasks, WORK_TIME);
+        let rt = self.rt;
+        let (mut total, mut counted) = (FanOut::default(), 0);
         self.group.bench_function(C::NAME, |b| {
             b.iter_custom(|iters| {
                 let fan = rt.block_on(scenario::fan_out_rounds(group, round, iters));
                 total.rounds += fan.rounds;
                 total.executions += fan.executions;
+                counted += iters;
                 fan.time
             });
         });
-        self.extras.fan_out(self.scenario, C::NAME, total);
+        self.extras.fan_out(self.scenario, C::NAME, total, counted);
     }
 }
 
+/// How long the fan-out work sleeps once every task has joined.
+const WORK_TIME: Duration = Duration::from_millis(1);
+
 fn fan_out(ctx: &mut Ctx<'_>, scenario: &'static str, tasks: usize, per_round: Duration) {
-    let round = Round::leak(tasks, Duration::from_millis(1));
     let mut fan = Fan {
         group: ctx.budget.rounds(ctx.c, scenario, per_round),
         rt: ctx.rt,
-        round,
+        tasks,
         scenario,
         extras: ctx.extras,
     };
     each_async(&mut fan);
     let gate = scenario::leak(Gate::default());
+    let round = Round::leak(tasks, WORK_TIME);
     let rt = ctx.rt;
     fan.group.bench_function("floor bare Event wake", |b| {
         b.iter_custom(|iters| rt.block_on(scenario::fan_out_floor(gate, round, iters)).time);
@@ -209,11 +212,7 @@ impl Visit for S4<'_, '_> {
 }
 
 fn s4(ctx: &mut Ctx<'_>) {
-    let mut s4 = S4 {
-        group: ctx.budget.calls(ctx.c, "S4 hot key 2 tasks"),
-        rt: ctx.rt,
-        extras: ctx.extras,
-    };
+    let mut s4 = S4 { group: ctx.budget.calls(ctx.c, "S4 hot key 2 tasks"), rt: ctx.rt, extras: ctx.extras };
     each_async(&mut s4);
     s4.group.finish();
 }
@@ -245,30 +244,24 @@ const S3_BLOCKING: &str = "S3 blocking 2 threads";
 impl VisitBlocking for S3Blocking<'_, '_> {
     fn visit<C: CoalesceBlocking>(&mut self) {
         let group = C::with_capacity(CAPACITY);
-        let mut total = FanOut::default();
+        let (mut total, mut counted) = (FanOut::default(), 0);
         self.group.bench_function(C::NAME, |b| {
             b.iter_custom(|iters| {
                 let fan = scenario::fan_out_blocking(&group, iters);
                 total.rounds += fan.rounds;
                 total.executions += fan.executions;
+                counted += iters;
                 fan.time
             });
         });
-        self.extras.fan_out(S3_BLOCKING, C::NAME, total);
+        self.extras.fan_out(S3_BLOCKING, C::NAME, total, counted);
     }
 }
 
 fn blocking(ctx: &mut Ctx<'_>) {
     for threads in [1, 2] {
-        let name = if threads == 1 {
-            "S1 blocking 1 thread"
-        } else {
-            "S1 blocking 2 threads"
-        };
-        let mut s1 = S1Blocking {
-            group: ctx.budget.calls(ctx.c, name),
-            threads,
-        };
+        let name = if threads == 1 { "S1 blocking 1 thread" } else { "S1 blocking 2 threads" };
+        let mut s1 = S1Blocking { group: ctx.budget.calls(ctx.c, name), threads };
         each_blocking(&mut s1);
         let floor = SccFloor::with_capacity(CAPACITY);
         s1.group.bench_function("floor scc insert+remove", |b| {
@@ -277,9 +270,7 @@ fn blocking(ctx: &mut Ctx<'_>) {
         s1.group.finish();
     }
     let mut s3 = S3Blocking {
-        group: ctx
-            .budget
-            .rounds(ctx.c, S3_BLOCKING, Duration::from_micros(50)),
+        group: ctx.budget.rounds(ctx.c, S3_BLOCKING, Duration::from_micros(50)),
         extras: ctx.extras,
     };
     each_blocking(&mut s3);
@@ -293,12 +284,7 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     let rt = scenario::runtime();
     let mut extras = Extras::default();
-    let mut ctx = Ctx {
-        c: &mut c,
-        rt: &rt,
-        budget: Budget::from_env(),
-        extras: &mut extras,
-    };
+    let mut ctx = Ctx { c: &mut c, rt: &rt, budget: Budget::from_env(), extras: &mut extras };
     s1(&mut ctx);
     fan_out(&mut ctx, "S2 1000 tasks", 1_000, Duration::from_micros(300));
     fan_out(&mut ctx, "S3 10000 waiters", 10_000, Duration::from_millis(3));

@@ -55,9 +55,6 @@ impl CoalesceBlocking for CoalescerWork {
     }
 
     fn call_blocking(&self, key: u64, work: impl FnOnce() -> u64) -> u64 {
-        self.0
-            .work_blocking(key, work)
-            .expect("the bench work never panics")
-            .into_value()
+        self.0.work_blocking(key, work).expect("the bench work never panics").into_value()
     }
 }

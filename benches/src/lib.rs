@@ -48,8 +48,8 @@ pub trait Coalesce: Send + Sync + Sized + 'static {
     /// Runs `work` once for all concurrent calls with `key`; every caller gets its value.
     ///
     /// The future does nothing until it is first polled (competitors that join eagerly are
-    /// wrapped in an `async` block), so that a benchmark can create futures outside the
-    /// measured section.
+    /// called from an `async fn`), so that a benchmark can create futures outside the measured
+    /// section.
     fn call<F, Fut>(&self, key: u64, work: F) -> impl Future<Output = u64> + Send + '_
     where
         F: FnOnce() -> Fut + Send + 'static,

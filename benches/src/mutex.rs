@@ -99,11 +99,7 @@ enum Seen<V> {
 
 impl<V: Clone> Slot<V> {
     fn new() -> Self {
-        Self {
-            value: OnceLock::new(),
-            abandoned: AtomicBool::new(false),
-            event: Event::new(),
-        }
+        Self { value: OnceLock::new(), abandoned: AtomicBool::new(false), event: Event::new() }
     }
 
     fn check(&self) -> Option<Seen<V>> {
@@ -182,10 +178,7 @@ where
 {
     /// A group whose map is sized for `capacity` keys in flight.
     pub fn with_capacity(capacity: usize) -> Self {
-        Self {
-            map: L::new(HashMap::with_capacity(capacity)),
-            _types: PhantomData,
-        }
+        Self { map: L::new(HashMap::with_capacity(capacity)), _types: PhantomData }
     }
 
     /// Under the lock: follow the key's slot, or insert a new one and lead it.
@@ -218,12 +211,7 @@ where
         loop {
             let (slot, leader) = self.join(&key);
             if leader {
-                let lead = Lead {
-                    group: self,
-                    key: &key,
-                    slot,
-                    finished: false,
-                };
+                let lead = Lead { group: self, key: &key, slot, finished: false };
                 let value = (work.take().expect("a caller leads at most once"))().await;
                 lead.finish(&value);
                 return value;
@@ -240,12 +228,7 @@ where
         loop {
             let (slot, leader) = self.join(&key);
             if leader {
-                let lead = Lead {
-                    group: self,
-                    key: &key,
-                    slot,
-                    finished: false,
-                };
+                let lead = Lead { group: self, key: &key, slot, finished: false };
                 let value = (work.take().expect("a caller leads at most once"))();
                 lead.finish(&value);
                 return value;

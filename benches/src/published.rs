@@ -11,7 +11,7 @@ pub struct AsyncSingleflight(async_singleflight::Group<u64, u64, Infallible>);
 
 /// Crate `singleflight-async` (`SingleFlight::work`): a `parking_lot` map of weak slots, each
 /// slot a tokio `Mutex` that the leader holds while the work runs. It joins when `work` is
-/// called, not when polled, so the call is wrapped in an `async` block. It cannot be pre-sized.
+/// called, not when polled, so it is called from an `async fn`. It cannot be pre-sized.
 pub struct SingleflightAsync(singleflight_async::SingleFlight<u64, u64>);
 
 /// `moka::future::Cache::get_with`, moka's built-in coalescing of concurrent loads. It is a
@@ -43,17 +43,15 @@ impl Coalesce for AsyncSingleflight {
         Self(async_singleflight::Group::new())
     }
 
-    fn call<F, Fut>(&self, key: u64, work: F) -> impl Future<Output = u64> + Send + '_
+    async fn call<F, Fut>(&self, key: u64, work: F) -> u64
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = u64> + Send + 'static,
     {
-        async move {
-            let work = async move { Ok::<u64, Infallible>(work().await) };
-            match self.0.work(&key, work).await {
-                Ok(value) => value,
-                Err(_) => unreachable!("the bench work never fails"),
-            }
+        let work = async move { Ok::<u64, Infallible>(work().await) };
+        match self.0.work(&key, work).await {
+            Ok(value) => value,
+            Err(_) => unreachable!("the bench work never fails"),
         }
     }
 }
@@ -65,12 +63,12 @@ impl Coalesce for SingleflightAsync {
         Self(singleflight_async::SingleFlight::new())
     }
 
-    fn call<F, Fut>(&self, key: u64, work: F) -> impl Future<Output = u64> + Send + '_
+    async fn call<F, Fut>(&self, key: u64, work: F) -> u64
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = u64> + Send + 'static,
     {
-        async move { self.0.work(key, work).await }
+        self.0.work(key, work).await
     }
 }
 
@@ -82,15 +80,15 @@ impl Coalesce for MokaGetWith {
         Self(moka::future::Cache::new(1 << 24))
     }
 
-    fn call<F, Fut>(&self, key: u64, work: F) -> impl Future<Output = u64> + Send + '_
+    async fn call<F, Fut>(&self, key: u64, work: F) -> u64
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = u64> + Send + 'static,
     {
-        async move { self.0.get_with(key, async move { work().await }).await }
+        self.0.get_with(key, async move { work().await }).await
     }
 
-    fn reset(&self, key: u64) -> impl Future<Output = ()> + Send + '_ {
-        async move { self.0.invalidate(&key).await }
+    async fn reset(&self, key: u64) {
+        self.0.invalidate(&key).await;
     }
 }

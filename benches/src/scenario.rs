@@ -28,9 +28,10 @@ pub const HOT_KEY: u64 = 0;
 /// The value every bench work returns.
 pub const VALUE: u64 = 7;
 
-/// A fan-out round that ran its work more than once (a waiter joined after the work returned,
-/// because its thread was descheduled between being counted and joining) is run again; this
-/// many bad rounds in a row means the competitor does not coalesce.
+/// A fan-out round that ran its work more than once (a waiter joined after the work returned:
+/// it was still queued on the competitor's lock, or its thread was descheduled) is not counted
+/// and is run again, with the work waiting longer before it returns (see [`Round`]); this many
+/// bad rounds in a row means the competitor does not coalesce.
 const MAX_BAD_ROUNDS: usize = 20;
 
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1 << 32);
@@ -65,12 +66,10 @@ pub trait DistinctCall: Send + Sync + 'static {
 }
 
 impl<C: Coalesce> DistinctCall for C {
-    fn call_fresh(&self, key: u64) -> impl Future<Output = u64> + Send + '_ {
-        async move {
-            let value = self.call(key, || async { VALUE }).await;
-            self.reset(key).await;
-            value
-        }
+    async fn call_fresh(&self, key: u64) -> u64 {
+        let value = self.call(key, || async { VALUE }).await;
+        self.reset(key).await;
+        value
     }
 }
 
@@ -161,11 +160,7 @@ pub fn distinct_keys_blocking<T: DistinctCallBlocking>(target: &T, threads: u64,
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("an S1 thread panicked"))
-            .max()
-            .unwrap_or_default()
+        handles.into_iter().map(|h| h.join().expect("an S1 thread panicked")).max().unwrap_or_default()
     })
 }
 
@@ -180,6 +175,10 @@ pub struct Round {
     tasks: usize,
     /// How long the work sleeps once every task has joined.
     work_time: Duration,
+    /// How much longer it sleeps, in ns: doubled after each bad round. A competitor whose
+    /// waiters queue on an async lock before they join (the first poll of their call returns
+    /// `Pending` before they have joined) needs time for that queue to drain.
+    settle: AtomicU64,
     /// Tasks whose call has been polled once (so has joined the flight).
     joined: AtomicUsize,
     /// Tasks whose call has not returned yet.
@@ -219,6 +218,7 @@ impl Round {
             base: Instant::now(),
             tasks,
             work_time,
+            settle: AtomicU64::new(0),
             joined: AtomicUsize::new(0),
             remaining: AtomicUsize::new(0),
             executions: AtomicUsize::new(0),
@@ -244,7 +244,8 @@ impl Round {
         while self.joined.load(Ordering::Acquire) < self.tasks {
             tokio::task::yield_now().await;
         }
-        tokio::time::sleep(self.work_time).await;
+        let settle = Duration::from_nanos(self.settle.load(Ordering::Relaxed));
+        tokio::time::sleep(self.work_time + settle).await;
         self.work_end.store(self.now(), Ordering::Release);
         VALUE
     }
@@ -264,6 +265,11 @@ impl Round {
         let work_end = self.work_end.load(Ordering::Acquire);
         let last_end = self.last_end.load(Ordering::Acquire);
         let time = (executions == 1).then(|| Duration::from_nanos(last_end.saturating_sub(work_end)));
+        if time.is_none() {
+            let settle = self.settle.load(Ordering::Relaxed);
+            let longer = (settle * 2).max(self.work_time.as_nanos() as u64);
+            self.settle.store(longer, Ordering::Relaxed);
+        }
         (time, executions)
     }
 }
@@ -391,11 +397,7 @@ pub async fn fan_out_floor(gate: &'static Gate, round: &'static Round, rounds: u
             });
         }
         let (time, executions) = round.finish().await;
-        total.add(FanOut {
-            time: time.expect("the floor runs its work once"),
-            rounds: 1,
-            executions,
-        });
+        total.add(FanOut { time: time.expect("the floor runs its work once"), rounds: 1, executions });
     }
     total
 }
@@ -536,11 +538,7 @@ pub async fn hot_key<C: Coalesce>(
     for handle in handles {
         handle.await.expect("an S4 task panicked");
     }
-    HotKey {
-        elapsed: start.elapsed(),
-        calls,
-        executions: executions.load(Ordering::Relaxed) - before,
-    }
+    HotKey { elapsed: start.elapsed(), calls, executions: executions.load(Ordering::Relaxed) - before }
 }
 
 #[cfg(test)]
