@@ -100,8 +100,14 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
 
     /// The work ended without a value: free the key, then release every waiter with `aborted`.
     pub(crate) fn abort(&mut self, aborted: Aborted) -> Aborted {
+        // A task dropped because its callers abandoned the flight was counted as a cancellation.
+        let abandoned = self.flight.load().is_closing();
         self.end(state::ABORTED, || Err(aborted.clone()));
-        self.table.stats().record(if aborted.is_panic() { Event::Panic } else { Event::Shutdown });
+        if aborted.is_panic() {
+            self.table.stats().record(Event::Panic);
+        } else if !abandoned {
+            self.table.stats().record(Event::Shutdown);
+        }
         aborted
     }
 
@@ -198,6 +204,7 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
             return;
         }
         if abandoned(next) {
+            self.table.stats().record(Event::Cancellation);
             // Dropping shared work cancels it; dropping an abortable task's handle aborts the
             // task, whose own handle then ends the flight and frees the key. No lock is held.
             drop(self.flight.take_work());

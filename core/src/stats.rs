@@ -32,6 +32,10 @@ pub struct Counters {
     pub panics: u64,
     /// Detached flights whose runtime dropped the work before it finished.
     pub shutdowns: u64,
+    /// Flights whose work was cancelled because every caller left before it finished: a
+    /// dropped work-mode leader with no follower, the last caller out of shared work, or of a
+    /// detached flight that aborts when abandoned.
+    pub cancellations: u64,
     /// Calls to `forget` that detached a flight.
     pub forgets: u64,
 }
@@ -55,6 +59,7 @@ pub struct Stats {
     promotions: AtomicUsize,
     panics: AtomicUsize,
     shutdowns: AtomicUsize,
+    cancellations: AtomicUsize,
     forgets: AtomicUsize,
 }
 
@@ -67,6 +72,7 @@ pub(crate) enum Event {
     #[cfg_attr(not(feature = "std"), allow(dead_code))] // without std a panic cannot be caught
     Panic,
     Shutdown,
+    Cancellation,
     Forget,
 }
 
@@ -78,6 +84,7 @@ impl Stats {
             Event::Promotion => &self.promotions,
             Event::Panic => &self.panics,
             Event::Shutdown => &self.shutdowns,
+            Event::Cancellation => &self.cancellations,
             Event::Forget => &self.forgets,
         };
         counter.fetch_add(1, Relaxed);
@@ -91,6 +98,7 @@ impl Stats {
             promotions: read(&self.promotions),
             panics: read(&self.panics),
             shutdowns: read(&self.shutdowns),
+            cancellations: read(&self.cancellations),
             forgets: read(&self.forgets),
         }
     }

@@ -129,6 +129,7 @@ fn last_waiter_leaving_drops_the_work_and_frees_the_key() {
         drop(waiters);
         assert_eq!((probe.drops(), probe.runs()), (1, 1));
         assert!(group.is_idle());
+        assert_eq!(group.counters().cancellations, 1);
     });
 }
 

@@ -297,6 +297,7 @@ fn counters_count_leaders_followers_promotions_panics_and_forgets() {
         drop(forgotten);
         let c = group.counters();
         assert_eq!((c.leaders, c.followers, c.promotions, c.panics, c.forgets), (3, 1, 1, 0, 1));
+        assert_eq!(c.cancellations, 1, "the forgotten flight's leader left with nobody waiting");
         assert!((c.shared_ratio() - 0.25).abs() < 1e-9);
         assert!(group.is_idle());
     });
