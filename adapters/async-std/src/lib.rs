@@ -81,8 +81,9 @@ impl AsyncStd {
         Self::default()
     }
 
-    /// The last caller to leave an unfinished flight cancels its work (and frees the key at
-    /// once).
+    /// The last caller to leave an unfinished flight cancels its work. The key is free again
+    /// once the runtime has dropped the work; a caller that arrives meanwhile waits for that,
+    /// then starts the key's next execution.
     pub fn abort_when_abandoned() -> Self {
         Self { abort: true }
     }
@@ -95,10 +96,7 @@ impl coalescer::Spawn for AsyncStd {
     where
         Fut: Future<Output = ()> + Send + 'static,
     {
-        AsyncStdTask {
-            join: Some(async_std::task::spawn(task)),
-            abort: self.abort,
-        }
+        AsyncStdTask { join: Some(async_std::task::spawn(task)), abort: self.abort }
     }
 
     fn aborts_when_abandoned(&self) -> bool {

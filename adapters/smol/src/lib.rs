@@ -100,12 +100,10 @@ impl Smol {
     }
 
     /// Spawns on smol's global executor; the last caller to leave an unfinished flight cancels
-    /// its work (and frees the key at once).
+    /// its work. The key is free again once the runtime has dropped the work; a caller that
+    /// arrives meanwhile waits for that, then starts the key's next execution.
     pub fn abort_when_abandoned() -> Self {
-        Self {
-            executor: None,
-            abort: true,
-        }
+        Self { executor: None, abort: true }
     }
 
     /// Spawns on `executor`, without keeping it alive: once it has been dropped, new work is
@@ -113,10 +111,7 @@ impl Smol {
     /// [`is_shutdown`](Aborted::is_shutdown). Somebody must run the executor
     /// ([`Executor::run`]) for the work to make progress.
     pub fn on(self, executor: &Arc<Executor<'static>>) -> Self {
-        Self {
-            executor: Some(Arc::downgrade(executor)),
-            ..self
-        }
+        Self { executor: Some(Arc::downgrade(executor)), ..self }
     }
 }
 

@@ -109,22 +109,17 @@ impl Tokio {
     }
 
     /// Spawns on the current runtime; the last caller to leave an unfinished flight aborts its
-    /// work (and frees the key at once).
+    /// work. The key is free again once the runtime has dropped the work; a caller that arrives
+    /// meanwhile waits for that, then starts the key's next execution.
     pub fn abort_when_abandoned() -> Self {
-        Self {
-            handle: None,
-            abort: true,
-        }
+        Self { handle: None, abort: true }
     }
 
     /// Spawns on, and makes timers for, the runtime of `handle` (from any thread, inside a
     /// runtime or not). If that runtime has shut down, the work is dropped at once and the
     /// flight's callers get [`Aborted`] with [`is_shutdown`](Aborted::is_shutdown).
     pub fn on(self, handle: Handle) -> Self {
-        Self {
-            handle: Some(handle),
-            ..self
-        }
+        Self { handle: Some(handle), ..self }
     }
 }
 
@@ -139,10 +134,7 @@ impl coalescer::Spawn for Tokio {
             Some(handle) => handle.spawn(task),
             None => tokio::spawn(task),
         };
-        TokioTask {
-            join,
-            abort: self.abort,
-        }
+        TokioTask { join, abort: self.abort }
     }
 
     fn aborts_when_abandoned(&self) -> bool {
