@@ -47,6 +47,7 @@ mod tokio_adapter {
         assert!(message.contains("Tokio"), "tokio's own message: {message}");
         assert!(group.is_idle());
         assert_eq!(probe.runs(), 0);
+        assert_eq!(group.counters().panics, 1);
         let rt = tokio::runtime::Runtime::new().unwrap();
         let outcome = rt.block_on(group.work_spawned(1, || probe.work())).unwrap();
         assert!(*outcome.value() == 1 && outcome.is_leader());

@@ -46,3 +46,39 @@ fn a_released_follower_sees_the_panic_counted() {
     }
     assert_eq!(stale, 0, "followers released with a panic that counters() did not show yet");
 }
+
+/// A spawner whose `spawn` panics, as `tokio::spawn` does outside a runtime: the task it was
+/// given is dropped while the panic unwinds.
+struct NoRuntime;
+
+impl coalescer::Spawn for NoRuntime {
+    type Task = ();
+
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) {
+        let _task = task;
+        panic!("no runtime to spawn on");
+    }
+
+    fn aborts_when_abandoned(&self) -> bool {
+        false
+    }
+}
+
+/// A panic in `Spawn::spawn` is the leader's panic (the core resumes it there) and should be
+/// counted once, as a panic. The core counts the flight twice: the task dropped by the unwinding
+/// `spawn` ends the flight through its handle with `Aborted::shutdown()` (counted in
+/// `shutdowns`), then the leader's `fail` counts the panic as well. (A follower that joined
+/// between the leader's join and its `spawn` would be told `is_shutdown`, though nothing shut
+/// down.) Reached with `coalescer_tokio::Tokio::detach()` outside a runtime.
+#[test]
+#[ignore = "core bug: a panicking Spawn::spawn is counted as both a panic and a shutdown"]
+fn a_panicking_spawn_is_counted_once_as_a_panic() {
+    let group = Arc::new(Group::<u32, u32>::new());
+    let call = std::panic::AssertUnwindSafe(|| {
+        futures_lite::future::block_on(group.work_detached(1, NoRuntime, || async { 1 }))
+    });
+    assert!(std::panic::catch_unwind(call).is_err(), "the leader sees the spawner's panic");
+    assert!(group.is_idle());
+    let c = group.counters();
+    assert_eq!((c.panics, c.shutdowns), (1, 0), "{c:?}");
+}
