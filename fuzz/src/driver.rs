@@ -115,23 +115,27 @@ macro_rules! ensure {
 /// it propagates to the caller, as a crash.
 pub fn run(scenario: &Scenario) -> Result<Summary, Violation> {
     crate::install_panic_hook();
-    let group = TestGroup::with_hasher(Hasher::default());
+    // Sized for the scenario's few keys: the default capacity would dominate a short run.
+    let group = TestGroup::with_capacity_and_hasher(4, Hasher::default());
     let mut driver = Driver::new(&group, scenario.keys.clamp(1, 4));
-    let mut result = scenario.ops.iter().try_for_each(|&op| {
-        driver.trace.push(format!("{op:?}"));
-        driver.step(op)
-    });
-    if result.is_ok() {
-        driver.trace.push(format!("end: {:?}", scenario.ending));
-        result = driver.end(scenario.ending);
-    }
-    match result {
-        Ok(()) => Ok(driver.summary),
-        Err(message) => Err(Violation {
-            message,
-            trace: std::mem::take(&mut driver.trace),
-        }),
-    }
+    let mut steps = 0;
+    let result = scenario
+        .ops
+        .iter()
+        .try_for_each(|&op| {
+            steps += 1;
+            driver.step(op)
+        })
+        .and_then(|()| {
+            steps += 1;
+            driver.end(scenario.ending)
+        });
+    result.map(|()| driver.summary).map_err(|message| {
+        let ops = scenario.ops.iter().map(|op| format!("{op:?}"));
+        let ending = format!("end: {:?}", scenario.ending);
+        let trace = ops.chain([ending]).take(steps).collect();
+        Violation { message, trace }
+    })
 }
 
 struct Driver<'g> {
@@ -140,7 +144,6 @@ struct Driver<'g> {
     probe: Arc<Probe>,
     model: Model,
     callers: Vec<Caller<'g>>,
-    trace: Vec<String>,
     summary: Summary,
 }
 
@@ -152,20 +155,13 @@ impl<'g> Driver<'g> {
             probe: Arc::default(),
             model: Model::default(),
             callers: Vec::new(),
-            trace: Vec::new(),
             summary: Summary::default(),
         }
     }
 
     fn step(&mut self, op: Op) -> Checked {
         match op {
-            Op::Join {
-                key,
-                shared,
-                timed,
-                poll,
-                start,
-            } => {
+            Op::Join { key, shared, timed, poll, start } => {
                 if self.live().count() < MAX_LIVE_CALLERS {
                     let c = self.add_caller(key % self.keys, shared, timed, start);
                     if poll {
@@ -210,11 +206,7 @@ impl<'g> Driver<'g> {
             Op::FireTimer { caller } => {
                 if let Some(c) = self.pick_caller(caller, |c| c.timed && !c.timer_fired) {
                     self.model.callers[c].timer_fired = true;
-                    self.callers[c]
-                        .timer
-                        .as_ref()
-                        .expect("a timed caller")
-                        .fire();
+                    self.callers[c].timer.as_ref().expect("a timed caller").fire();
                 }
             }
             Op::Forget { key } => {
@@ -236,15 +228,8 @@ impl<'g> Driver<'g> {
         (0..self.callers.len()).filter(|&c| self.model.callers[c].is_live())
     }
 
-    fn pick_caller(
-        &self,
-        index: u8,
-        filter: impl Fn(&crate::model::Caller) -> bool,
-    ) -> Option<CallerId> {
-        let candidates: Vec<CallerId> = self
-            .live()
-            .filter(|&c| filter(&self.model.callers[c]))
-            .collect();
+    fn pick_caller(&self, index: u8, filter: impl Fn(&crate::model::Caller) -> bool) -> Option<CallerId> {
+        let candidates: Vec<CallerId> = self.live().filter(|&c| filter(&self.model.callers[c])).collect();
         (!candidates.is_empty()).then(|| candidates[usize::from(index) % candidates.len()])
     }
 
@@ -269,11 +254,7 @@ impl<'g> Driver<'g> {
             Start::PanicInClosure => (Plan::Panic, true),
         };
         let closure = self.probe.closure(c, plan, closure_panics);
-        let call = if shared {
-            self.group.work_shared(key, closure)
-        } else {
-            self.group.work(key, closure)
-        };
+        let call = if shared { self.group.work_shared(key, closure) } else { self.group.work(key, closure) };
         let timer = timed.then(Timer::default);
         let fut = match &timer {
             Some(timer) => CallFut::Timed(Box::pin(Timeout::new(call, timer.clone()))),
@@ -304,9 +285,7 @@ impl<'g> Driver<'g> {
         let f = if first {
             self.model.join(c)
         } else {
-            self.model
-                .flight_of(c)
-                .expect("a live caller is unjoined or in a flight")
+            self.model.flight_of(c).expect("a live caller is unjoined or in a flight")
         };
         let flight = &self.model.flights[f];
         let ended_before = flight.end.is_some();
@@ -335,19 +314,13 @@ impl<'g> Driver<'g> {
         for event in self.probe.drain() {
             match event {
                 Event::Started { exec, caller, plan } => {
-                    ensure!(
-                        caller == c,
-                        "caller {caller}'s closure ran while {c} was polled"
-                    );
+                    ensure!(caller == c, "caller {caller}'s closure ran while {c} was polled");
                     self.model.start(c, exec, first)?;
                     self.model.execs[exec].plan = plan;
                     self.note_overlap(exec);
                 }
                 Event::ClosurePanicked { exec, caller } => {
-                    ensure!(
-                        caller == c,
-                        "caller {caller}'s closure ran while {c} was polled"
-                    );
+                    ensure!(caller == c, "caller {caller}'s closure ran while {c} was polled");
                     self.model.start(c, exec, first)?;
                     self.model.dropped(exec);
                     self.model.end(f, End::Panic(exec));
@@ -359,10 +332,7 @@ impl<'g> Driver<'g> {
                 }
                 Event::Completed { exec } => {
                     let ef = self.model.execs[exec].flight;
-                    ensure!(
-                        ef == f,
-                        "caller {c} finished flight {ef}'s work, not its own"
-                    );
+                    ensure!(ef == f, "caller {c} finished flight {ef}'s work, not its own");
                     ensure!(
                         self.model.execs[exec].plan == Plan::Complete,
                         "execution {exec} was not told to complete"
@@ -421,14 +391,8 @@ impl<'g> Driver<'g> {
                             end.is_none(),
                             "caller {c} got Pending from flight {f}, which ended ({end:?})"
                         );
-                        ensure!(
-                            !timed_out,
-                            "caller {c}'s timer fired but its poll was Pending"
-                        );
-                        ensure!(
-                            !leads_new || started,
-                            "leader {c}'s first poll did not start its work"
-                        );
+                        ensure!(!timed_out, "caller {c}'s timer fired but its poll was Pending");
+                        ensure!(!leads_new || started, "leader {c}'s first poll did not start its work");
                     }
                     Poll::Ready(Err(TimedOut { .. })) => {
                         ensure!(timed_out, "caller {c} timed out before its timer fired");
@@ -462,16 +426,11 @@ impl<'g> Driver<'g> {
     }
 
     /// Checks what `c` got from flight `f`.
-    fn check_result(
-        &self,
-        c: CallerId,
-        f: FlightId,
-        result: Result<Outcome<Val>, Aborted>,
-    ) -> Checked {
+    fn check_result(&self, c: CallerId, f: FlightId, result: Result<Outcome<Val>, Aborted>) -> Checked {
         let flight = &self.model.flights[f];
-        let end = flight.end.ok_or_else(|| {
-            format!("caller {c} got {result:?} from flight {f}, which has not ended")
-        })?;
+        let end = flight
+            .end
+            .ok_or_else(|| format!("caller {c} got {result:?} from flight {f}, which has not ended"))?;
         match (end, result) {
             (End::Value(e), Ok(outcome)) => {
                 ensure!(
@@ -502,9 +461,7 @@ impl<'g> Driver<'g> {
                 );
             }
             (end, result) => {
-                return Err(format!(
-                    "caller {c} got {result:?} from flight {f}, which ended with {end:?}"
-                ));
+                return Err(format!("caller {c} got {result:?} from flight {f}, which ended with {end:?}"));
             }
         }
         Ok(())
@@ -516,10 +473,7 @@ impl<'g> Driver<'g> {
         drop(self.callers[c].fut.take());
         self.probe.set_current(None, false);
         let events = self.probe.drain();
-        ensure!(
-            events.is_empty(),
-            "dropping caller {c}, which had its result, did {events:?}"
-        );
+        ensure!(events.is_empty(), "dropping caller {c}, which had its result, did {events:?}");
         Ok(())
     }
 
@@ -559,10 +513,7 @@ impl<'g> Driver<'g> {
 
     /// The running executions that have no plan but `Pending` yet.
     fn pending_execs(&self) -> Vec<ExecId> {
-        self.model
-            .running()
-            .filter(|&e| self.model.execs[e].plan == Plan::Pending)
-            .collect()
+        self.model.running().filter(|&e| self.model.execs[e].plan == Plan::Pending).collect()
     }
 
     /// Gives one of the pending executions a plan.
@@ -584,11 +535,7 @@ impl<'g> Driver<'g> {
 
     fn note_overlap(&mut self, e: ExecId) {
         let key = self.model.execs[e].key;
-        if self
-            .model
-            .running()
-            .any(|x| x != e && self.model.execs[x].key == key)
-        {
+        if self.model.running().any(|x| x != e && self.model.execs[x].key == key) {
             self.summary.overlaps += 1;
         }
     }
@@ -598,17 +545,13 @@ impl<'g> Driver<'g> {
     fn settle(&mut self) -> Checked {
         let limit = 16 * self.callers.len() + 64;
         for _ in 0..limit {
-            let next = self
-                .live()
-                .find(|&c| !self.model.callers[c].stalled && self.scheduled(c));
+            let next = self.live().find(|&c| !self.model.callers[c].stalled && self.scheduled(c));
             match next {
                 Some(c) => self.poll(c)?,
                 None => return self.check_quiescent(),
             }
         }
-        Err(format!(
-            "callers kept being woken for {limit} polls without settling (a busy loop)"
-        ))
+        Err(format!("callers kept being woken for {limit} polls without settling (a busy loop)"))
     }
 
     /// After a settle: every caller that is being polled and could make progress has.
@@ -618,14 +561,8 @@ impl<'g> Driver<'g> {
             if caller.stalled {
                 continue;
             }
-            ensure!(
-                !caller.timer_fired,
-                "caller {c}'s timer fired but it was never resolved"
-            );
-            let f = self
-                .model
-                .flight_of(c)
-                .expect("settle polled every unjoined caller");
+            ensure!(!caller.timer_fired, "caller {c}'s timer fired but it was never resolved");
+            let f = self.model.flight_of(c).expect("settle polled every unjoined caller");
             let flight = &self.model.flights[f];
             ensure!(
                 flight.end.is_none(),
@@ -647,9 +584,7 @@ impl<'g> Driver<'g> {
                     );
                 }
                 Mode::Shared => {
-                    let e = flight
-                        .exec
-                        .expect("a shared flight in the air has its work");
+                    let e = flight.exec.expect("a shared flight in the air has its work");
                     ensure!(
                         !self.model.execs[e].woken,
                         "caller {c} hangs: shared work {e} of flight {f} was woken, and caller \
@@ -665,10 +600,7 @@ impl<'g> Driver<'g> {
     fn check_group(&self) -> Checked {
         let expected = self.model.in_flight();
         let in_flight = self.group.in_flight();
-        ensure!(
-            in_flight == expected,
-            "in_flight() is {in_flight}; {expected} key(s) have a flight"
-        );
+        ensure!(in_flight == expected, "in_flight() is {in_flight}; {expected} key(s) have a flight");
         ensure!(
             self.group.is_idle() == (expected == 0),
             "is_idle() is {} with {expected} flight(s)",
@@ -684,14 +616,8 @@ impl<'g> Driver<'g> {
             counters.forgets,
             counters.shutdowns,
         ];
-        let expected = [
-            counts.leaders,
-            counts.followers,
-            counts.promotions,
-            counts.panics,
-            counts.forgets,
-            0,
-        ];
+        let expected =
+            [counts.leaders, counts.followers, counts.promotions, counts.panics, counts.forgets, 0];
         ensure!(
             seen == expected,
             "counters [leaders, followers, promotions, panics, forgets, shutdowns] are \
@@ -724,10 +650,7 @@ impl<'g> Driver<'g> {
             }
         }
         self.check_group()?;
-        ensure!(
-            self.group.is_idle(),
-            "the group is not idle after every caller left"
-        );
+        ensure!(self.group.is_idle(), "the group is not idle after every caller left");
         ensure!(
             self.model.flights.iter().all(|f| !f.is_live()),
             "the model has a flight in the air after every caller left"
@@ -736,15 +659,9 @@ impl<'g> Driver<'g> {
             return Err(format!("execution {e} was never dropped"));
         }
         let values = self.probe.live_values();
-        ensure!(
-            values == 0,
-            "{values} value(s) still alive after every caller left"
-        );
+        ensure!(values == 0, "{values} value(s) still alive after every caller left");
         let holders = Arc::strong_count(&self.probe) - 1;
-        ensure!(
-            holders == 0,
-            "{holders} closure(s) or work future(s) still alive after every caller left"
-        );
+        ensure!(holders == 0, "{holders} closure(s) or work future(s) still alive after every caller left");
         let c = self.group.counters();
         self.summary.leaders = c.leaders;
         self.summary.followers = c.followers;

@@ -165,10 +165,14 @@ fn ops<'a, T: Arbitrary<'a>>(u: &mut Unstructured<'a>) -> Result<Vec<T>> {
 /// keys, so that many callers meet on one key and old flights overlap new ones.
 #[derive(Clone, Debug)]
 pub struct ForgetRace {
-    keys: u8,
-    modes: Modes,
-    ending: Ending,
-    ops: Vec<ForgetOp>,
+    /// The key count, as 2 plus this modulo 3.
+    pub keys: u8,
+    /// Which method the callers use.
+    pub modes: Modes,
+    /// How the scenario ends.
+    pub ending: Ending,
+    /// The operations (decoded until the input runs out).
+    pub ops: Vec<ForgetOp>,
 }
 
 /// An operation of the `forget_race` target.
@@ -211,35 +215,22 @@ impl ForgetRace {
     /// The scenario this input stands for.
     pub fn scenario(&self) -> Scenario {
         let ops = self.ops.iter().map(|op| match *op {
-            ForgetOp::Join { key, shared, poll } => Op::Join {
-                key,
-                shared: self.modes.shared(shared),
-                timed: false,
-                poll,
-                start: Start::Pending,
-            },
+            ForgetOp::Join { key, shared, poll } => {
+                Op::Join { key, shared: self.modes.shared(shared), timed: false, poll, start: Start::Pending }
+            }
             ForgetOp::Poll { caller } => Op::Poll { caller },
             ForgetOp::Settle => Op::Settle,
             ForgetOp::Complete { exec } => Op::Complete { exec },
             ForgetOp::Forget { key } => Op::Forget { key },
             ForgetOp::Drop { caller } => Op::Drop { caller },
         });
-        Scenario {
-            keys: 2 + self.keys % 3,
-            ops: ops.collect(),
-            ending: self.ending,
-        }
+        Scenario { keys: 2 + self.keys % 3, ops: ops.collect(), ending: self.ending }
     }
 }
 
 impl<'a> Arbitrary<'a> for ForgetRace {
     fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
-        Ok(Self {
-            keys: u.arbitrary()?,
-            modes: u.arbitrary()?,
-            ending: u.arbitrary()?,
-            ops: ops(u)?,
-        })
+        Ok(Self { keys: u.arbitrary()?, modes: u.arbitrary()?, ending: u.arbitrary()?, ops: ops(u)? })
     }
 }
 
@@ -248,10 +239,14 @@ impl<'a> Arbitrary<'a> for ForgetRace {
 /// mode or both at once.
 #[derive(Clone, Debug)]
 pub struct CancellationRace {
-    two_keys: bool,
-    modes: Modes,
-    ending: Ending,
-    ops: Vec<CancelOp>,
+    /// Two keys rather than one.
+    pub two_keys: bool,
+    /// Which method the callers use.
+    pub modes: Modes,
+    /// How the scenario ends.
+    pub ending: Ending,
+    /// The operations (decoded until the input runs out).
+    pub ops: Vec<CancelOp>,
 }
 
 /// An operation of the `cancellation_race` target.
@@ -316,12 +311,7 @@ pub enum CancelOp {
 
 impl<'a> Arbitrary<'a> for CancellationRace {
     fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
-        Ok(Self {
-            two_keys: u.arbitrary()?,
-            modes: u.arbitrary()?,
-            ending: u.arbitrary()?,
-            ops: ops(u)?,
-        })
+        Ok(Self { two_keys: u.arbitrary()?, modes: u.arbitrary()?, ending: u.arbitrary()?, ops: ops(u)? })
     }
 }
 
@@ -329,19 +319,9 @@ impl CancellationRace {
     /// The scenario this input stands for.
     pub fn scenario(&self) -> Scenario {
         let ops = self.ops.iter().map(|op| match *op {
-            CancelOp::Join {
-                key,
-                shared,
-                timed,
-                poll,
-                start,
-            } => Op::Join {
-                key,
-                shared: self.modes.shared(shared),
-                timed,
-                poll,
-                start,
-            },
+            CancelOp::Join { key, shared, timed, poll, start } => {
+                Op::Join { key, shared: self.modes.shared(shared), timed, poll, start }
+            }
             CancelOp::Poll { caller } => Op::Poll { caller },
             CancelOp::Settle => Op::Settle,
             CancelOp::Stall { caller } => Op::Stall { caller },
@@ -352,10 +332,6 @@ impl CancellationRace {
             CancelOp::Wake { exec } => Op::Wake { exec },
             CancelOp::Timeout { caller } => Op::FireTimer { caller },
         });
-        Scenario {
-            keys: 1 + u8::from(self.two_keys),
-            ops: ops.collect(),
-            ending: self.ending,
-        }
+        Scenario { keys: 1 + u8::from(self.two_keys), ops: ops.collect(), ending: self.ending }
     }
 }

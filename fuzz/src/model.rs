@@ -197,14 +197,10 @@ impl Model {
     /// is alive, nor while one of another flight of the same key is, unless one of the two
     /// flights was forgotten.
     pub(crate) fn start(&mut self, c: CallerId, e: ExecId, first: bool) -> Result<(), String> {
-        let f = self
-            .flight_of(c)
-            .ok_or("a caller that is not in a flight started work")?;
+        let f = self.flight_of(c).ok_or("a caller that is not in a flight started work")?;
         let flight = &self.flights[f];
         if flight.end.is_some() {
-            return Err(format!(
-                "caller {c} started work for flight {f}, which has ended"
-            ));
+            return Err(format!("caller {c} started work for flight {f}, which has ended"));
         }
         let leading = first && flight.leader == c && !flight.started;
         let promoted = flight.mode == Mode::Work && flight.started && flight.runner.is_none();
@@ -257,9 +253,7 @@ impl Model {
         let x = &self.execs[e];
         let flight = &self.flights[x.flight];
         if x.dropped || x.ended {
-            return Err(format!(
-                "execution {e} was polled after it ended or was dropped"
-            ));
+            return Err(format!("execution {e} was polled after it ended or was dropped"));
         }
         let allowed = match (flight.mode, by) {
             (Mode::Work, Some(c)) => flight.runner == Some(c),
@@ -333,8 +327,7 @@ impl Model {
         }
         if flight.members.is_empty() {
             if flight.mode == Mode::Shared {
-                effect =
-                    LeaveEffect::Cancel(flight.exec.expect("a started shared flight has work"));
+                effect = LeaveEffect::Cancel(flight.exec.expect("a started shared flight has work"));
             }
             let key = usize::from(flight.key);
             if self.current[key] == Some(f) {
@@ -358,10 +351,6 @@ impl Model {
 
     /// The executions still alive, in order.
     pub(crate) fn running(&self) -> impl Iterator<Item = ExecId> + '_ {
-        self.execs
-            .iter()
-            .enumerate()
-            .filter(|(_, x)| !x.dropped && !x.ended)
-            .map(|(e, _)| e)
+        self.execs.iter().enumerate().filter(|(_, x)| !x.dropped && !x.ended).map(|(e, _)| e)
     }
 }

@@ -46,11 +46,7 @@ pub(crate) enum Plan {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Event {
     /// `caller`'s closure was called and made execution `exec`, which will follow `plan`.
-    Started {
-        exec: ExecId,
-        caller: CallerId,
-        plan: Plan,
-    },
+    Started { exec: ExecId, caller: CallerId, plan: Plan },
     /// `caller`'s closure panicked (as planned) instead of returning execution `exec`.
     ClosurePanicked { exec: ExecId, caller: CallerId },
     /// `exec` was polled while the driver was polling or dropping `by`.
@@ -97,12 +93,7 @@ impl Probe {
 
     /// `caller`'s closure: makes a new execution with `plan`, or panics when `closure_panics`
     /// (and the driver allows it at the time of the call).
-    pub(crate) fn closure(
-        self: &Arc<Self>,
-        caller: CallerId,
-        plan: Plan,
-        closure_panics: bool,
-    ) -> StartFn {
+    pub(crate) fn closure(self: &Arc<Self>, caller: CallerId, plan: Plan, closure_panics: bool) -> StartFn {
         let probe = self.clone();
         Box::new(move || {
             let (exec, panics) = {
@@ -178,10 +169,7 @@ impl Future for ExecFuture {
                 Plan::Pending => s.execs[exec].waker.replace(cx.waker().clone()),
                 Plan::Complete => {
                     s.events.push(Event::Completed { exec });
-                    return Poll::Ready(Val {
-                        exec,
-                        _live: self.probe.live.clone(),
-                    });
+                    return Poll::Ready(Val { exec, _live: self.probe.live.clone() });
                 }
                 Plan::Panic => {
                     s.events.push(Event::Panicked { exec });

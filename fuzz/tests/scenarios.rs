@@ -1,0 +1,130 @@
+//! Hand-written scenarios through the driver: each must keep the contract and reach the state
+//! it is about (the summary says so), so that the model's checks are known to be exercised.
+
+use coalescer_fuzz::{Ending, Op, Scenario, Start, Summary, run};
+
+fn join(key: u8, shared: bool) -> Op {
+    Op::Join { key, shared, timed: false, poll: true, start: Start::Pending }
+}
+
+fn timed(key: u8, shared: bool) -> Op {
+    Op::Join { key, shared, timed: true, poll: true, start: Start::Pending }
+}
+
+fn ok(keys: u8, ending: Ending, ops: Vec<Op>) -> Summary {
+    let scenario = Scenario { keys, ops, ending };
+    run(&scenario).unwrap_or_else(|violation| panic!("{violation}"))
+}
+
+#[test]
+fn concurrent_callers_share_one_execution() {
+    for shared in [false, true] {
+        let ops =
+            vec![join(0, shared), join(0, shared), join(0, shared), Op::Complete { exec: 0 }, Op::Settle];
+        let s = ok(1, Ending::Drain, ops);
+        assert_eq!((s.leaders, s.followers), (1, 2), "shared: {shared}");
+    }
+}
+
+#[test]
+fn a_dropped_work_mode_leader_hands_over_to_one_follower() {
+    let ops = vec![
+        join(0, false),
+        join(0, false),
+        join(0, false),
+        Op::DropLeader { key: 0 },
+        Op::Settle,
+        Op::Complete { exec: 0 },
+        Op::Settle,
+    ];
+    let s = ok(1, Ending::Drain, ops);
+    assert_eq!(s.promotions, 1);
+}
+
+#[test]
+fn a_dropped_or_stalled_shared_leader_neither_restarts_nor_blocks_the_work() {
+    let ops = vec![
+        join(0, true),
+        join(0, true),
+        join(0, true),
+        Op::Stall { caller: 0 },
+        Op::Complete { exec: 0 },
+        Op::Settle, // a follower drives the work; the stalled leader must not be needed
+        Op::Poll { caller: 0 },
+        join(0, true),
+        join(0, true),
+        Op::DropLeader { key: 0 },
+        Op::Complete { exec: 0 },
+        Op::Settle,
+    ];
+    let s = ok(1, Ending::Drain, ops);
+    assert_eq!((s.leaders, s.promotions), (2, 0));
+}
+
+#[test]
+fn forget_lets_a_new_flight_run_next_to_the_old_one() {
+    for shared in [false, true] {
+        let ops = vec![
+            join(0, shared),
+            join(0, shared),
+            Op::Forget { key: 0 },
+            join(0, shared),
+            Op::Complete { exec: 0 }, // the old flight ends: it must not remove the new entry
+            Op::Settle,
+            join(0, shared), // joins the new flight
+            Op::Complete { exec: 0 },
+            Op::Settle,
+        ];
+        let s = ok(2, Ending::Drain, ops);
+        assert_eq!((s.forgets, s.overlaps, s.leaders), (1, 1, 2), "shared: {shared}");
+    }
+}
+
+#[test]
+fn a_panic_reaches_the_caller_polling_the_work_and_aborts_the_others() {
+    for shared in [false, true] {
+        let ops = vec![
+            join(0, shared),
+            join(0, shared),
+            join(0, shared),
+            Op::Panic { exec: 0 },
+            Op::Settle,
+            join(0, shared), // the key is free again
+        ];
+        let s = ok(1, Ending::Drain, ops);
+        assert_eq!((s.panics, s.leaders), (1, 2), "shared: {shared}");
+    }
+}
+
+#[test]
+fn a_timed_out_caller_leaves_like_a_dropped_one() {
+    for shared in [false, true] {
+        let ops = vec![
+            timed(0, shared),
+            timed(0, shared),
+            join(0, shared),
+            Op::FireTimer { caller: 1 },
+            Op::Settle,
+            Op::FireTimer { caller: 0 },
+            Op::Settle,
+        ];
+        let s = ok(1, Ending::Drain, ops);
+        assert_eq!(s.timeouts, 2, "shared: {shared}");
+        assert_eq!(s.promotions, u64::from(!shared), "shared: {shared}");
+    }
+}
+
+#[test]
+fn abandoned_callers_leave_the_group_idle() {
+    for ending in [Ending::AbandonOldestFirst, Ending::AbandonNewestFirst] {
+        let ops = vec![
+            join(0, false),
+            join(0, false),
+            join(1, true),
+            join(1, true),
+            Op::Forget { key: 1 },
+            join(1, true),
+        ];
+        ok(2, ending, ops);
+    }
+}
