@@ -220,6 +220,10 @@ impl<'g> Driver<'g> {
                 );
             }
         }
+        // Polls and drops check their own events; whatever is left came from a wake, a timer
+        // or a forget, none of which may start, poll or drop any work by itself.
+        let stray = self.probe.drain();
+        ensure!(stray.is_empty(), "{op:?} made the group touch the work: {stray:?}");
         self.check_group()
     }
 
