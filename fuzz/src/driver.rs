@@ -89,6 +89,8 @@ pub struct Summary {
     pub promotions: u64,
     /// Flights that ended in a panic.
     pub panics: u64,
+    /// Flights every caller left before they ended.
+    pub cancellations: u64,
     /// Successful forgets.
     pub forgets: u64,
     /// Callers that gave up at their timer.
@@ -612,21 +614,18 @@ impl<'g> Driver<'g> {
         );
         let counters = self.group.counters();
         let counts = self.model.counts;
-        let seen = [
-            counters.leaders,
-            counters.followers,
-            counters.promotions,
-            counters.panics,
-            counters.forgets,
-            counters.shutdowns,
+        let pairs = [
+            ("leaders", counters.leaders, counts.leaders),
+            ("followers", counters.followers, counts.followers),
+            ("promotions", counters.promotions, counts.promotions),
+            ("panics", counters.panics, counts.panics),
+            ("cancellations", counters.cancellations, counts.cancellations),
+            ("forgets", counters.forgets, counts.forgets),
+            ("shutdowns", counters.shutdowns, 0),
         ];
-        let expected =
-            [counts.leaders, counts.followers, counts.promotions, counts.panics, counts.forgets, 0];
-        ensure!(
-            seen == expected,
-            "counters [leaders, followers, promotions, panics, forgets, shutdowns] are \
-             {seen:?}; expected {expected:?}"
-        );
+        for (name, seen, expected) in pairs {
+            ensure!(seen == expected, "counters().{name} is {seen}; expected {expected} ({counters:?})");
+        }
         for (e, x) in self.model.execs.iter().enumerate() {
             let flight = &self.model.flights[x.flight];
             ensure!(
@@ -671,6 +670,7 @@ impl<'g> Driver<'g> {
         self.summary.followers = c.followers;
         self.summary.promotions = c.promotions;
         self.summary.panics = c.panics;
+        self.summary.cancellations = c.cancellations;
         self.summary.forgets = c.forgets;
         Ok(())
     }

@@ -108,6 +108,8 @@ pub(crate) struct Counts {
     pub(crate) followers: u64,
     pub(crate) promotions: u64,
     pub(crate) panics: u64,
+    /// Flights every caller left before they ended.
+    pub(crate) cancellations: u64,
     pub(crate) forgets: u64,
 }
 
@@ -326,6 +328,7 @@ impl Model {
             effect = LeaveEffect::Cancel(flight.exec.expect("a runner runs an execution"));
         }
         if flight.members.is_empty() {
+            self.counts.cancellations += 1;
             if flight.mode == Mode::Shared {
                 effect = LeaveEffect::Cancel(flight.exec.expect("a started shared flight has work"));
             }
