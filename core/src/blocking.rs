@@ -7,12 +7,6 @@ use crate::outcome::{Aborted, Outcome};
 use crate::table::Table;
 use event_listener::{EventListener, Listener};
 
-/// A number unique to the calling thread while it lives (the address of a thread-local).
-pub(crate) fn thread_token() -> usize {
-    std::thread_local!(static TOKEN: u8 = const { 0 });
-    TOKEN.with(|t| core::ptr::from_ref(t) as usize)
-}
-
 /// Joins `key`'s flight on this thread: runs `work` as the leader (or when promoted), or waits.
 pub(crate) fn run<G>(
     table: &G,

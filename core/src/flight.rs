@@ -91,7 +91,8 @@ impl<V> Flight<V> {
         let state = match mode {
             Mode::Work => state::ONE_WAITER,
             Mode::Shared(_) => state::ONE_WAITER | state::DRIVING,
-            Mode::Detached { .. } => 2 * state::ONE_WAITER,
+            // `DRIVING` marks a detached flight whose task is not installed yet.
+            Mode::Detached { .. } => (2 * state::ONE_WAITER) | state::DRIVING,
         };
         Self {
             state: AtomicUsize::new(state | state::RUNNING),
@@ -211,10 +212,20 @@ impl<V> Flight<V> {
     /// shared work is installed under `DRIVING` (held since `new`); a detached task's handle is
     /// only ever taken by the waiter that abandons the flight, and the leader is counted until
     /// after this call, so that waiter's leave comes after it.
-    pub(crate) fn install(&self, work: Owned<V>) {
-        debug_assert!(self.load().is_driving() || self.is_detached());
+    ///
+    /// Returns true when a detached task was dropped inside `Spawn::spawn` (see
+    /// [`task_dropped_in_spawn`](Self::task_dropped_in_spawn)): the leader must end the flight.
+    pub(crate) fn install(&self, work: Owned<V>) -> bool {
         // SAFETY: see above: nobody else reaches the slot until the leader lets go.
         self.work.with_mut(|slot| unsafe { *slot = Some(work) });
+        self.is_detached() && State(self.state.fetch_and(!(state::DRIVING | state::WOKEN), AcqRel)).is_woken()
+    }
+
+    /// A detached task was dropped on its leader's thread before the leader installed it, that
+    /// is, inside `Spawn::spawn` (which may be about to panic). Marked with `WOKEN`, which
+    /// detached flights do not otherwise use; the leader reads it in `install`.
+    pub(crate) fn task_dropped_in_spawn(&self) {
+        self.state.fetch_or(state::WOKEN, AcqRel);
     }
 
     /// Takes `DRIVING` when the shared work wants polling (its waker fired) and nobody is
@@ -248,14 +259,14 @@ impl<V> Flight<V> {
     /// Marks the calling thread as the one running this flight's work in the blocking API.
     #[cfg(feature = "std")]
     pub(crate) fn enter_blocking(&self) -> BlockingGuard<'_, V> {
-        self.blocking_thread.store(crate::blocking::thread_token(), Relaxed);
+        self.blocking_thread.store(crate::unwind::thread_token(), Relaxed);
         BlockingGuard(self)
     }
 
     /// Whether the calling thread is running this flight's work in the blocking API.
     #[cfg(feature = "std")]
     pub(crate) fn is_run_by_this_thread(&self) -> bool {
-        self.blocking_thread.load(Relaxed) == crate::blocking::thread_token()
+        self.blocking_thread.load(Relaxed) == crate::unwind::thread_token()
     }
 }
 

@@ -346,7 +346,8 @@ where
     ///
     /// Dropping any caller, the leader included, never affects the work or the other callers.
     /// When the spawner [aborts when abandoned](crate::Spawn::aborts_when_abandoned), the last
-    /// caller out frees the key and aborts the task instead.
+    /// caller out aborts the task instead; the key is free again once the runtime has dropped
+    /// the aborted task (callers that arrive meanwhile wait for that, then start anew).
     ///
     /// # Panics
     ///
@@ -455,6 +456,54 @@ where
         E: Send + Sync + 'static,
     {
         TryWork::new(Work::new(self, key, TryStart(work), Lead::Shared(SharedOps::new())))
+    }
+
+    /// The fallible form of [`work_detached`](Self::work_detached): an `Err` is shared with the
+    /// callers of the flight (behind an `Arc`) and never retained.
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`work_detached`](Self::work_detached).
+    ///
+    /// # Panics
+    ///
+    /// As for [`work_detached`](Self::work_detached).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # struct OnThread;
+    /// # impl coalescer::Spawn for OnThread {
+    /// #     type Task = std::thread::JoinHandle<()>;
+    /// #     fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, task: F) -> Self::Task {
+    /// #         std::thread::spawn(move || futures_lite::future::block_on(task))
+    /// #     }
+    /// #     fn aborts_when_abandoned(&self) -> bool { false }
+    /// # }
+    /// let group = std::sync::Arc::new(coalescer::TryGroup::<u8, u8, String>::new());
+    /// let call = group.try_work_detached(1, OnThread, || async { Err("down".to_string()) });
+    /// let err = futures_lite::future::block_on(call).unwrap_err();
+    /// assert_eq!(err.failure().map(String::as_str), Some("down"));
+    /// ```
+    pub fn try_work_detached<F, Fut, Sp>(
+        self: &alloc::sync::Arc<Self>,
+        key: K,
+        spawn: Sp,
+        work: F,
+    ) -> TryWork<'_, Self, F>
+    where
+        K: Send + Sync + 'static,
+        T: Send + Sync + 'static,
+        E: Send + Sync + 'static,
+        S: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        Sp: Spawn + Send + Sync + 'static,
+    {
+        let abort = spawn.aborts_when_abandoned();
+        let finish = <TryStart<F> as Start<Result<T, alloc::sync::Arc<E>>>>::finish;
+        let spawn = crate::detached::spawner(self.clone(), key.clone(), spawn, finish);
+        TryWork::new(Work::new(self, key, TryStart(work), Lead::Detached { spawn, abort }))
     }
 
     /// The fallible form of [`work_blocking`](Self::work_blocking).

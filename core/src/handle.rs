@@ -24,8 +24,8 @@ pub(crate) struct Handle<G: Table, R: Deref<Target = G>> {
     leader: bool,
     /// This waiter runs its own work for a work-mode flight, so leaving vacates it.
     running: bool,
-    /// This is a detached flight's task.
-    task: bool,
+    /// This is a detached flight's task, made on the thread with this token (see `Drop`).
+    task: Option<usize>,
     /// The waiter has its result (or re-raised the work's panic): nothing to leave.
     finished: bool,
 }
@@ -46,12 +46,13 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
         };
         table.stats().record(if leader { Event::Leader } else { Event::Follower });
         let running = leader && matches!(flight.mode(), Mode::Work);
-        Ok(Self { table, key, flight, leader, running, task: false, finished: false })
+        Ok(Self { table, key, flight, leader, running, task: None, finished: false })
     }
 
     /// The handle of a detached flight's task (counted when the flight was created).
     pub(crate) fn for_task(table: R, key: G::Key, flight: Arc<Flight<G::Value>>) -> Self {
-        Self { table, key, flight, leader: true, running: true, task: true, finished: false }
+        let task = Some(crate::unwind::thread_token());
+        Self { table, key, flight, leader: true, running: true, task, finished: false }
     }
 
     pub(crate) fn flight(&self) -> &Arc<Flight<G::Value>> {
@@ -100,14 +101,15 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
 
     /// The work ended without a value: free the key, then release every waiter with `aborted`.
     pub(crate) fn abort(&mut self, aborted: Aborted) -> Aborted {
-        // A task dropped because its callers abandoned the flight was counted as a cancellation.
-        let abandoned = self.flight.load().is_closing();
-        self.end(state::ABORTED, || Err(aborted.clone()));
-        if aborted.is_panic() {
+        let s = self.flight.load();
+        // Counted before the waiters are released, so that a released waiter sees it. A task
+        // dropped because its callers abandoned the flight was counted as a cancellation.
+        if !s.is_finished() && aborted.is_panic() {
             self.table.stats().record(Event::Panic);
-        } else if !abandoned {
+        } else if !s.is_finished() && !s.is_closing() {
             self.table.stats().record(Event::Shutdown);
         }
+        self.end(state::ABORTED, || Err(aborted.clone()));
         aborted
     }
 
@@ -245,10 +247,18 @@ impl<G: Table, R: Deref<Target = G>> Drop for Handle<G, R> {
         if self.finished {
             return;
         }
-        if self.task {
-            self.abort(Aborted::shutdown());
-        } else {
-            self.leave();
+        match self.task {
+            // Dropped inside `Spawn::spawn`, on the leader's thread before the leader installed
+            // it: the leader ends the flight once `spawn` returns (with its panic, if it
+            // panicked; as a shutdown if it returned).
+            Some(creator) if creator == crate::unwind::thread_token() && self.flight.load().is_driving() => {
+                self.flight.task_dropped_in_spawn();
+                self.finished = true;
+            }
+            Some(_) => {
+                self.abort(Aborted::shutdown());
+            }
+            None => self.leave(),
         }
     }
 }

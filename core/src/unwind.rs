@@ -42,3 +42,16 @@ pub(crate) fn fail<G: Table, R: core::ops::Deref<Target = G>>(
         match caught {}
     }
 }
+
+/// A number unique to the calling thread while it lives (0 without `std`).
+pub(crate) fn thread_token() -> usize {
+    #[cfg(feature = "std")]
+    {
+        std::thread_local!(static TOKEN: u8 = const { 0 });
+        TOKEN.with(|t| core::ptr::from_ref(t) as usize)
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        0
+    }
+}

@@ -184,7 +184,13 @@ where
                         }
                     };
                     match owned {
-                        Ok(owned) => flight.install(owned),
+                        Ok(owned) => {
+                            if flight.install(owned) {
+                                // The runtime dropped the task inside `spawn` (it is shut down).
+                                this.stage.set(Stage::Done);
+                                return Poll::Ready(Err(handle.abort(crate::outcome::Aborted::shutdown())));
+                            }
+                        }
                         Err(payload) => {
                             this.stage.set(Stage::Done);
                             crate::unwind::fail(handle, payload)

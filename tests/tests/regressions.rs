@@ -1,5 +1,5 @@
-//! Core behaviour that disagrees with its documentation, one failing test each, ignored until
-//! the core is fixed (run them with `cargo test -p coalescer-conformance -- --ignored`).
+//! Regression tests for core bugs found by the conformance work, each written (failing) before
+//! its fix.
 
 use coalescer::Group;
 use coalescer_conformance::Probe;
@@ -9,12 +9,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 /// A follower that sees its flight end with `Aborted::is_panic` should find the panic in
-/// `counters().panics`. The core counts it after releasing the waiters (`Handle::abort` calls
+/// `counters().panics`. The core used to count it after releasing the waiters (`Handle::abort` called
 /// `end`, which publishes and notifies, before `stats().record(Event::Panic)`), so a follower
-/// that is polled at the right moment reads a count that misses the panic it was just given.
-/// The same ordering holds for `shutdowns`.
+/// polled at the right moment read a count that missed the panic it was just given (likewise
+/// for `shutdowns`).
 #[test]
-#[ignore = "core bug: Handle::abort records Event::Panic/Shutdown after publishing the result"]
 fn a_released_follower_sees_the_panic_counted() {
     let mut stale = 0;
     for round in 0..200 {
@@ -65,13 +64,12 @@ impl coalescer::Spawn for NoRuntime {
 }
 
 /// A panic in `Spawn::spawn` is the leader's panic (the core resumes it there) and should be
-/// counted once, as a panic. The core counts the flight twice: the task dropped by the unwinding
-/// `spawn` ends the flight through its handle with `Aborted::shutdown()` (counted in
-/// `shutdowns`), then the leader's `fail` counts the panic as well. (A follower that joined
+/// counted once, as a panic. The core used to count the flight twice: the task dropped by the unwinding
+/// `spawn` ended the flight through its handle with `Aborted::shutdown()` (counted in
+/// `shutdowns`), then the leader's `fail` counted the panic as well. (A follower that joined
 /// between the leader's join and its `spawn` would be told `is_shutdown`, though nothing shut
 /// down.) Reached with `coalescer_tokio::Tokio::detach()` outside a runtime.
 #[test]
-#[ignore = "core bug: a panicking Spawn::spawn is counted as both a panic and a shutdown"]
 fn a_panicking_spawn_is_counted_once_as_a_panic() {
     let group = Arc::new(Group::<u32, u32>::new());
     let call = std::panic::AssertUnwindSafe(|| {
