@@ -2,7 +2,8 @@
 # Benchmarks of coalescer against mutex-based designs and published coalescers
 # (crate `coalescer-benches`, see benches/README.md).
 #
-#   ci/bench.sh            the full set in the bench profile (about 10 minutes on 2 cores), then
+#   ci/bench.sh            the full set in the bench profile, in 3 passes (COALESCER_BENCH_PASSES;
+#                          about 15 minutes on 2 cores), then
 #                          the results as markdown tables (medians, ratios to coalescer, targets)
 #   ci/bench.sh --quick    every scenario for a moment, as a smoke check: the competitors run and
 #                          coalesce (each fan-out round checks its executions), nothing is

@@ -1,9 +1,14 @@
 //! The timing benchmarks: S1–S4, the blocking forms of S1 and S3, and the floor rows, with every
 //! competitor in the same criterion group of the same process. Run them with `ci/bench.sh`.
 //!
-//! `COALESCER_BENCH_QUICK=1` runs each benchmark for a moment (a smoke check: the figures mean
-//! little); `COALESCER_BENCH_EXTRAS=path` writes the figures criterion does not keep
-//! (executions per round or per call) to `path`, one tab-separated line each.
+//! The machine these run on is shared and noisy, so the whole set runs in several *passes*
+//! (`COALESCER_BENCH_PASSES`, 3 by default): pass `k` of a scenario is the criterion group
+//! `"<scenario> #k"`, and `bench-report` takes each ratio per pass, then the median over the
+//! passes. A burst of load then skews one pass, not every competitor measured after it.
+//!
+//! `COALESCER_BENCH_QUICK=1` runs each benchmark for a moment, in one pass (a smoke check: the
+//! figures mean little); `COALESCER_BENCH_EXTRAS=path` writes the figures criterion does not
+//! keep (executions per round or per call) to `path`, one tab-separated line each.
 
 use coalescer_benches::scenario::{self, FanOut, Gate, Round, SccFloor};
 use coalescer_benches::{
@@ -11,24 +16,39 @@ use coalescer_benches::{
 };
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use tokio::runtime::Runtime;
 
-/// How long each benchmark runs.
+/// How long each benchmark runs, and which pass this is.
 #[derive(Clone, Copy)]
 struct Budget {
     quick: bool,
+    passes: u32,
+    pass: u32,
 }
 
 impl Budget {
     fn from_env() -> Self {
-        Self { quick: std::env::var_os("COALESCER_BENCH_QUICK").is_some_and(|v| v != "0") }
+        let quick = std::env::var_os("COALESCER_BENCH_QUICK").is_some_and(|v| v != "0");
+        let passes = std::env::var("COALESCER_BENCH_PASSES").ok().and_then(|v| v.parse().ok());
+        let passes = if quick { 1 } else { passes.unwrap_or(3).max(1) };
+        Self { quick, passes, pass: 1 }
+    }
+
+    /// The criterion group of `scenario` in this pass.
+    fn group<'a>(self, c: &'a mut Criterion, scenario: &str) -> BenchmarkGroup<'a, WallTime> {
+        if self.passes == 1 {
+            c.benchmark_group(scenario)
+        } else {
+            c.benchmark_group(format!("{scenario} #{}", self.pass))
+        }
     }
 
     /// A group of per-call benchmarks (S1, S4): criterion's own sampling.
-    fn calls<'a>(self, c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
-        let mut group = c.benchmark_group(name);
+    fn calls<'a>(self, c: &'a mut Criterion, scenario: &str) -> BenchmarkGroup<'a, WallTime> {
+        let mut group = self.group(c, scenario);
         group.throughput(Throughput::Elements(1));
         if self.quick {
             group
@@ -37,9 +57,9 @@ impl Budget {
                 .measurement_time(Duration::from_millis(100));
         } else {
             group
-                .sample_size(100)
-                .warm_up_time(Duration::from_secs(1))
-                .measurement_time(Duration::from_secs(3));
+                .sample_size(50)
+                .warm_up_time(Duration::from_millis(500))
+                .measurement_time(Duration::from_millis(1_500));
         }
         group
     }
@@ -51,11 +71,11 @@ impl Budget {
     fn rounds<'a>(
         self,
         c: &'a mut Criterion,
-        name: &str,
+        scenario: &str,
         per_round: Duration,
     ) -> BenchmarkGroup<'a, WallTime> {
-        let samples = if self.quick { 10 } else { 60 };
-        let mut group = c.benchmark_group(name);
+        let samples = if self.quick { 10 } else { 30 };
+        let mut group = self.group(c, scenario);
         group
             .sampling_mode(SamplingMode::Flat)
             .sample_size(samples)
@@ -65,32 +85,35 @@ impl Budget {
     }
 }
 
-/// The figures criterion does not keep.
+/// The figures criterion does not keep, added up over the passes: (scenario, competitor,
+/// metric) -> (numerator, denominator); a zero denominator makes the figure a plain sum.
 #[derive(Default)]
-struct Extras(Vec<String>);
+struct Extras(BTreeMap<(String, String, &'static str), (u64, u64)>);
 
 impl Extras {
-    fn add(&mut self, scenario: &str, competitor: &str, metric: &str, value: f64) {
-        let line = format!("{scenario}\t{competitor}\t{metric}\t{value:.4}");
-        println!("extra: {line}");
-        self.0.push(line);
+    fn add(&mut self, scenario: &str, competitor: &str, metric: &'static str, num: u64, den: u64) {
+        let entry = self.0.entry((scenario.to_string(), competitor.to_string(), metric)).or_default();
+        entry.0 += num;
+        entry.1 += den;
     }
 
     /// `counted` of the `fan.rounds` rounds were measured; the others ran the work more than
     /// once (a waiter joined late) and were run again.
     fn fan_out(&mut self, scenario: &str, competitor: &str, fan: FanOut, counted: u64) {
         if fan.rounds > 0 {
-            let per_round = fan.executions as f64 / fan.rounds as f64;
-            self.add(scenario, competitor, "executions per round", per_round);
-            let rerun = fan.rounds - counted;
-            self.add(scenario, competitor, "rounds rerun", rerun as f64);
+            self.add(scenario, competitor, "executions per round", fan.executions, fan.rounds);
+            self.add(scenario, competitor, "rounds rerun", fan.rounds - counted, 0);
         }
     }
 
     fn write(&self) {
+        let mut text = String::new();
+        for ((scenario, competitor, metric), &(num, den)) in &self.0 {
+            let value = if den == 0 { num as f64 } else { num as f64 / den as f64 };
+            text.push_str(&format!("{scenario}\t{competitor}\t{metric}\t{value:.4}\n"));
+        }
+        print!("{}", text.lines().map(|l| format!("extra: {l}\n")).collect::<String>());
         if let Some(path) = std::env::var_os("COALESCER_BENCH_EXTRAS") {
-            let mut text = self.0.join("\n");
-            text.push('\n');
             std::fs::write(&path, text).expect("the extras file is writable");
         }
     }
@@ -205,8 +228,7 @@ impl Visit for S4<'_, '_> {
             });
         });
         if calls > 0 {
-            let per_call = runs as f64 / calls as f64;
-            self.extras.add("S4 hot key 2 tasks", C::NAME, "executions per call", per_call);
+            self.extras.add("S4 hot key 2 tasks", C::NAME, "executions per call", runs, calls);
         }
     }
 }
@@ -284,12 +306,16 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     let rt = scenario::runtime();
     let mut extras = Extras::default();
-    let mut ctx = Ctx { c: &mut c, rt: &rt, budget: Budget::from_env(), extras: &mut extras };
-    s1(&mut ctx);
-    fan_out(&mut ctx, "S2 1000 tasks", 1_000, Duration::from_micros(300));
-    fan_out(&mut ctx, "S3 10000 waiters", 10_000, Duration::from_millis(3));
-    s4(&mut ctx);
-    blocking(&mut ctx);
+    let budget = Budget::from_env();
+    for pass in 1..=budget.passes {
+        let budget = Budget { pass, ..budget };
+        let mut ctx = Ctx { c: &mut c, rt: &rt, budget, extras: &mut extras };
+        s1(&mut ctx);
+        fan_out(&mut ctx, "S2 1000 tasks", 1_000, Duration::from_micros(300));
+        fan_out(&mut ctx, "S3 10000 waiters", 10_000, Duration::from_millis(3));
+        s4(&mut ctx);
+        blocking(&mut ctx);
+    }
     c.final_summary();
     extras.write();
 }

@@ -96,13 +96,50 @@ fn show(ns: f64, unit: Unit) -> String {
     }
 }
 
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// A ratio over the passes: the median, and the range when there was more than one pass.
+fn ratio_text(ratios: &[f64]) -> String {
+    let mid = median(ratios.to_vec());
+    if ratios.len() < 2 {
+        return format!("{mid:.2}");
+    }
+    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{mid:.2} ({lo:.2}–{hi:.2})")
+}
+
+/// One pass of one scenario: competitor -> median ns.
+type Pass = BTreeMap<String, f64>;
+
+/// `num / den` in every pass that has both.
+fn ratios(
+    passes: &[Pass],
+    num: impl Fn(&Pass) -> Option<f64>,
+    den: impl Fn(&Pass) -> Option<f64>,
+) -> Vec<f64> {
+    passes.iter().filter_map(|p| Some(num(p)? / den(p)?)).collect()
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let dir = PathBuf::from(args.next().expect("usage: bench-report <criterion dir> [extras.tsv]"));
     let extras_text = args.next().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
 
-    // group -> competitor -> median ns
-    let mut medians: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    // scenario -> pass number -> competitor -> median ns. Pass `k` of a scenario is the
+    // criterion group "<scenario> #k" (or just "<scenario>" for a single pass).
+    let mut medians: BTreeMap<String, BTreeMap<u32, Pass>> = BTreeMap::new();
     let mut dirs = Vec::new();
     estimate_dirs(&dir, &mut dirs);
     for new in dirs {
@@ -115,19 +152,27 @@ fn main() {
         if let (Some(group), Some(function), Some(ns)) =
             (json_str(&bench, "group_id"), json_str(&bench, "function_id"), median_ns(&est))
         {
-            medians.entry(group).or_default().insert(function, ns);
+            let (scenario, pass) = match group.rsplit_once(" #") {
+                Some((scenario, pass)) if pass.parse::<u32>().is_ok() => {
+                    (scenario.to_string(), pass.parse().unwrap_or(1))
+                }
+                _ => (group, 1),
+            };
+            medians.entry(scenario).or_default().entry(pass).or_default().insert(function, ns);
         }
     }
-    // (group, competitor) -> "metric value"
+    // (scenario, competitor) -> "metric: value"
     let mut extras: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for line in extras_text.lines() {
         let fields: Vec<_> = line.split('\t').collect();
         if let [group, competitor, metric, value] = fields[..] {
             let value: f64 = value.parse().unwrap_or(f64::NAN);
+            let value =
+                if metric.starts_with("rounds") { format!("{value:.0}") } else { format!("{value:.3}") };
             extras
                 .entry((group.to_string(), competitor.to_string()))
                 .or_default()
-                .push(format!("{metric}: {value:.3}"));
+                .push(format!("{metric}: {value}"));
         }
     }
 
@@ -141,59 +186,77 @@ fn main() {
 
     let mut out = String::new();
     let mut targets = String::new();
-    for &(group, unit, has_target) in GROUPS {
-        let Some(rows) = medians.get(group) else {
+    for &(scenario, unit, has_target) in GROUPS {
+        let Some(passes) = medians.get(scenario) else {
             continue;
         };
-        let reference =
-            [REFERENCE, REFERENCE_BLOCKING].into_iter().find_map(|r| rows.get(r).map(|&ns| (r, ns)));
-        let _ = writeln!(out, "\n#### {group}\n");
+        let passes: Vec<Pass> = passes.values().cloned().collect();
+        let mut names: Vec<&str> = Vec::new();
+        for pass in &passes {
+            for &name in &order.0 {
+                if pass.contains_key(name) && !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+            for name in pass.keys() {
+                if !names.contains(&name.as_str()) && !order.0.contains(&name.as_str()) {
+                    names.push(name);
+                }
+            }
+        }
+        let reference = [REFERENCE, REFERENCE_BLOCKING].into_iter().find(|r| names.contains(r));
         let what = match unit {
             Unit::PerCall => "median per call",
             Unit::FanOut => "median fan-out",
         };
-        let _ = writeln!(out, "| competitor | {what} | × coalescer | notes |");
+        let _ = writeln!(
+            out,
+            "\n#### {scenario} ({} pass{})\n",
+            passes.len(),
+            if passes.len() == 1 { "" } else { "es" }
+        );
+        let _ = writeln!(out, "| competitor | {what} | × coalescer (range over passes) | notes |");
         let _ = writeln!(out, "|---|---:|---:|---|");
-        let mut names: Vec<&str> = Vec::new();
-        for &name in &order.0 {
-            if rows.contains_key(name) && !names.contains(&name) {
-                names.push(name);
-            }
-        }
-        names.extend(rows.keys().map(String::as_str).filter(|n| !order.0.contains(n)));
         for name in names {
-            let ns = rows[name];
-            let ratio = reference.map_or(String::from("—"), |(_, r)| format!("{:.2}", ns / r));
-            let notes =
-                extras.get(&(group.to_string(), name.to_string())).map(|v| v.join("; ")).unwrap_or_default();
+            let ns = median(passes.iter().filter_map(|p| p.get(name).copied()).collect());
+            let ratio = reference.map_or(String::from("—"), |r| {
+                ratio_text(&ratios(&passes, |p| p.get(name).copied(), |p| p.get(r).copied()))
+            });
+            let notes = extras
+                .get(&(scenario.to_string(), name.to_string()))
+                .map(|v| v.join("; "))
+                .unwrap_or_default();
             let _ = writeln!(out, "| {name} | {} | {ratio} | {notes} |", show(ns, unit));
         }
-        if let (true, Some((reference, ns))) = (has_target, reference) {
-            let best_mutex = MUTEXES.iter().filter_map(|m| rows.get(*m)).copied().reduce(f64::min);
-            if let Some(mutex) = best_mutex {
-                let goal = match unit {
-                    Unit::PerCall => 0.7,
-                    Unit::FanOut => 0.8,
-                };
-                let ratio = ns / mutex;
-                let verdict = if ratio <= goal { "met" } else { "missed" };
-                let _ = writeln!(
-                    targets,
-                    "- {group}: {reference} / best mutex design = {ratio:.2} (target ≤ {goal}): {verdict}"
-                );
-            }
-            if let (Unit::FanOut, Some(floor)) = (unit, rows.get(WAKE_FLOOR)) {
-                let ratio = ns / floor;
-                let verdict = if ratio <= 1.2 { "met" } else { "missed" };
-                let _ = writeln!(
-                    targets,
-                    "- {group}: {reference} / bare-wake floor = {ratio:.2} (target ≤ 1.2): {verdict}"
-                );
-            }
+        let (true, Some(reference)) = (has_target, reference) else {
+            continue;
+        };
+        let best_mutex = |p: &Pass| MUTEXES.iter().filter_map(|m| p.get(*m)).copied().reduce(f64::min);
+        let to_mutex = ratios(&passes, |p| p.get(reference).copied(), best_mutex);
+        if !to_mutex.is_empty() {
+            let goal = match unit {
+                Unit::PerCall => 0.7,
+                Unit::FanOut => 0.8,
+            };
+            let verdict = if median(to_mutex.clone()) <= goal { "met" } else { "missed" };
+            let _ = writeln!(
+                targets,
+                "- {scenario}: {reference} / best mutex design = {} (target ≤ {goal}): {verdict}",
+                ratio_text(&to_mutex)
+            );
+        }
+        let to_floor = ratios(&passes, |p| p.get(reference).copied(), |p| p.get(WAKE_FLOOR).copied());
+        if let (Unit::FanOut, false) = (unit, to_floor.is_empty()) {
+            let verdict = if median(to_floor.clone()) <= 1.2 { "met" } else { "missed" };
+            let _ = writeln!(
+                targets,
+                "- {scenario}: {reference} / bare-wake floor = {} (target ≤ 1.2): {verdict}",
+                ratio_text(&to_floor)
+            );
         }
     }
     println!("{out}");
     if !targets.is_empty() {
-        println!("#### Targets (medians of this run)\n\n{targets}");
+        println!("#### Targets (median over the passes of each pass's ratio)\n\n{targets}");
     }
 }
