@@ -25,8 +25,9 @@ impl Coalesce for CoalescerWork {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = u64> + Send + 'static,
     {
-        let call = self.0.work(key, work);
-        async move { call.await.expect("the bench work never panics").into_value() }
+        // Built inside the block: a future captured by an `async` block and then awaited is
+        // stored twice (once as the capture, once as the awaitee), which would double its size.
+        async move { self.0.work(key, work).await.expect("the bench work never panics").into_value() }
     }
 }
 
@@ -42,8 +43,7 @@ impl Coalesce for CoalescerShared {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = u64> + Send + 'static,
     {
-        let call = self.0.work_shared(key, work);
-        async move { call.await.expect("the bench work never panics").into_value() }
+        async move { self.0.work_shared(key, work).await.expect("the bench work never panics").into_value() }
     }
 }
 

@@ -275,9 +275,9 @@ impl Round {
 }
 
 /// Polls `call` and counts it in `round.joined` after its first poll: by then every
-/// competitor has joined the flight (or is queued on the lock that joins it).
-async fn counted<F: Future>(round: &Round, call: F) -> F::Output {
-    let mut call = pin!(call);
+/// competitor has joined the flight (or is queued on the lock that joins it). It takes the
+/// call pinned by its caller, so that the call future is not stored twice.
+async fn counted<F: Future>(round: &Round, mut call: core::pin::Pin<&mut F>) -> F::Output {
     let mut first = true;
     core::future::poll_fn(|cx| {
         let poll = call.as_mut().poll(cx);
@@ -316,7 +316,8 @@ pub async fn fan_out<C: Coalesce>(group: &'static C, round: &'static Round) -> F
         round.arm();
         for _ in 0..round.tasks {
             tokio::spawn(async move {
-                let value = counted(round, group.call(HOT_KEY, move || round.work())).await;
+                let call = pin!(group.call(HOT_KEY, move || round.work()));
+                let value = counted(round, call).await;
                 assert_eq!(value, VALUE);
                 round.returned();
             });
@@ -391,7 +392,7 @@ pub async fn fan_out_floor(gate: &'static Gate, round: &'static Round, rounds: u
                     black_box(round.work().await);
                     gate.open();
                 } else {
-                    counted(round, gate.wait()).await;
+                    counted(round, pin!(gate.wait())).await;
                 }
                 round.returned();
             });
