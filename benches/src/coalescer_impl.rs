@@ -20,14 +20,14 @@ impl Coalesce for CoalescerWork {
         Self(Group::with_capacity(capacity))
     }
 
-    fn call<F, Fut>(&self, key: u64, work: F) -> impl Future<Output = u64> + Send + '_
+    // An `async fn` that builds the call inside: a future captured by an `async` block (or
+    // passed as an argument) and then awaited is stored twice, which would double its size.
+    async fn call<F, Fut>(&self, key: u64, work: F) -> u64
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = u64> + Send + 'static,
     {
-        // Built inside the block: a future captured by an `async` block and then awaited is
-        // stored twice (once as the capture, once as the awaitee), which would double its size.
-        async move { self.0.work(key, work).await.expect("the bench work never panics").into_value() }
+        self.0.work(key, work).await.expect("the bench work never panics").into_value()
     }
 }
 
