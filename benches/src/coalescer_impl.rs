@@ -38,12 +38,12 @@ impl Coalesce for CoalescerShared {
         Self(Group::with_capacity(capacity))
     }
 
-    fn call<F, Fut>(&self, key: u64, work: F) -> impl Future<Output = u64> + Send + '_
+    async fn call<F, Fut>(&self, key: u64, work: F) -> u64
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = u64> + Send + 'static,
     {
-        async move { self.0.work_shared(key, work).await.expect("the bench work never panics").into_value() }
+        self.0.work_shared(key, work).await.expect("the bench work never panics").into_value()
     }
 }
 
