@@ -4,7 +4,9 @@
 //!
 //! The futures are polled by hand on this one thread with a no-op waker, so that the
 //! executor's own allocations (spawning, wakers) are not counted; the work is a future held
-//! closed by a gate until every follower has joined. Run it with `ci/bench.sh` (or
+//! closed by a gate until every follower has joined. Between polls of an unfinished call a
+//! current-thread tokio runtime (entered for the whole run) runs what the call spawned: the
+//! detached mode's task, whose allocations count for the call whose poll was waiting on it. Run it with `ci/bench.sh` (or
 //! `cargo bench -p coalescer-benches --bench allocs`); `COALESCER_BENCH_QUICK=1` runs fewer
 //! rounds.
 
@@ -16,6 +18,7 @@ use std::pin::{Pin, pin};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll, Waker};
+use tokio::runtime::Runtime;
 
 /// Followers per round.
 const FOLLOWERS: usize = 100;
@@ -66,12 +69,14 @@ fn poll<F: Future + ?Sized>(fut: Pin<&mut F>) -> Poll<F::Output> {
     fut.poll(&mut Context::from_waker(Waker::noop()))
 }
 
-/// Polls `fut` until it is ready (everything it waits for is already released).
-fn finish<F: Future + ?Sized>(mut fut: Pin<&mut F>) -> F::Output {
+/// Polls `fut` until it is ready (everything it waits for is already released), letting `rt`
+/// run spawned tasks between polls.
+fn finish<F: Future + ?Sized>(rt: &Runtime, mut fut: Pin<&mut F>) -> F::Output {
     for _ in 0..1_000 {
         if let Poll::Ready(output) = poll(fut.as_mut()) {
             return output;
         }
+        rt.block_on(tokio::task::yield_now());
     }
     panic!("a call that nothing holds up did not finish");
 }
@@ -118,6 +123,7 @@ struct Row {
 }
 
 struct Measure {
+    rt: Runtime,
     calls: u64,
     rounds: u64,
     gate: &'static Gate,
@@ -135,9 +141,10 @@ impl Measure {
         let mut total = 0;
         for _ in 0..self.calls {
             let key = self.key();
+            let rt = &self.rt;
             let (value, n) = counted(|| {
-                let value = finish(pin!(group.call(key, || async { VALUE })));
-                finish(pin!(group.reset(key)));
+                let value = finish(rt, pin!(group.call(key, || async { VALUE })));
+                finish(rt, pin!(group.reset(key)));
                 value
             });
             assert_eq!(value, VALUE);
@@ -148,7 +155,7 @@ impl Measure {
 
     /// One round; returns the allocations of the leader and of all the followers.
     fn round<C: Coalesce>(&mut self, group: &C) -> (u64, u64) {
-        let (key, gate) = (self.key(), self.gate);
+        let (key, gate, rt) = (self.key(), self.gate, &self.rt);
         gate.close();
         // Created (and boxed) outside the counted sections: every call joins on first poll.
         let mut leader = Box::pin(group.call(key, move || gate.work()));
@@ -164,17 +171,17 @@ impl Measure {
             follow += n;
         }
         gate.open();
-        let (value, n) = counted(|| finish(leader.as_mut()));
+        let (value, n) = counted(|| finish(rt, leader.as_mut()));
         assert_eq!(value, VALUE);
         lead += n;
         for f in &mut followers {
-            let (value, n) = counted(|| finish(f.as_mut()));
+            let (value, n) = counted(|| finish(rt, f.as_mut()));
             assert_eq!(value, VALUE);
             follow += n;
         }
         lead += counted(|| drop(leader)).1;
         follow += counted(|| drop(followers)).1;
-        lead += counted(|| finish(pin!(group.reset(key)))).1;
+        lead += counted(|| finish(rt, pin!(group.reset(key)))).1;
         (lead, follow)
     }
 }
@@ -206,12 +213,16 @@ fn main() {
     // `cargo test --benches` runs this binary too; keep that brief.
     let brief = quick || std::env::args().all(|a| a != "--bench");
     let mut measure = Measure {
+        rt: tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime"),
         calls: if brief { 100 } else { 10_000 },
         rounds: if brief { 3 } else { 200 },
         gate: leak(Gate { open: AtomicBool::new(false), waker: Mutex::new(None) }),
         next_key: 1 << 40,
         rows: Vec::new(),
     };
+    // Detached work is spawned on the current runtime.
+    let handle = measure.rt.handle().clone();
+    let _context = handle.enter();
     each_async(&mut measure);
     println!(
         "allocations per call ({} calls alone; {} rounds of 1 leader + {FOLLOWERS} followers)\n",

@@ -2,7 +2,9 @@
 
 use crate::{Coalesce, CoalesceBlocking};
 use coalescer::Group;
+use coalescer_tokio::GroupExt;
 use core::future::Future;
+use std::sync::Arc;
 
 /// `Group::work` (restart mode: the work runs inside the leader's future), and
 /// `Group::work_blocking` for the blocking scenarios.
@@ -44,6 +46,28 @@ impl Coalesce for CoalescerShared {
         Fut: Future<Output = u64> + Send + 'static,
     {
         self.0.work_shared(key, work).await.expect("the bench work never panics").into_value()
+    }
+}
+
+/// Detached work through the tokio adapter (`GroupExt::work_spawned`, i.e. `work_detached` with
+/// `Tokio::detach()`): the leader's work is spawned as a task of its own and runs to completion
+/// even if every caller leaves.
+#[derive(Debug)]
+pub struct CoalescerDetached(Arc<Group<u64, u64>>);
+
+impl Coalesce for CoalescerDetached {
+    const NAME: &'static str = "coalescer detached (tokio)";
+
+    fn with_capacity(capacity: usize) -> Self {
+        Self(Arc::new(Group::with_capacity(capacity)))
+    }
+
+    async fn call<F, Fut>(&self, key: u64, work: F) -> u64
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = u64> + Send + 'static,
+    {
+        self.0.work_spawned(key, work).await.expect("the bench work never panics").into_value()
     }
 }
 

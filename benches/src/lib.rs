@@ -9,14 +9,14 @@
 //! |---|---|---|
 //! | `coalescer work` | [`CoalescerWork`] | `Group::work`: the work runs in the leader's future; a dropped leader promotes a follower |
 //! | `coalescer work_shared` | [`CoalescerShared`] | `Group::work_shared`: the flight owns the work, any waiter drives it |
+//! | `coalescer detached (tokio)` | [`CoalescerDetached`] | `coalescer_tokio::GroupExt::work_spawned`: the work is a spawned task that outlives its callers |
 //! | `std Mutex+HashMap` | [`StdMutexGroup`] | the baseline: `std::sync::Mutex<HashMap<K, Arc<Slot>>>` + `event-listener` |
 //! | `parking_lot Mutex+HashMap` | [`ParkingLotGroup`] | the same with `parking_lot::Mutex` |
 //! | `async_singleflight` | [`AsyncSingleflight`] | crate `async_singleflight`: tokio `Mutex<HashMap>` + `watch` channels |
 //! | `singleflight-async` | [`SingleflightAsync`] | crate `singleflight-async`: `parking_lot` map + a tokio `Mutex` per flight |
 //! | `moka get_with` | [`MokaGetWith`] | `moka::future::Cache::get_with`, invalidated after each call or round |
 //!
-//! Adding a competitor (the tokio adapter's detached mode, say) is one more impl of
-//! [`Coalesce`] and one more line in [`each_async`].
+//! Adding a competitor is one more impl of [`Coalesce`] and one more line in [`each_async`].
 
 use core::future::Future;
 
@@ -25,7 +25,7 @@ pub mod mutex;
 mod published;
 pub mod scenario;
 
-pub use coalescer_impl::{CoalescerShared, CoalescerWork};
+pub use coalescer_impl::{CoalescerDetached, CoalescerShared, CoalescerWork};
 pub use mutex::{MutexGroup, ParkingLotGroup, StdMutexGroup};
 pub use published::{AsyncSingleflight, MokaGetWith, SingleflightAsync};
 
@@ -91,6 +91,7 @@ pub trait VisitBlocking {
 pub fn each_async(v: &mut impl Visit) {
     v.visit::<CoalescerWork>();
     v.visit::<CoalescerShared>();
+    v.visit::<CoalescerDetached>();
     v.visit::<StdMutexGroup>();
     v.visit::<ParkingLotGroup>();
     v.visit::<AsyncSingleflight>();
