@@ -340,6 +340,10 @@ impl<'g> Driver<'g> {
                     let ef = self.model.execs[exec].flight;
                     ensure!(ef == f, "caller {c} finished flight {ef}'s work, not its own");
                     ensure!(
+                        self.model.flights[f].end.is_none(),
+                        "execution {exec} completed after flight {f} had ended"
+                    );
+                    ensure!(
                         self.model.execs[exec].plan == Plan::Complete,
                         "execution {exec} was not told to complete"
                     );
@@ -348,6 +352,10 @@ impl<'g> Driver<'g> {
                 Event::Panicked { exec } => {
                     let ef = self.model.execs[exec].flight;
                     ensure!(ef == f, "caller {c} ran flight {ef}'s work, not its own");
+                    ensure!(
+                        self.model.flights[f].end.is_none(),
+                        "execution {exec} panicked after flight {f} had ended"
+                    );
                     self.model.end(f, End::Panic(exec));
                     panicked = Some(exec);
                 }
