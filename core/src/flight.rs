@@ -249,9 +249,9 @@ impl<V> Flight<V> {
     }
 
     /// Polls the shared work once; the caller holds `DRIVING`.
-    pub(crate) fn drive(self: &Arc<Self>) -> Poll<Result<V, Aborted>> {
-        match self.mode {
-            Mode::Shared(drive) => drive(self),
+    pub(crate) fn drive(this: &Arc<Self>) -> Poll<Result<V, Aborted>> {
+        match this.mode {
+            Mode::Shared(drive) => drive(this),
             _ => unreachable!("only shared flights are driven"),
         }
     }
@@ -285,12 +285,12 @@ impl<V: Send + Sync + 'static> Flight<V> {
     /// The [`DriveFn`] of a shared flight: polls the work with a waker that points at the
     /// flight, not at whichever waiter happens to drive, so a wake reaches the flight even when
     /// that waiter's task has stalled.
-    pub(crate) fn poll_work(self: &Arc<Self>) -> Poll<Result<V, Aborted>> {
-        let waker = self.waker();
+    pub(crate) fn poll_work(this: &Arc<Self>) -> Poll<Result<V, Aborted>> {
+        let waker = Self::waker(this);
         let mut cx = Context::from_waker(&waker);
         // SAFETY: the caller holds `DRIVING` (the `DriveFn` contract), so this is the one
         // reference to the slot; the future stays pinned in its box.
-        self.work.with_mut(|slot| match unsafe { &mut *slot } {
+        this.work.with_mut(|slot| match unsafe { &mut *slot } {
             Some(Owned::Work(work)) => work.as_mut().poll(&mut cx),
             _ => unreachable!("a driven flight has its work installed"),
         })
@@ -310,8 +310,8 @@ impl<V: Send + Sync + 'static> Flight<V> {
         }
     }
 
-    fn waker(self: &Arc<Self>) -> Waker {
-        let data = Arc::into_raw(self.clone()).cast::<()>();
+    fn waker(this: &Arc<Self>) -> Waker {
+        let data = Arc::into_raw(this.clone()).cast::<()>();
         // SAFETY: `data` is an `Arc<Self>` turned into a raw pointer, which is what every
         // function of `VTABLE` expects; `Self: Send + Sync + 'static`, as a `Waker` needs.
         unsafe { Waker::from_raw(RawWaker::new(data, &Self::VTABLE)) }

@@ -163,7 +163,7 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
                 return None;
             }
             holding = false;
-            match crate::unwind::catch(|| self.flight.drive()) {
+            match crate::unwind::catch(|| Flight::drive(&self.flight)) {
                 Ok(Poll::Ready(result)) => return Some(self.finish(result)),
                 Ok(Poll::Pending) if self.flight.stop_driving() => continue,
                 Ok(Poll::Pending) => return None,

@@ -4,6 +4,8 @@
 //! that `RUSTFLAGS="--cfg loom"` swaps all of them for loom's model-checked versions at once.
 //! The loom switch is for this crate's own tests and is outside semver.
 
+// Functions that need the `Arc` of a flight take it as `this: &Arc<Self>`: stable Rust accepts
+// `self: &Arc<Self>` only for the standard `Arc`, not for loom's.
 #[cfg(loom)]
 pub(crate) use loom::sync::Arc;
 #[cfg(loom)]
@@ -13,6 +15,23 @@ pub(crate) use loom::sync::atomic::{AtomicUsize, Ordering};
 pub(crate) use alloc::sync::Arc;
 #[cfg(not(loom))]
 pub(crate) use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// A number unique to the calling thread while it lives (the address of a thread-local).
+#[cfg(all(feature = "std", not(loom)))]
+pub(crate) fn thread_token() -> usize {
+    std::thread_local!(static TOKEN: u8 = const { 0 });
+    TOKEN.with(|t| core::ptr::from_ref(t) as usize)
+}
+
+/// A number unique to the calling loom thread. Loom runs all its threads on one OS thread (a
+/// `std` thread-local would be shared by all of them) and allocates a loom thread-local on its
+/// first use (an address could be that of a finished thread's), so this one is a counter.
+#[cfg(all(feature = "std", loom))]
+pub(crate) fn thread_token() -> usize {
+    static NEXT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(1);
+    loom::thread_local!(static TOKEN: usize = NEXT.fetch_add(1, core::sync::atomic::Ordering::Relaxed));
+    TOKEN.with(|t| *t)
+}
 
 /// `UnsafeCell` with loom's closure-based access API, so that loom can check every access.
 #[cfg(loom)]

@@ -47,8 +47,7 @@ pub(crate) fn fail<G: Table, R: core::ops::Deref<Target = G>>(
 pub(crate) fn thread_token() -> usize {
     #[cfg(feature = "std")]
     {
-        std::thread_local!(static TOKEN: u8 = const { 0 });
-        TOKEN.with(|t| core::ptr::from_ref(t) as usize)
+        crate::sync::thread_token()
     }
     #[cfg(not(feature = "std"))]
     {
