@@ -23,6 +23,13 @@ use std::task::{Context, Poll, Waker};
 /// others panic on their first poll instead.
 const WORK_MODE_CATCHES_CLOSURE_PANICS: bool = false;
 
+/// Whether a caller driving shared work returns to the executor when the work yields (wakes
+/// its own waker during its poll and returns `Pending`). It does not yet: it polls the work
+/// again at once, so work that yields until another task acts spins forever (see
+/// `core/tests/fuzz_regressions.rs`). While this is false, yields are still generated (a few at
+/// a time, so the loop ends) but polling the work again in the same poll is not reported.
+const SHARED_WORK_YIELDS_TO_THE_EXECUTOR: bool = false;
+
 /// At most this many callers are alive at once; further joins are skipped.
 const MAX_LIVE_CALLERS: usize = 24;
 
@@ -205,6 +212,16 @@ impl<'g> Driver<'g> {
                     }
                 }
             }
+            Op::Yield { exec, times } => {
+                let running: Vec<ExecId> = self.model.running().collect();
+                if !running.is_empty() {
+                    let e = running[usize::from(exec) % running.len()];
+                    if let Some(waker) = self.probe.yields(e, times) {
+                        self.model.execs[e].woken = true;
+                        waker.wake();
+                    }
+                }
+            }
             Op::FireTimer { caller } => {
                 if let Some(c) = self.pick_caller(caller, |c| c.timed && !c.timer_fired) {
                     self.model.callers[c].timer_fired = true;
@@ -317,6 +334,7 @@ impl<'g> Driver<'g> {
 
         let mut polled = None;
         let mut panicked = None;
+        let mut yielded = None;
         for event in self.probe.drain() {
             match event {
                 Event::Started { exec, caller, plan } => {
@@ -333,8 +351,18 @@ impl<'g> Driver<'g> {
                     panicked = Some(exec);
                 }
                 Event::Polled { exec, by } => {
+                    ensure!(
+                        !SHARED_WORK_YIELDS_TO_THE_EXECUTOR || yielded != Some(exec),
+                        "polling caller {c} polled execution {exec} again after it yielded in the \
+                         same poll: work that yields until another task acts would spin forever"
+                    );
                     self.model.polled(exec, by)?;
                     polled = polled.or(Some(exec));
+                }
+                Event::Yielded { exec } => {
+                    // It woke its own waker: it wants another poll.
+                    self.model.execs[exec].woken = true;
+                    yielded = Some(exec);
                 }
                 Event::Completed { exec } => {
                     let ef = self.model.execs[exec].flight;

@@ -127,6 +127,14 @@ pub enum Op {
         /// Which running execution.
         exec: u8,
     },
+    /// Makes a running execution yield (wake its own waker and return `Pending`, as
+    /// `yield_now` does) on its next `times` pending polls, and wakes it.
+    Yield {
+        /// Which running execution.
+        exec: u8,
+        /// How many polls yield (1 to 4).
+        times: u8,
+    },
     /// Fires a timed caller's timer.
     FireTimer {
         /// Which live timed caller.
@@ -307,6 +315,13 @@ pub enum CancelOp {
         /// Which timed caller.
         caller: u8,
     },
+    /// An execution yields on its next polls.
+    Yield {
+        /// Which execution.
+        exec: u8,
+        /// How many polls yield (1 + this modulo 4).
+        times: u8,
+    },
 }
 
 impl<'a> Arbitrary<'a> for CancellationRace {
@@ -331,6 +346,7 @@ impl CancellationRace {
             CancelOp::Panic { exec } => Op::Panic { exec },
             CancelOp::Wake { exec } => Op::Wake { exec },
             CancelOp::Timeout { caller } => Op::FireTimer { caller },
+            CancelOp::Yield { exec, times } => Op::Yield { exec, times: 1 + times % 4 },
         });
         Scenario { keys: 1 + u8::from(self.two_keys), ops: ops.collect(), ending: self.ending }
     }

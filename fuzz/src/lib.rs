@@ -2,7 +2,7 @@
 //!
 //! A fuzz input decodes (with [`arbitrary`]) into a [`Scenario`]: a list of operations over a
 //! few keys (join, poll, settle, stall, drop a leader or a follower, complete, panic, wake,
-//! time out, forget). One deterministic, single-threaded [driver](run) executes it against a
+//! yield, time out, forget). One deterministic, single-threaded [driver](run) executes it against a
 //! real `Group`: every future is polled by hand with a counting waker, and every work future is
 //! one the driver controls (pending until told to complete or panic; it records when it is
 //! started, polled and dropped). After every step the driver compares what the group did with

@@ -51,6 +51,8 @@ pub(crate) enum Event {
     ClosurePanicked { exec: ExecId, caller: CallerId },
     /// `exec` was polled while the driver was polling or dropping `by`.
     Polled { exec: ExecId, by: Option<CallerId> },
+    /// `exec` yielded: woke its own waker and returned `Pending`.
+    Yielded { exec: ExecId },
     /// `exec` returned its value.
     Completed { exec: ExecId },
     /// `exec` panicked (as planned).
@@ -63,6 +65,8 @@ pub(crate) enum Event {
 struct Exec {
     plan: Plan,
     waker: Option<Waker>,
+    /// How many of its next pending polls yield (wake their own waker) instead of waiting.
+    yields: u8,
 }
 
 #[derive(Debug, Default)]
@@ -101,7 +105,7 @@ impl Probe {
                 let exec = s.execs.len();
                 let panics = closure_panics && s.closure_panics_allowed;
                 let plan = if closure_panics { Plan::Panic } else { plan };
-                s.execs.push(Exec { plan, waker: None });
+                s.execs.push(Exec { plan, waker: None, yields: 0 });
                 if panics {
                     s.events.push(Event::ClosurePanicked { exec, caller });
                 } else {
@@ -143,6 +147,14 @@ impl Probe {
         self.lock().execs[exec].waker.clone()
     }
 
+    /// Makes `exec`'s next `times` pending polls yield; returns its waker, to be woken so
+    /// that it is polled.
+    pub(crate) fn yields(&self, exec: ExecId, times: u8) -> Option<Waker> {
+        let mut s = self.lock();
+        s.execs[exec].yields = times;
+        s.execs[exec].waker.clone()
+    }
+
     /// How many values are alive outside the probe.
     pub(crate) fn live_values(&self) -> usize {
         Arc::strong_count(&self.live) - 1
@@ -166,6 +178,13 @@ impl Future for ExecFuture {
             let by = s.current;
             s.events.push(Event::Polled { exec, by });
             match s.execs[exec].plan {
+                Plan::Pending if s.execs[exec].yields > 0 => {
+                    s.execs[exec].yields -= 1;
+                    s.events.push(Event::Yielded { exec });
+                    drop(s);
+                    cx.waker().wake_by_ref(); // a cooperative yield, as `yield_now` does
+                    return Poll::Pending;
+                }
                 Plan::Pending => s.execs[exec].waker.replace(cx.waker().clone()),
                 Plan::Complete => {
                     s.events.push(Event::Completed { exec });

@@ -83,22 +83,26 @@ impl Encoder {
         for op in &input.ops {
             match *op {
                 CancelOp::Join { key, shared, timed, poll, start } => {
-                    self.variant(0, 10);
+                    self.variant(0, 11);
                     self.u8(key);
                     self.bool(shared);
                     self.bool(timed);
                     self.bool(poll);
                     self.start(start);
                 }
-                CancelOp::Poll { caller } => self.tagged(1, 10, caller),
-                CancelOp::Settle => self.variant(2, 10),
-                CancelOp::Stall { caller } => self.tagged(3, 10, caller),
-                CancelOp::Drop { caller } => self.tagged(4, 10, caller),
-                CancelOp::DropLeader { key } => self.tagged(5, 10, key),
-                CancelOp::Complete { exec } => self.tagged(6, 10, exec),
-                CancelOp::Panic { exec } => self.tagged(7, 10, exec),
-                CancelOp::Wake { exec } => self.tagged(8, 10, exec),
-                CancelOp::Timeout { caller } => self.tagged(9, 10, caller),
+                CancelOp::Poll { caller } => self.tagged(1, 11, caller),
+                CancelOp::Settle => self.variant(2, 11),
+                CancelOp::Stall { caller } => self.tagged(3, 11, caller),
+                CancelOp::Drop { caller } => self.tagged(4, 11, caller),
+                CancelOp::DropLeader { key } => self.tagged(5, 11, key),
+                CancelOp::Complete { exec } => self.tagged(6, 11, exec),
+                CancelOp::Panic { exec } => self.tagged(7, 11, exec),
+                CancelOp::Wake { exec } => self.tagged(8, 11, exec),
+                CancelOp::Timeout { caller } => self.tagged(9, 11, caller),
+                CancelOp::Yield { exec, times } => {
+                    self.tagged(10, 11, exec);
+                    self.u8(times);
+                }
             }
         }
         self.0
@@ -207,6 +211,7 @@ fn cancellation_race_seeds() -> Vec<CancellationRace> {
                 cjoin(0, false, Start::Pending),
                 DropLeader { key: 0 },
                 Settle,
+                Yield { exec: 0, times: 1 },
                 Drop { caller: 1 },
                 Complete { exec: 0 },
                 Settle,
@@ -223,6 +228,8 @@ fn cancellation_race_seeds() -> Vec<CancellationRace> {
                 cjoin(0, true, Start::Pending),
                 cjoin(0, true, Start::Pending),
                 Stall { caller: 0 },
+                Yield { exec: 0, times: 2 },
+                Settle,
                 Complete { exec: 0 },
                 Settle,
                 Poll { caller: 0 },
