@@ -2,7 +2,7 @@
 //! flight's `event-listener` event; async and blocking callers can share one flight.
 
 use crate::flight::Mode;
-use crate::handle::Handle;
+use crate::handle::{Driven, Handle};
 use crate::outcome::{Aborted, Outcome};
 use crate::table::Table;
 use event_listener::{EventListener, Listener};
@@ -78,8 +78,13 @@ where
              it would wait on itself forever"
         );
         if handle.flight().is_shared() {
-            if let Some(result) = handle.drive(false) {
-                return Waited::Finished(result);
+            match handle.drive(false) {
+                Driven::Finished(result) => return Waited::Finished(result),
+                Driven::Yielded => {
+                    std::thread::yield_now();
+                    continue;
+                }
+                Driven::Idle => {}
             }
         }
         match listener.take() {

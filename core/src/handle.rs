@@ -15,6 +15,16 @@ use core::future::Future;
 use core::ops::Deref;
 use core::task::Poll;
 
+/// What one [`Handle::drive`] did.
+pub(crate) enum Driven<V> {
+    /// This caller finished the work.
+    Finished(Result<Outcome<V>, Aborted>),
+    /// The work is pending (or someone else is polling it): wait for the flight's event.
+    Idle,
+    /// The work yielded: poll again after giving the executor its turn (wake yourself).
+    Yielded,
+}
+
 /// Reaches a table: `&G` for callers, `Arc<G>` for a detached task that outlives them.
 pub(crate) struct Handle<G: Table, R: Deref<Target = G>> {
     table: R,
@@ -151,24 +161,30 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
         others
     }
 
-    /// Drives a shared flight's work while this caller may: returns its result when this caller
-    /// finished the work, `None` when the work is pending or someone else is polling it.
-    /// `holding` says the caller already holds `DRIVING` (the leader's first poll).
-    pub(crate) fn drive(&mut self, mut holding: bool) -> Option<Result<Outcome<G::Value>, Aborted>>
+    /// Polls a shared flight's work once if this caller may (`holding`: it already holds
+    /// `DRIVING`, as the leader does for the first poll).
+    pub(crate) fn drive(&mut self, holding: bool) -> Driven<G::Value>
     where
         G::Value: Clone,
     {
-        loop {
-            if !holding && !self.flight.try_drive() {
-                return None;
-            }
-            holding = false;
-            match crate::unwind::catch(|| Flight::drive(&self.flight)) {
-                Ok(Poll::Ready(result)) => return Some(self.finish(result)),
-                Ok(Poll::Pending) if self.flight.stop_driving() => continue,
-                Ok(Poll::Pending) => return None,
-                Err(payload) => crate::unwind::fail(self, payload),
-            }
+        if !holding && !self.flight.try_drive() {
+            return Driven::Idle;
+        }
+        match crate::unwind::catch(|| Flight::drive(&self.flight)) {
+            Ok(Poll::Ready(result)) => Driven::Finished(self.finish(result)),
+            // The work woke itself while it was polled (a cooperative yield): nobody was told,
+            // and `WOKEN` stays set for whichever waiter polls next.
+            Ok(Poll::Pending) if self.flight.stop_driving() => Driven::Yielded,
+            Ok(Poll::Pending) => Driven::Idle,
+            Err(payload) => crate::unwind::fail(self, payload),
+        }
+    }
+
+    /// Starts this caller's own work (user code: a panic in the closure is a panic of the work).
+    pub(crate) fn start<F: crate::start::Start<G::Value>>(&mut self, start: F) -> F::Future {
+        match crate::unwind::catch(|| start.start()) {
+            Ok(work) => work,
+            Err(payload) => crate::unwind::fail(self, payload),
         }
     }
 

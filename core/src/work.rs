@@ -2,7 +2,7 @@
 
 use crate::detached::SpawnFn;
 use crate::flight::{BoxedWork, DriveFn, Flight, Mode, Owned};
-use crate::handle::Handle;
+use crate::handle::{Driven, Handle};
 use crate::outcome::{Aborted, Error, Outcome, split_try};
 use crate::start::{Start, TryStart};
 use crate::sync::Arc;
@@ -175,7 +175,8 @@ where
                     // Starting the work is user code: it runs outside any lock, after the join.
                     let owned = match lead {
                         Lead::Inline => {
-                            this.stage.set(Stage::Run { fut: start.start() });
+                            let fut = handle.start(start);
+                            this.stage.set(Stage::Run { fut });
                             continue;
                         }
                         Lead::Shared(ops) => crate::unwind::catch(|| Owned::Work((ops.boxed)(start.start()))),
@@ -199,9 +200,16 @@ where
                     this.stage.set(Stage::Wait { start: None, listener: None });
                     // Shared work gets its first poll from its leader, still holding `DRIVING`.
                     if flight.is_shared() {
-                        if let Some(result) = handle.drive(true) {
-                            this.stage.set(Stage::Done);
-                            return Poll::Ready(result);
+                        match handle.drive(true) {
+                            Driven::Finished(result) => {
+                                this.stage.set(Stage::Done);
+                                return Poll::Ready(result);
+                            }
+                            Driven::Yielded => {
+                                cx.waker().wake_by_ref();
+                                return Poll::Pending;
+                            }
+                            Driven::Idle => {}
                         }
                     }
                 }
@@ -234,13 +242,21 @@ where
                     }
                     if handle.try_promote() {
                         let start = start.take().expect("only work-mode flights are vacated");
-                        this.stage.set(Stage::Run { fut: start.start() });
+                        let fut = handle.start(start);
+                        this.stage.set(Stage::Run { fut });
                         continue;
                     }
                     if handle.flight().is_shared() {
-                        if let Some(result) = handle.drive(false) {
-                            this.stage.set(Stage::Done);
-                            return Poll::Ready(result);
+                        match handle.drive(false) {
+                            Driven::Finished(result) => {
+                                this.stage.set(Stage::Done);
+                                return Poll::Ready(result);
+                            }
+                            Driven::Yielded => {
+                                cx.waker().wake_by_ref();
+                                return Poll::Pending;
+                            }
+                            Driven::Idle => {}
                         }
                     }
                     match listener {

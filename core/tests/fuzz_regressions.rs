@@ -2,9 +2,8 @@
 //! sequence of polls and drops that shows it (the fuzz driver runs everything on one thread,
 //! so every test here is deterministic).
 //!
-//! A test marked `#[ignore = "bug: ..."]` documents a bug that is not fixed yet: the fix removes
-//! the `ignore`, and turns on the matching switch in `fuzz/src/driver.rs` so that the fuzzer
-//! explores the case again.
+//! Each test was written failing, before its fix; the fix also turned on the matching switch in
+//! `fuzz/src/driver.rs`, so that the fuzzer explores the case again.
 
 use coalescer::Group;
 use std::future::{Future, Pending, pending};
@@ -31,7 +30,6 @@ fn panicking_closure() -> Pending<u8> {
 /// its own closure. DESIGN.md §7 and `Group::work`'s `# Panics` promise the followers `Aborted`
 /// at once and a free key.
 #[test]
-#[ignore = "bug: Group::work does not treat a panic in a promoted follower's closure as a panic of the work"]
 fn a_promoted_followers_panicking_closure_releases_the_other_followers() {
     let group = Group::<u8, u8>::new();
     let mut leader = Box::pin(group.work(1, pending::<u8>));
@@ -56,7 +54,6 @@ fn a_promoted_followers_panicking_closure_releases_the_other_followers() {
 /// counted and the key stays taken for as long as the panicked future is kept: a caller that
 /// arrives meanwhile follows the dead flight instead of starting a new one.
 #[test]
-#[ignore = "bug: Group::work does not treat a panic in the leader's closure as a panic of the work"]
 fn a_leaders_panicking_closure_frees_the_key() {
     let group = Group::<u8, u8>::new();
     let mut leader = Box::pin(group.work(1, panicking_closure));
@@ -99,7 +96,6 @@ fn a_shared_leaders_panicking_closure_frees_the_key() {
 /// (DESIGN.md §10: never spin, never block an executor thread). Work mode returns `Pending` to
 /// the executor after each yield, as expected.
 #[test]
-#[ignore = "bug: a caller driving shared work loops on the work's self-wakes instead of yielding to the executor"]
 fn shared_work_that_yields_lets_the_callers_poll_return() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};

@@ -18,17 +18,15 @@ use std::task::{Context, Poll, Waker};
 
 /// Whether `Group::work` treats a panic in the caller's closure (before it returns the work
 /// future) as a panic in the work: followers released with `Aborted`, the key freed, the panic
-/// counted. `work_shared` does; `work` does not yet (see `core/tests/fuzz_regressions.rs`).
-/// While this is false, only the closures of new shared-work flights are planned to panic; the
-/// others panic on their first poll instead.
-const WORK_MODE_CATCHES_CLOSURE_PANICS: bool = false;
+/// counted. It does since the fix for `core/tests/fuzz_regressions.rs`; while this was false,
+/// only the closures of new shared-work flights were planned to panic.
+const WORK_MODE_CATCHES_CLOSURE_PANICS: bool = true;
 
 /// Whether a caller driving shared work returns to the executor when the work yields (wakes
-/// its own waker during its poll and returns `Pending`). It does not yet: it polls the work
-/// again at once, so work that yields until another task acts spins forever (see
-/// `core/tests/fuzz_regressions.rs`). While this is false, yields are still generated (a few at
-/// a time, so the loop ends) but polling the work again in the same poll is not reported.
-const SHARED_WORK_YIELDS_TO_THE_EXECUTOR: bool = false;
+/// its own waker during its poll and returns `Pending`). It does since the fix for
+/// `core/tests/fuzz_regressions.rs`; while this was false, polling the work again in the same
+/// poll was not reported.
+const SHARED_WORK_YIELDS_TO_THE_EXECUTOR: bool = true;
 
 /// At most this many callers are alive at once; further joins are skipped.
 const MAX_LIVE_CALLERS: usize = 24;
