@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Model-checks the flight protocol with loom: core/tests/loom.rs, one test per race (a leader
+# completing, dropped or panicking while a follower joins or leaves, followers racing to be
+# promoted, forget racing completion, the last waiter leaving, shared-work driver handover and
+# cancellation, blocking callers, detached work).
+#
+#   ci/loom.sh                 run every model
+#   ci/loom.sh NAME...         run the models whose names contain NAME (cargo test filters)
+#
+# Run it from anywhere; it works from the repository root.
+#
+# How: `--cfg loom` (RUSTFLAGS) switches the core's sync shim (core/src/sync.rs) to loom's
+# types, and core/Cargo.toml's `[target.'cfg(loom)'.dependencies]` turns on the `loom` features
+# of scc and event-listener. The loom switch is for the crate's own tests, outside semver.
+# Release mode: loom explores tens of thousands of executions per model.
+#
+# Target directory: target/loom (or $CARGO_TARGET_DIR/loom). A different RUSTFLAGS rebuilds
+# every crate; a directory of its own keeps the ordinary build's cache intact.
+#
+# Bound: at most 3 preemptions per execution (2 for the two largest models, the detached-mode
+# one and two drivers of self-waking shared work); the bounds are the constants
+# PREEMPTION_BOUND and HEAVY_PREEMPTION_BOUND in core/tests/loom.rs. LOOM_MAX_PREEMPTIONS=N
+# overrides both. About 25 s of model checking on two cores, plus the build.
+#
+# A failure prints loom's interleaving; rerun one model with LOOM_LOG=trace LOOM_LOCATION=1
+# for every step of it.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+target_dir="${CARGO_TARGET_DIR:-target}/loom"
+bound="${LOOM_MAX_PREEMPTIONS:-3 (2 for the heavy models)}"
+
+echo "==> loom: cargo test -p coalescer --release --test loom (RUSTFLAGS=--cfg loom, target dir $target_dir)"
+echo "==> loom: preemption bound $bound"
+started=$SECONDS
+RUSTFLAGS="${RUSTFLAGS:-} --cfg loom" \
+    cargo test -p coalescer --release --test loom --target-dir "$target_dir" \
+    -- --test-threads=1 --nocapture "$@"
+echo "==> loom: every model passed ($((SECONDS - started)) s with the build)"

@@ -1,0 +1,944 @@
+//! Loom models of the flight protocol.
+//!
+//! Each test races two or three loom threads over one key and checks one ordering claim of the
+//! crate: no lost wake-up, one execution at a time per key, a promoted follower, `forget` keeping
+//! the new flight's entry, panics releasing the followers, and nothing left behind (the group is
+//! idle, every work future and every value is dropped exactly once).
+//!
+//! Build and run them with `ci/loom.sh`, which sets `RUSTFLAGS="--cfg loom"` (the crate's sync
+//! shim, scc and event-listener then use loom's types) and builds in release mode into a target
+//! directory of its own. The exploration is bounded: at most [`PREEMPTION_BOUND`] (3)
+//! preemptions per execution, [`HEAVY_PREEMPTION_BOUND`] (2) for the two largest models, unless
+//! `LOOM_MAX_PREEMPTIONS` says otherwise. Each model prints how many executions it explored.
+//!
+//! How the models are put together:
+//!
+//! * The groups use a fixed hasher (loom replays executions; a random hasher would differ
+//!   between them) and live in a `std` `Arc` that the model's main thread drops last, after
+//!   checking that the group is idle.
+//! * A caller that must hold a role (the leader, a waiting follower) is polled once by hand,
+//!   with a no-op waker, before the racing threads start; the others run to the end under
+//!   `loom::future::block_on`, which reports a lost wake-up as a deadlock.
+//! * The work is a [`Job`]: it checks on its first poll that no other execution of the key is
+//!   running, and counts its creations, completions and drops in a [`Probe`]. The values carry
+//!   the id of the job that made them and count their live clones. The bookkeeping uses `std`
+//!   atomics, which loom does not see, so it adds no interleavings and no synchronisation.
+#![cfg(loom)]
+
+use coalescer::{Aborted, Group, Outcome, Single, Spawn};
+use loom::future::block_on;
+use loom::sync::atomic::{AtomicBool, AtomicUsize as LoomUsize};
+use loom::thread;
+use std::collections::hash_map::DefaultHasher;
+use std::future::Future;
+use std::hash::BuildHasherDefault;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+/// The preemption bound of the models, unless `LOOM_MAX_PREEMPTIONS` overrides it: three
+/// preemptions interleave a join, a leave, a publish and a wake of two threads in any order.
+/// `ci/loom.sh` states the same bounds.
+const PREEMPTION_BOUND: usize = 3;
+
+/// The bound of the two models whose state space is the largest: the detached-mode model (its
+/// spawned tasks add a third and a fourth thread) and self-waking shared work with two
+/// drivers. At bound 3 they take 150 s and 55 s on two cores; at bound 2, 10 s and 4 s.
+const HEAVY_PREEMPTION_BOUND: usize = 2;
+
+/// The one key the models race on.
+const KEY: u8 = 7;
+
+/// Marks the panics the models raise on purpose (the panic hook keeps them quiet).
+const DELIBERATE: &str = "deliberate panic in the work";
+
+type Fixed = BuildHasherDefault<DefaultHasher>;
+type TestGroup = Group<u8, Val, Fixed>;
+
+/// Explores `f` with the models' preemption bound, then checks that the exploration reached
+/// every branch in `expected` (a model that never reaches the race it is named after proves
+/// nothing). `f` marks the branches it takes with [`Seen::hit`].
+fn check(expected: &[usize], f: impl Fn(&Seen) + Sync + Send + 'static) {
+    check_bounded(PREEMPTION_BOUND, expected, f);
+}
+
+/// [`check`] with another default preemption bound.
+fn check_bounded(bound: usize, expected: &[usize], f: impl Fn(&Seen) + Sync + Send + 'static) {
+    quiet_deliberate_panics();
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = builder.preemption_bound.or(Some(bound));
+    let seen = Arc::new(Seen::default());
+    let started = std::time::Instant::now();
+    builder.check({
+        let seen = seen.clone();
+        move || {
+            seen.executions.fetch_add(1, SeqCst);
+            f(&seen);
+        }
+    });
+    eprintln!(
+        "{} executions in {:.1?} (preemption bound {:?})",
+        seen.executions.load(SeqCst),
+        started.elapsed(),
+        builder.preemption_bound
+    );
+    for &branch in expected {
+        assert!(seen.branches[branch].load(SeqCst), "no execution reached branch {branch} of the model");
+    }
+}
+
+/// Which branches of a model its executions reached.
+#[derive(Default)]
+struct Seen {
+    executions: AtomicUsize,
+    branches: [std::sync::atomic::AtomicBool; 4],
+}
+
+impl Seen {
+    fn hit(&self, branch: usize) {
+        self.branches[branch].store(true, SeqCst);
+    }
+}
+
+fn quiet_deliberate_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let message = info.payload().downcast_ref::<&str>().copied();
+            if message != Some(DELIBERATE) {
+                previous(info);
+            }
+        }));
+    });
+}
+
+fn new_group() -> Arc<TestGroup> {
+    Arc::new(Group::with_capacity_and_hasher(1, Fixed::default()))
+}
+
+/// Checks that `group` is idle, then drops it (inside the model, on its main thread).
+fn finish_group(group: Arc<TestGroup>) {
+    assert!(group.is_idle(), "an entry was left behind: {group:?}");
+    let group = Arc::try_unwrap(group).expect("a thread still holds the group");
+    drop(group);
+}
+
+/// Polls `fut` once with a no-op waker: a caller that joins and then stalls.
+fn poll_once<F: Future + ?Sized>(fut: Pin<&mut F>) -> Poll<F::Output> {
+    fut.poll(&mut Context::from_waker(Waker::noop()))
+}
+
+/// Spins (yielding to loom) until `flag` reaches `n`.
+fn wait_for(flag: &LoomUsize, n: usize) {
+    while flag.load(SeqCst) < n {
+        thread::yield_now();
+    }
+}
+
+/// What the models count, shared by the jobs of one flight lineage.
+#[derive(Default)]
+struct Counts {
+    created: AtomicUsize,
+    started: AtomicUsize,
+    running: AtomicUsize,
+    completed: AtomicUsize,
+    dropped: AtomicUsize,
+    live_values: AtomicUsize,
+}
+
+#[derive(Clone, Default)]
+struct Probe(Arc<Counts>);
+
+impl Probe {
+    fn job(&self, id: u32, plan: Plan) -> Job {
+        self.0.created.fetch_add(1, SeqCst);
+        Job { id, plan, probe: self.clone(), started: false, finished: false }
+    }
+
+    /// A closure for `work`/`work_shared` that makes job `id`.
+    fn work(&self, id: u32, plan: Plan) -> impl FnOnce() -> Job + Send + 'static {
+        let probe = self.clone();
+        move || probe.job(id, plan)
+    }
+
+    /// A closure for `work_blocking` that runs job `id` to its end on the calling thread.
+    fn blocking(&self, id: u32) -> impl FnOnce() -> Val + Send + 'static {
+        let probe = self.clone();
+        move || match poll_once(std::pin::pin!(probe.job(id, Plan::Ready))) {
+            Poll::Ready(value) => value,
+            Poll::Pending => unreachable!("a ready job is done on its first poll"),
+        }
+    }
+
+    fn created(&self) -> usize {
+        self.0.created.load(SeqCst)
+    }
+
+    fn completed(&self) -> usize {
+        self.0.completed.load(SeqCst)
+    }
+
+    fn started(&self) -> usize {
+        self.0.started.load(SeqCst)
+    }
+
+    /// Every job made was dropped exactly once, none is running, every value is gone.
+    fn assert_clean(&self) {
+        let c = &self.0;
+        assert_eq!(c.running.load(SeqCst), 0, "a job is still running");
+        assert_eq!(
+            c.created.load(SeqCst),
+            c.dropped.load(SeqCst),
+            "a work future was leaked or dropped twice"
+        );
+        assert_eq!(c.live_values.load(SeqCst), 0, "a value was leaked");
+    }
+}
+
+/// A value that says which job made it and counts its live clones.
+struct Val {
+    id: u32,
+    probe: Probe,
+}
+
+impl Val {
+    fn new(id: u32, probe: &Probe) -> Self {
+        probe.0.live_values.fetch_add(1, SeqCst);
+        Self { id, probe: probe.clone() }
+    }
+}
+
+impl std::fmt::Debug for Val {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Val({})", self.id)
+    }
+}
+
+impl Clone for Val {
+    fn clone(&self) -> Self {
+        Self::new(self.id, &self.probe)
+    }
+}
+
+impl Drop for Val {
+    fn drop(&mut self) {
+        self.probe.0.live_values.fetch_sub(1, SeqCst);
+    }
+}
+
+/// The id of the job whose value a caller got.
+fn id(outcome: &Outcome<Val>) -> u32 {
+    outcome.value().id
+}
+
+/// A gate the work waits on: opened (and its waiter woken) by another thread.
+#[derive(Default)]
+struct Gate {
+    open: AtomicBool,
+    waker: loom::future::AtomicWaker,
+}
+
+impl Gate {
+    fn open(&self) {
+        self.open.store(true, SeqCst);
+        self.waker.wake();
+    }
+
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.open.load(SeqCst) {
+            return Poll::Ready(());
+        }
+        self.waker.register_by_ref(cx.waker());
+        if self.open.load(SeqCst) { Poll::Ready(()) } else { Poll::Pending }
+    }
+}
+
+/// How a job behaves when polled.
+#[derive(Clone)]
+enum Plan {
+    /// Done on its first poll.
+    Ready,
+    /// Pending (after waking itself) on the first poll, done on the second.
+    Yield,
+    /// Pending forever, never wakes.
+    Stuck,
+    /// Pending (after waking itself) on the first poll, panics on the second.
+    YieldThenPanic,
+    /// Panics when polled.
+    Panic,
+    /// Done once the gate is open.
+    Gated(Arc<Gate>),
+    /// Panics once the gate is open.
+    GatedPanic(Arc<Gate>),
+}
+
+/// The work of the models.
+struct Job {
+    id: u32,
+    plan: Plan,
+    probe: Probe,
+    started: bool,
+    finished: bool,
+}
+
+impl Future for Job {
+    type Output = Val;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Val> {
+        let this = &mut *self;
+        let counts = &this.probe.0;
+        if !this.started {
+            this.started = true;
+            counts.started.fetch_add(1, SeqCst);
+            let running = counts.running.fetch_add(1, SeqCst) + 1;
+            assert_eq!(running, 1, "two executions of one key overlap");
+        }
+        match &this.plan {
+            Plan::Ready => {}
+            Plan::Yield => {
+                this.plan = Plan::Ready;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Plan::Stuck => return Poll::Pending,
+            Plan::YieldThenPanic => {
+                this.plan = Plan::Panic;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Plan::Panic => std::panic::panic_any(DELIBERATE),
+            Plan::Gated(gate) => {
+                if gate.poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+            Plan::GatedPanic(gate) => {
+                if gate.poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                std::panic::panic_any(DELIBERATE)
+            }
+        }
+        this.finished = true;
+        counts.running.fetch_sub(1, SeqCst);
+        counts.completed.fetch_add(1, SeqCst);
+        Poll::Ready(Val::new(this.id, &this.probe))
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        let counts = &self.probe.0;
+        if self.started && !self.finished {
+            counts.running.fetch_sub(1, SeqCst);
+        }
+        counts.dropped.fetch_add(1, SeqCst);
+    }
+}
+
+/// Runs `f` on a new loom thread with clones of the group and the probe.
+fn spawn_with<T: Send + 'static>(
+    group: &Arc<TestGroup>,
+    probe: &Probe,
+    f: impl FnOnce(Arc<TestGroup>, Probe) -> T + Send + 'static,
+) -> thread::JoinHandle<T> {
+    let (group, probe) = (group.clone(), probe.clone());
+    thread::spawn(move || f(group, probe))
+}
+
+/// A call that joined (as leader or follower) and is left pending, polled once.
+fn joined<F: Future>(fut: F) -> Pin<Box<F>> {
+    let mut fut = Box::pin(fut);
+    assert!(poll_once(fut.as_mut()).is_pending(), "the call finished on its first poll");
+    fut
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Completion and joining.
+// ---------------------------------------------------------------------------------------------
+
+/// The leader completes while a follower joins. The follower either joined in time and gets the
+/// leader's value (it is woken: a lost wake-up deadlocks `block_on`, which loom reports), or
+/// came after the entry was removed and ran its own work. The `shared` flags agree.
+#[test]
+fn leader_completes_while_follower_joins() {
+    check(&[0, 1], |seen| {
+        let (group, probe) = (new_group(), Probe::default());
+        let leader = joined(group.work(KEY, probe.work(1, Plan::Yield)));
+        let follower = spawn_with(&group, &probe, |group, probe| {
+            block_on(group.work(KEY, probe.work(2, Plan::Ready))).expect("nothing panics")
+        });
+        let led = block_on(leader).expect("nothing panics");
+        let followed = follower.join().unwrap();
+        assert!(led.is_leader() && id(&led) == 1);
+        if followed.is_leader() {
+            assert_eq!(id(&followed), 2, "a leader got another flight's value");
+            assert!(!led.is_shared() && !followed.is_shared());
+            assert_eq!(probe.completed(), 2);
+            seen.hit(1);
+        } else {
+            assert_eq!(id(&followed), 1, "a follower got another flight's value");
+            assert!(led.is_shared() && followed.is_shared());
+            assert_eq!(probe.completed(), 1);
+            seen.hit(0);
+        }
+        drop((led, followed));
+        finish_group(group);
+        probe.assert_clean();
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. A dropped leader.
+// ---------------------------------------------------------------------------------------------
+
+/// The leader is dropped while a follower joins: the follower is promoted (if it joined in
+/// time) or leads a new flight; either way it runs its own work, only after the leader's work
+/// was dropped, and gets its own value.
+#[test]
+fn leader_dropped_while_follower_joins() {
+    check(&[0, 1], |seen| {
+        let (group, probe) = (new_group(), Probe::default());
+        let leader = joined(group.work(KEY, probe.work(1, Plan::Stuck)));
+        let follower = spawn_with(&group, &probe, |group, probe| {
+            block_on(group.work(KEY, probe.work(2, Plan::Ready))).expect("nothing panics")
+        });
+        drop(leader);
+        let followed = follower.join().unwrap();
+        assert!(followed.is_leader() && !followed.is_shared() && id(&followed) == 2);
+        let c = group.counters();
+        assert_eq!(c.promotions, c.followers, "a follower of a vacated flight was not promoted");
+        assert_eq!(c.leaders + c.promotions, 2);
+        assert_eq!((probe.started(), probe.completed()), (2, 1));
+        seen.hit(usize::from(c.promotions == 0));
+        drop(followed);
+        finish_group(group);
+        probe.assert_clean();
+    });
+}
+
+/// The leader is dropped while one follower leaves and another waits: the waiting follower
+/// gets a value (its own when promoted, or the leaving one's when that one was promoted first
+/// and finished within its single poll), and the entry is removed. The leaver's single poll may
+/// also find the flight finished and take its value.
+#[test]
+fn leader_dropped_while_follower_leaves() {
+    check(&[0, 1, 2, 3], |seen| {
+        let (group, probe) = (new_group(), Probe::default());
+        let leader = joined(group.work(KEY, probe.work(1, Plan::Stuck)));
+        let stayer = joined(group.work(KEY, probe.work(3, Plan::Ready)));
+        let leaver = spawn_with(&group, &probe, |group, probe| {
+            let mut leaver = Box::pin(group.work(KEY, probe.work(2, Plan::Ready)));
+            match poll_once(leaver.as_mut()) {
+                Poll::Ready(result) => Some(id(&result.expect("nothing panics"))),
+                Poll::Pending => None, // dropped here: the follower leaves
+            }
+        });
+        drop(leader);
+        let stayed = block_on(stayer).expect("nothing panics");
+        let left = leaver.join().unwrap();
+        match (id(&stayed), left) {
+            (3, None) => {
+                assert!(stayed.is_leader());
+                assert_eq!(probe.completed(), 1);
+                seen.hit(0);
+            }
+            (3, Some(2)) => {
+                // The leaver came after the stayer's promoted work had finished.
+                assert!(stayed.is_leader());
+                assert_eq!(probe.completed(), 2);
+                seen.hit(1);
+            }
+            (3, Some(3)) => {
+                // The leaver joined in time and found the stayer's promoted work finished.
+                assert!(stayed.is_leader() && stayed.is_shared());
+                assert_eq!(probe.completed(), 1);
+                seen.hit(3);
+            }
+            (2, Some(2)) => {
+                assert!(!stayed.is_leader() && stayed.is_shared());
+                assert_eq!(probe.completed(), 1);
+                seen.hit(2);
+            }
+            other => panic!("impossible outcome (stayer's value, leaver's value): {other:?}"),
+        }
+        drop(stayed);
+        finish_group(group);
+        probe.assert_clean();
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Promotion.
+// ---------------------------------------------------------------------------------------------
+
+/// Two followers wait on a leader that is dropped; they race to be promoted. Exactly one wins
+/// and runs its work; the other gets that value. (The second follower, on its own thread, may
+/// also join only after the first one's promoted work finished: then it leads a new flight.)
+#[test]
+fn followers_race_for_promotion_after_leader_dropped() {
+    check(&[0, 1, 2], |seen| {
+        let (group, probe) = (new_group(), Probe::default());
+        let leader = joined(group.work(KEY, probe.work(1, Plan::Stuck)));
+        let first = joined(group.work(KEY, probe.work(2, Plan::Ready)));
+        let second = spawn_with(&group, &probe, |group, probe| {
+            block_on(group.work(KEY, probe.work(3, Plan::Ready))).expect("nothing panics")
+        });
+        drop(leader);
+        let first = block_on(first).expect("nothing panics");
+        let second = second.join().unwrap();
+        let c = group.counters();
+        if id(&first) == id(&second) {
+            assert_eq!(
+                u8::from(first.is_leader()) + u8::from(second.is_leader()),
+                1,
+                "not exactly one follower was promoted"
+            );
+            assert!(first.is_shared() && second.is_shared());
+            assert_eq!((c.followers, c.promotions, probe.completed()), (2, 1, 1));
+            seen.hit(if second.is_leader() { 1 } else { 0 });
+        } else {
+            // The second came after the first, promoted, had finished.
+            assert!(first.is_leader() && id(&first) == 2 && second.is_leader() && id(&second) == 3);
+            assert_eq!((c.leaders, c.followers, c.promotions, probe.completed()), (2, 1, 1, 2));
+            seen.hit(2);
+        }
+        drop((first, second));
+        finish_group(group);
+        probe.assert_clean();
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Forget.
+// ---------------------------------------------------------------------------------------------
+
+/// `forget` races the old leader's completion; a new caller then leads a new flight. The old
+/// leader, finishing later, must not remove the new flight's entry (identity, not key). The two
+/// executions may overlap (that is what `forget` is for), so each has its own probe.
+#[test]
+fn forget_races_completion_old_leader_keeps_new_entry() {
+    check(&[0, 1], |seen| {
+        let (group, old, new) = (new_group(), Probe::default(), Probe::default());
+        let done = Arc::new(LoomUsize::new(0));
+        let leader = joined(group.work(KEY, old.work(1, Plan::Yield)));
+        let newcomer = {
+            let done = done.clone();
+            spawn_with(&group, &new, move |group, new| {
+                let forgot = group.forget(&KEY);
+                let call = joined(group.work(KEY, new.work(2, Plan::Yield)));
+                wait_for(&done, 1);
+                assert_eq!(group.in_flight(), 1, "the old leader removed the new flight's entry");
+                let got = block_on(call).expect("nothing panics");
+                assert!(got.is_leader() && id(&got) == 2);
+                forgot
+            })
+        };
+        let led = block_on(leader).expect("nothing panics");
+        assert!(led.is_leader() && id(&led) == 1);
+        done.fetch_add(1, SeqCst);
+        let forgot = newcomer.join().unwrap();
+        assert_eq!(group.counters().forgets, u64::from(forgot));
+        seen.hit(usize::from(forgot));
+        drop(led);
+        finish_group(group);
+        old.assert_clean();
+        new.assert_clean();
+    });
+}
+
+/// `forget` races a dropped leader whose follower is promoted inside the forgotten flight: the
+/// follower gets the old flight's value (its own work's), and the new flight's entry stays.
+#[test]
+fn forget_races_leader_drop_promotion_stays_in_old_flight() {
+    check(&[0, 1], |seen| {
+        let (group, old, new) = (new_group(), Probe::default(), Probe::default());
+        let done = Arc::new(LoomUsize::new(0));
+        let leader = joined(group.work(KEY, old.work(1, Plan::Stuck)));
+        let follower = joined(group.work(KEY, old.work(2, Plan::Ready)));
+        let newcomer = {
+            let done = done.clone();
+            spawn_with(&group, &new, move |group, new| {
+                let forgot = group.forget(&KEY);
+                let call = joined(group.work(KEY, new.work(3, Plan::Yield)));
+                wait_for(&done, 1);
+                assert_eq!(group.in_flight(), 1, "the old flight removed the new flight's entry");
+                (forgot, block_on(call).expect("nothing panics"))
+            })
+        };
+        drop(leader);
+        let promoted = block_on(follower).expect("nothing panics");
+        assert!(promoted.is_leader() && id(&promoted) == 2);
+        done.fetch_add(1, SeqCst);
+        let (forgot, got) = newcomer.join().unwrap();
+        assert!(got.is_leader() && id(&got) == 3);
+        seen.hit(usize::from(forgot));
+        drop((promoted, got));
+        finish_group(group);
+        old.assert_clean();
+        new.assert_clean();
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Panics.
+// ---------------------------------------------------------------------------------------------
+
+/// The leader's work panics while a follower joins: the panic is resumed in the leader, the
+/// follower (if it joined in time) is released at once with `Aborted`, and the key is free.
+#[test]
+fn leader_panics_while_follower_joins() {
+    check(&[0, 1], |seen| {
+        let (group, probe) = (new_group(), Probe::default());
+        let leader = joined(group.work(KEY, probe.work(1, Plan::YieldThenPanic)));
+        let follower =
+            spawn_with(&group, &probe, |group, probe| block_on(group.work(KEY, probe.work(2, Plan::Ready))));
+        let panicked = catch_unwind(AssertUnwindSafe(|| block_on(leader)));
+        let payload = panicked.expect_err("the work's panic is resumed in the leader");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&DELIBERATE));
+        match follower.join().unwrap() {
+            Err(aborted) => {
+                assert_aborted_by_panic(&aborted);
+                seen.hit(0);
+            }
+            Ok(got) => {
+                assert!(got.is_leader() && id(&got) == 2);
+                seen.hit(1);
+            }
+        }
+        assert_eq!(group.counters().panics, 1);
+        finish_group(group);
+        probe.assert_clean();
+    });
+}
+
+fn assert_aborted_by_panic(aborted: &Aborted) {
+    assert!(aborted.is_panic(), "{aborted:?}");
+    assert_eq!(aborted.message(), Some(DELIBERATE));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. The last waiter.
+// ---------------------------------------------------------------------------------------------
+
+/// The leader and its only follower both leave: the entry is removed by the last one out, and
+/// every work future is dropped exactly once.
+#[test]
+fn last_waiter_leaves_entry_removed_once() {
+    check(&[0, 1], |seen| {
+        let (group, probe) = (new_group(), Probe::default());
+        let leader = joined(group.work(KEY, probe.work(1, Plan::Stuck)));
+        let follower = spawn_with(&group, &probe, |group, probe| {
+            drop(joined(group.work(KEY, probe.work(2, Plan::Stuck))));
+        });
+        drop(leader);
+        follower.join().unwrap();
+        assert_eq!(probe.completed(), 0);
+        seen.hit(usize::from(group.counters().followers == 0));
+        finish_group(group);
+        probe.assert_clean();
+    });
+}
+
+/// The same on `Single`, whose slot is a mutex rather than a map bucket.
+#[test]
+fn single_last_waiter_leaves_slot_cleared_once() {
+    check(&[], |_| {
+        let (single, probe) = (Arc::new(Single::<Val>::new()), Probe::default());
+        let leader = joined(single.work(probe.work(1, Plan::Stuck)));
+        let follower = {
+            let (single, probe) = (single.clone(), probe.clone());
+            thread::spawn(move || drop(joined(single.work(probe.work(2, Plan::Stuck)))))
+        };
+        drop(leader);
+        follower.join().unwrap();
+        assert!(single.is_idle());
+        drop(single);
+        probe.assert_clean();
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Shared work.
+// ---------------------------------------------------------------------------------------------
+
+/// Shared work: the leader drives the work once and then stalls (is never polled again). When
+/// the work's waker fires, the flight wakes the follower, which drives the same work future to
+/// its end; the stalled leader later finds the value.
+#[test]
+fn shared_stalled_driver_hands_over_to_waiter() {
+    check(&[], |_| {
+        let (group, probe, gate) = (new_group(), Probe::default(), Arc::new(Gate::default()));
+        let leader = joined(group.work_shared(KEY, probe.work(1, Plan::Gated(gate.clone()))));
+        let follower = spawn_with(&group, &probe, |group, probe| {
+            block_on(group.work_shared(KEY, probe.work(2, Plan::Yield))).expect("nothing panics")
+        });
+        gate.open();
+        let followed = follower.join().unwrap();
+        assert!(!followed.is_leader() && followed.is_shared() && id(&followed) == 1);
+        let led = block_on(leader).expect("nothing panics");
+        assert!(led.is_leader() && led.is_shared() && id(&led) == 1);
+        assert_eq!((probe.created(), probe.completed()), (1, 1));
+        drop((led, followed));
+        finish_group(group);
+        probe.assert_clean();
+    });
+}
+
+/// Shared work: the leader drives the work once and is dropped. A follower that joined in time
+/// drives the same work to its end (no restart); one that came after the leader, the last
+/// caller, had cancelled the work leads a new flight.
+#[test]
+fn shared_dropped_driver_hands_over_to_waiter() {
+    check(&[0, 1], |seen| {
+        let (group, probe, gate) = (new_group(), Probe::default(), Arc::new(Gate::default()));
+        let leader = joined(group.work_shared(KEY, probe.work(1, Plan::Gated(gate.clone()))));
+        let follower = spawn_with(&group, &probe, |group, probe| {
+            block_on(group.work_shared(KEY, probe.work(2, Plan::Yield))).expect("nothing panics")
+        });
+        drop(leader);
+        gate.open();
+        let followed = follower.join().unwrap();
+        if id(&followed) == 1 {
+            assert!(!followed.is_leader() && !followed.is_shared());
+            assert_eq!((probe.created(), probe.completed()), (1, 1), "the work was restarted");
+            seen.hit(0);
+        } else {
+            assert!(followed.is_leader() && id(&followed) == 2);
+            assert_eq!((probe.created(), probe.completed()), (2, 1));
+            seen.hit(1);
+        }
+        drop(followed);
+        finish_group(group);
+        probe.assert_clean();
+    });
+}
+
+/// Shared work: both callers leave while the work's waker fires. The last one out cancels the
+/// work: it is dropped exactly once, never polled to its end, and the key is free.
+#[test]
+fn shared_last_waiter_cancel_drops_work_once() {
+    check(&[0, 1], |seen| {
+        let (group, probe, gate) = (new_group(), Probe::default(), Arc::new(Gate::default()));
+        let leader = joined(group.work_shared(KEY, probe.work(1, Plan::Gated(gate.clone()))));
+        let follower = {
+            let gate = gate.clone();
+            spawn_with(&group, &probe, move |group, probe| {
+                let call = joined(group.work_shared(KEY, probe.work(2, Plan::Stuck)));
+                gate.open();
+                drop(call);
+            })
+        };
+        drop(leader);
+        follower.join().unwrap();
+        assert_eq!(probe.completed(), 0);
+        seen.hit(usize::from(group.counters().followers == 0));
+        finish_group(group);
+        probe.assert_clean();
+    });
+}
+
+/// Shared work: the work's waker fires (from another thread) while the driver may be polling
+/// the work. A wake that lands during a poll makes the driver poll again; one that lands
+/// between polls wakes the waiter. Either way nothing is lost (`block_on` would deadlock).
+#[test]
+fn shared_wake_during_poll_is_not_lost() {
+    check(&[], |_| {
+        let (group, probe, gate) = (new_group(), Probe::default(), Arc::new(Gate::default()));
+        let opener = {
+            let gate = gate.clone();
+            thread::spawn(move || gate.open())
+        };
+        let got = block_on(group.work_shared(KEY, probe.work(1, Plan::Gated(gate.clone()))));
+        assert_eq!(id(&got.expect("nothing panics")), 1);
+        opener.join().unwrap();
+        finish_group(group);
+        probe.assert_clean();
+    });
+}
+
+/// Shared work that yields (wakes itself and returns `Pending`) while two callers wait on it:
+/// whichever polls it, it runs once and both get its value; neither misses the wake.
+#[test]
+fn shared_yielding_work_two_drivers_one_execution() {
+    check_bounded(HEAVY_PREEMPTION_BOUND, &[0, 1], |seen| {
+        let (group, probe) = (new_group(), Probe::default());
+        let other = spawn_with(&group, &probe, |group, probe| {
+            block_on(group.work_shared(KEY, probe.work(2, Plan::Yield))).expect("nothing panics")
+        });
+        let mine = block_on(group.work_shared(KEY, probe.work(1, Plan::Yield))).expect("nothing panics");
+        let other = other.join().unwrap();
+        if id(&mine) == id(&other) {
+            assert!(mine.is_leader() != other.is_leader() && mine.is_shared() && other.is_shared());
+            assert_eq!(probe.completed(), 1);
+            seen.hit(0);
+        } else {
+            assert!(mine.is_leader() && other.is_leader());
+            assert_eq!(probe.completed(), 2);
+            seen.hit(1);
+        }
+        drop((mine, other));
+        finish_group(group);
+        probe.assert_clean();
+    });
+}
+
+/// Shared work panics in the caller that drives it: the leader drove it once and stalled, the
+/// work's waker has fired, and a follower that joins drives it and panics. The panic is resumed
+/// in the follower, the stalled leader is released with `Aborted`, and the key is free.
+///
+/// The drivers do not race here: under loom, a panic that unwinds through a loom operation while
+/// another loom thread holds a loom mutex poisons that mutex (loom's threads share one OS
+/// thread, and so its panic count), which loom then reports as a failure of its own. Racing
+/// drivers with a panicking work are left to the soak test.
+#[test]
+fn shared_work_panics_in_follower_driver_stalled_leader_released() {
+    check(&[], |_| {
+        let (group, probe, gate) = (new_group(), Probe::default(), Arc::new(Gate::default()));
+        let leader = joined(group.work_shared(KEY, probe.work(1, Plan::GatedPanic(gate.clone()))));
+        gate.open();
+        let follower = spawn_with(&group, &probe, |group, probe| {
+            let call = group.work_shared(KEY, probe.work(2, Plan::Ready));
+            let payload = catch_unwind(AssertUnwindSafe(|| block_on(call)))
+                .expect_err("the work's panic is resumed in the caller driving it");
+            assert_eq!(payload.downcast_ref::<&str>(), Some(&DELIBERATE));
+        });
+        follower.join().unwrap();
+        let aborted = block_on(leader).expect_err("the stalled leader is released");
+        assert_aborted_by_panic(&aborted);
+        assert_eq!((group.counters().panics, probe.created()), (1, 1));
+        finish_group(group);
+        probe.assert_clean();
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Blocking callers.
+// ---------------------------------------------------------------------------------------------
+
+/// A blocking follower parks on the flight's event until the async leader completes (a lost
+/// wake-up leaves it parked: loom reports the deadlock).
+#[test]
+fn blocking_follower_parks_until_async_leader_completes() {
+    check(&[0, 1], |seen| {
+        let (group, probe) = (new_group(), Probe::default());
+        let leader = joined(group.work(KEY, probe.work(1, Plan::Yield)));
+        let follower = spawn_with(&group, &probe, |group, probe| {
+            group.work_blocking(KEY, probe.blocking(2)).expect("nothing panics")
+        });
+        let led = block_on(leader).expect("nothing panics");
+        let followed = follower.join().unwrap();
+        if followed.is_leader() {
+            assert!(id(&followed) == 2 && !led.is_shared());
+            seen.hit(1);
+        } else {
+            assert!(id(&followed) == 1 && led.is_shared() && followed.is_shared());
+            seen.hit(0);
+        }
+        drop((led, followed));
+        finish_group(group);
+        probe.assert_clean();
+    });
+}
+
+/// A parked blocking follower is woken and promoted when the async leader is dropped.
+#[test]
+fn blocking_follower_promoted_after_async_leader_dropped() {
+    check(&[0, 1], |seen| {
+        let (group, probe) = (new_group(), Probe::default());
+        let leader = joined(group.work(KEY, probe.work(1, Plan::Stuck)));
+        let follower = spawn_with(&group, &probe, |group, probe| {
+            group.work_blocking(KEY, probe.blocking(2)).expect("nothing panics")
+        });
+        drop(leader);
+        let followed = follower.join().unwrap();
+        assert!(followed.is_leader() && id(&followed) == 2);
+        seen.hit(usize::from(group.counters().promotions == 0));
+        drop(followed);
+        finish_group(group);
+        probe.assert_clean();
+    });
+}
+
+/// Two blocking callers on two threads: one runs the work, the other parks and gets its value.
+#[test]
+fn blocking_leader_and_blocking_follower() {
+    check(&[0, 1], |seen| {
+        let (group, probe) = (new_group(), Probe::default());
+        let other = spawn_with(&group, &probe, |group, probe| {
+            group.work_blocking(KEY, probe.blocking(2)).expect("nothing panics")
+        });
+        let mine = group.work_blocking(KEY, probe.blocking(1)).expect("nothing panics");
+        let other = other.join().unwrap();
+        if id(&mine) == id(&other) {
+            assert!(mine.is_leader() != other.is_leader());
+            seen.hit(0);
+        } else {
+            assert!(mine.is_leader() && other.is_leader());
+            seen.hit(1);
+        }
+        drop((mine, other));
+        finish_group(group);
+        probe.assert_clean();
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Detached work.
+// ---------------------------------------------------------------------------------------------
+
+/// A spawner that runs each task on a loom thread, keeping the join handles for the model.
+#[derive(Clone, Default)]
+struct LoomThreads(Arc<Mutex<Vec<thread::JoinHandle<()>>>>);
+
+impl Spawn for LoomThreads {
+    type Task = ();
+
+    fn spawn<Fut: Future<Output = ()> + Send + 'static>(&self, task: Fut) {
+        let handle = thread::spawn(move || block_on(task));
+        self.0.lock().unwrap().push(handle);
+    }
+
+    fn aborts_when_abandoned(&self) -> bool {
+        false
+    }
+}
+
+impl LoomThreads {
+    fn join_all(&self) {
+        while let Some(task) = self.0.lock().unwrap().pop() {
+            task.join().unwrap();
+        }
+    }
+}
+
+/// Detached work: the leader's only caller leaves right after starting it; the spawned task
+/// still runs the work to its end and frees the key, and a caller that arrives meanwhile joins
+/// the running flight instead of starting the work again.
+#[test]
+fn detached_work_finishes_after_its_caller_leaves() {
+    check_bounded(HEAVY_PREEMPTION_BOUND, &[0, 1], |seen| {
+        let (group, probe, tasks) = (new_group(), Probe::default(), LoomThreads::default());
+        let mut leader = Box::pin(group.work_detached(KEY, tasks.clone(), probe.work(1, Plan::Ready)));
+        let _ = poll_once(leader.as_mut()); // joins, spawns the task (which may even finish)
+        drop(leader);
+        let late = block_on(group.work_detached(KEY, tasks.clone(), probe.work(2, Plan::Ready)))
+            .expect("nothing panics");
+        tasks.join_all();
+        assert!(probe.completed() >= 1, "the abandoned detached work did not finish");
+        if id(&late) == 1 {
+            assert!(!late.is_leader());
+            assert_eq!(probe.created(), 1);
+            seen.hit(0);
+        } else {
+            assert!(late.is_leader() && id(&late) == 2);
+            seen.hit(1);
+        }
+        drop(late);
+        finish_group(group);
+        probe.assert_clean();
+    });
+}
