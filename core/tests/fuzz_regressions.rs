@@ -155,3 +155,73 @@ fn work_mode_work_that_yields_lets_the_callers_poll_return() {
     assert!(poll(call.as_mut()).is_pending());
     assert_eq!(POLLS.load(SeqCst), 1);
 }
+
+/// Found while checking the fix of the test above against the fuzz model's promise that a
+/// stalled caller never holds up shared work (it needs two threads, which the single-threaded
+/// fuzz driver cannot have). When shared work's waker fires while a caller is polling it (the
+/// work yields, or a reactor on another thread wakes it mid-poll), the caller driving it now
+/// returns `Pending` and wakes only itself, leaving `WOKEN` set "for whichever waiter polls
+/// next". But a
+/// waiter that polled while the work was being driven found `DRIVING` taken and went to sleep,
+/// and nobody wakes it: the work's wake came while `DRIVING` was held, so it notified nobody.
+/// If the caller that yielded is then never polled again (a `select!` branch kept alive, the
+/// stalled leader that shared mode exists for), the other waiter sleeps forever although the
+/// work wants a poll. `Group::work_shared`'s `# Cancel safety`: "A caller that stops being
+/// polled does not hold the others up: the work's waker wakes the flight's waiters". Waking
+/// the waiters (not only itself) when the work yields closes it.
+#[test]
+#[ignore = "bug: a shared-work caller that yields wakes only itself; a waiter that slept meanwhile is never woken"]
+fn shared_work_that_yields_wakes_the_waiters_that_slept_meanwhile() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::mpsc;
+    use std::task::Wake;
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+    let counting = || {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        (Waker::from(count.clone()), count)
+    };
+
+    let (driving, is_driving) = mpsc::channel::<()>();
+    let (go, may_go) = mpsc::channel::<()>();
+    // Its first poll waits until the other caller has polled, then yields; then it waits.
+    let mut first = true;
+    let work = move || {
+        std::future::poll_fn(move |cx| {
+            if std::mem::take(&mut first) {
+                driving.send(()).unwrap();
+                may_go.recv().unwrap();
+                cx.waker().wake_by_ref();
+            }
+            Poll::<u8>::Pending
+        })
+    };
+
+    let group = Group::<u8, u8>::new();
+    let mut leader = Box::pin(group.work_shared(1, work));
+    let mut follower = Box::pin(group.work_shared(1, pending::<u8>));
+    let (follower_waker, follower_wakes) = counting();
+    std::thread::scope(|s| {
+        let leader = &mut leader;
+        let polled = s.spawn(move || {
+            let (waker, _) = counting();
+            leader.as_mut().poll(&mut Context::from_waker(&waker)).is_pending()
+        });
+        is_driving.recv().unwrap(); // the leader is inside the work's poll, holding DRIVING
+        let first = follower.as_mut().poll(&mut Context::from_waker(&follower_waker));
+        assert!(first.is_pending(), "the follower joins and waits");
+        go.send(()).unwrap(); // the work yields
+        assert!(polled.join().unwrap(), "the leader's poll returns Pending after the yield");
+    });
+    // The leader is never polled again. The work wants a poll: the follower must hear of it.
+    assert!(
+        follower_wakes.0.load(SeqCst) > 0,
+        "the follower sleeps while the work that yielded waits for a poll nobody will make"
+    );
+}
