@@ -78,7 +78,7 @@ where
              it would wait on itself forever"
         );
         if handle.flight().is_shared() {
-            match handle.drive(false) {
+            match handle.drive() {
                 Driven::Finished(result) => return Waited::Finished(result),
                 Driven::Yielded => {
                     std::thread::yield_now();

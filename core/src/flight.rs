@@ -208,17 +208,20 @@ impl<V> Flight<V> {
         self.work.with_mut(|slot| unsafe { (*slot).take() })
     }
 
-    /// Installs the owned work. The caller is the leader, right after creating the flight:
-    /// shared work is installed under `DRIVING` (held since `new`); a detached task's handle is
-    /// only ever taken by the waiter that abandons the flight, and the leader is counted until
-    /// after this call, so that waiter's leave comes after it.
+    /// Installs the owned work and lets go of `DRIVING`. The caller is the leader, right after
+    /// creating the flight: nobody else reaches the slot until then (shared work is polled only
+    /// under `DRIVING`; a detached task's handle is taken only by the waiter that abandons the
+    /// flight, and the leader is counted until after this call). Shared work is marked `WOKEN`,
+    /// so that its first poll goes to whichever waiter drives next: the leader, right away.
     ///
     /// Returns true when a detached task was dropped inside `Spawn::spawn` (see
     /// [`task_dropped_in_spawn`](Self::task_dropped_in_spawn)): the leader must end the flight.
     pub(crate) fn install(&self, work: Owned<V>) -> bool {
-        // SAFETY: see above: nobody else reaches the slot until the leader lets go.
+        // SAFETY: see above.
         self.work.with_mut(|slot| unsafe { *slot = Some(work) });
-        self.is_detached() && State(self.state.fetch_and(!(state::DRIVING | state::WOKEN), AcqRel)).is_woken()
+        let woken = if self.is_shared() { state::WOKEN } else { 0 };
+        let prev = self.state.fetch_update(AcqRel, Acquire, |s| Some((s & !(state::DRIVING | state::WOKEN)) | woken));
+        self.is_detached() && State(prev.unwrap_or_else(|s| s)).is_woken()
     }
 
     /// A detached task was dropped on its leader's thread before the leader installed it, that

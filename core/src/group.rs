@@ -384,9 +384,19 @@ where
         Fut: Future<Output = V> + Send + 'static,
         Sp: Spawn + Send + Sync + 'static,
     {
+        self.detached(key, spawn, work)
+    }
+
+    /// A call that spawns its work with `spawn` when it leads.
+    fn detached<F, Sp>(self: &alloc::sync::Arc<Self>, key: K, spawn: Sp, start: F) -> Work<'_, Self, F>
+    where
+        F: Start<V>,
+        F::Future: Send + 'static,
+        Sp: Spawn + Send + Sync + 'static,
+    {
         let abort = spawn.aborts_when_abandoned();
-        let spawn = crate::detached::spawner(self.clone(), key.clone(), spawn, <F as Start<V>>::finish);
-        Work::new(self, key, work, Lead::Detached { spawn, abort })
+        let spawn = crate::detached::spawner(self.clone(), key.clone(), spawn, F::finish);
+        Work::new(self, key, start, Lead::Detached { spawn, abort })
     }
 }
 
@@ -500,10 +510,7 @@ where
         Fut: Future<Output = Result<T, E>> + Send + 'static,
         Sp: Spawn + Send + Sync + 'static,
     {
-        let abort = spawn.aborts_when_abandoned();
-        let finish = <TryStart<F> as Start<Result<T, alloc::sync::Arc<E>>>>::finish;
-        let spawn = crate::detached::spawner(self.clone(), key.clone(), spawn, finish);
-        TryWork::new(Work::new(self, key, TryStart(work), Lead::Detached { spawn, abort }))
+        TryWork::new(self.detached(key, spawn, TryStart(work)))
     }
 
     /// The fallible form of [`work_blocking`](Self::work_blocking).

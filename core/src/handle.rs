@@ -161,13 +161,12 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
         others
     }
 
-    /// Polls a shared flight's work once if this caller may (`holding`: it already holds
-    /// `DRIVING`, as the leader does for the first poll).
-    pub(crate) fn drive(&mut self, holding: bool) -> Driven<G::Value>
+    /// Polls a shared flight's work once, if it wants polling and nobody else is polling it.
+    pub(crate) fn drive(&mut self) -> Driven<G::Value>
     where
         G::Value: Clone,
     {
-        if !holding && !self.flight.try_drive() {
+        if !self.flight.try_drive() {
             return Driven::Idle;
         }
         match crate::unwind::catch(|| Flight::drive(&self.flight)) {

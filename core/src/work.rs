@@ -198,20 +198,6 @@ where
                         }
                     }
                     this.stage.set(Stage::Wait { start: None, listener: None });
-                    // Shared work gets its first poll from its leader, still holding `DRIVING`.
-                    if flight.is_shared() {
-                        match handle.drive(true) {
-                            Driven::Finished(result) => {
-                                this.stage.set(Stage::Done);
-                                return Poll::Ready(result);
-                            }
-                            Driven::Yielded => {
-                                cx.waker().wake_by_ref();
-                                return Poll::Pending;
-                            }
-                            Driven::Idle => {}
-                        }
-                    }
                 }
                 StageProj::Closing { start, flight, listener } => {
                     if crate::handle::poll_closed(flight, listener, cx).is_pending() {
@@ -247,7 +233,7 @@ where
                         continue;
                     }
                     if handle.flight().is_shared() {
-                        match handle.drive(false) {
+                        match handle.drive() {
                             Driven::Finished(result) => {
                                 this.stage.set(Stage::Done);
                                 return Poll::Ready(result);
