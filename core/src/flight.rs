@@ -220,7 +220,9 @@ impl<V> Flight<V> {
         // SAFETY: see above.
         self.work.with_mut(|slot| unsafe { *slot = Some(work) });
         let woken = if self.is_shared() { state::WOKEN } else { 0 };
-        let prev = self.state.fetch_update(AcqRel, Acquire, |s| Some((s & !(state::DRIVING | state::WOKEN)) | woken));
+        let prev = self
+            .state
+            .fetch_update(AcqRel, Acquire, |s| Some((s & !(state::DRIVING | state::WOKEN)) | woken));
         self.is_detached() && State(prev.unwrap_or_else(|s| s)).is_woken()
     }
 

@@ -171,9 +171,14 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
         }
         match crate::unwind::catch(|| Flight::drive(&self.flight)) {
             Ok(Poll::Ready(result)) => Driven::Finished(self.finish(result)),
-            // The work woke itself while it was polled (a cooperative yield): nobody was told,
-            // and `WOKEN` stays set for whichever waiter polls next.
-            Ok(Poll::Pending) if self.flight.stop_driving() => Driven::Yielded,
+            // The work woke itself while it was polled (a cooperative yield). That wake found
+            // `DRIVING` taken and told nobody; `WOKEN` stays set, and now the wake is delivered
+            // as any other: to every sleeping waiter, since this caller may stall after it
+            // returns. The caller itself goes back to its executor and wakes itself.
+            Ok(Poll::Pending) if self.flight.stop_driving() => {
+                self.flight.notify_all();
+                Driven::Yielded
+            }
             Ok(Poll::Pending) => Driven::Idle,
             Err(payload) => crate::unwind::fail(self, payload),
         }

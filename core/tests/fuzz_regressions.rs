@@ -159,18 +159,16 @@ fn work_mode_work_that_yields_lets_the_callers_poll_return() {
 /// Found while checking the fix of the test above against the fuzz model's promise that a
 /// stalled caller never holds up shared work (it needs two threads, which the single-threaded
 /// fuzz driver cannot have). When shared work's waker fires while a caller is polling it (the
-/// work yields, or a reactor on another thread wakes it mid-poll), the caller driving it now
-/// returns `Pending` and wakes only itself, leaving `WOKEN` set "for whichever waiter polls
-/// next". But a
-/// waiter that polled while the work was being driven found `DRIVING` taken and went to sleep,
-/// and nobody wakes it: the work's wake came while `DRIVING` was held, so it notified nobody.
-/// If the caller that yielded is then never polled again (a `select!` branch kept alive, the
-/// stalled leader that shared mode exists for), the other waiter sleeps forever although the
-/// work wants a poll. `Group::work_shared`'s `# Cancel safety`: "A caller that stops being
+/// work yields, or a reactor on another thread wakes it mid-poll), the caller driving it
+/// returned `Pending` and woke only itself, leaving `WOKEN` set "for whichever waiter polls
+/// next". But a waiter that polled while the work was being driven had found `DRIVING` taken
+/// and gone to sleep, and nobody woke it: the work's wake came while `DRIVING` was held, so it
+/// notified nobody. If the caller that yielded was then never polled again (a `select!` branch
+/// kept alive, the stalled leader that shared mode exists for), the other waiter slept forever
+/// although the work wanted a poll. `Group::work_shared`'s `# Cancel safety`: "A caller that stops being
 /// polled does not hold the others up: the work's waker wakes the flight's waiters". Waking
 /// the waiters (not only itself) when the work yields closes it.
 #[test]
-#[ignore = "bug: a shared-work caller that yields wakes only itself; a waiter that slept meanwhile is never woken"]
 fn shared_work_that_yields_wakes_the_waiters_that_slept_meanwhile() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
