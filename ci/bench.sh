@@ -33,7 +33,11 @@ if [[ $quick == 1 ]]; then
     export COALESCER_BENCH_QUICK=1
     export CRITERION_HOME="$out/quick"
     export COALESCER_BENCH_EXTRAS="$out/quick-extras.tsv"
-    cargo bench -p coalescer-benches --profile dev --bench coalesce --bench allocs -- --noplot "$@"
+    # No baseline to compare with, and few bootstrap resamples: criterion's analysis is built
+    # unoptimized here, and at its default 100,000 resamples it would take most of the time.
+    rm -rf "$CRITERION_HOME"
+    cargo bench -p coalescer-benches --profile dev --bench coalesce --bench allocs -- \
+        --noplot --nresamples 1000 "$@"
     echo "bench.sh --quick: every scenario ran"
     exit 0
 fi
