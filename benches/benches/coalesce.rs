@@ -33,7 +33,10 @@ impl Budget {
     fn from_env() -> Self {
         let quick = std::env::var_os("COALESCER_BENCH_QUICK").is_some_and(|v| v != "0");
         let passes = std::env::var("COALESCER_BENCH_PASSES").ok().and_then(|v| v.parse().ok());
-        let passes = if quick { 1 } else { passes.unwrap_or(3).max(1) };
+        // `cargo test --benches` runs this binary without `--bench`: criterion then runs each
+        // benchmark once, as a test, and one pass is enough.
+        let measuring = std::env::args().any(|a| a == "--bench");
+        let passes = if quick || !measuring { 1 } else { passes.unwrap_or(3).max(1) };
         Self { quick, passes, pass: 1 }
     }
 
