@@ -24,10 +24,10 @@ where
             Waited::Promoted => {}
         }
     }
-    let flight = handle.flight().clone();
-    let guard = flight.enter_blocking();
+    // `catch` returns on a panic too, so the mark is always cleared.
+    handle.flight().run_blocking_on_this_thread(true);
     let result = crate::unwind::catch(work);
-    drop(guard);
+    handle.flight().run_blocking_on_this_thread(false);
     match result {
         Ok(value) => Ok(handle.complete(value)),
         Err(payload) => handle.fail(payload),

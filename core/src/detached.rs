@@ -11,6 +11,7 @@ use crate::handle::Handle;
 use crate::outcome::Aborted;
 use crate::spawn::Spawn;
 use crate::sync::Arc;
+use crate::sync::StdArc;
 use crate::table::Table;
 use alloc::boxed::Box;
 use core::future::Future;
@@ -25,7 +26,7 @@ pub(crate) type SpawnFn<'a, V, Fut> = Box<dyn FnOnce(Fut, Arc<Flight<V>>) -> Own
 
 /// The [`SpawnFn`] of a call to `work_detached` on `table` for `key`.
 pub(crate) fn spawner<'a, G, Fut, S>(
-    table: alloc::sync::Arc<G>,
+    table: StdArc<G>,
     key: G::Key,
     spawn: S,
     finish: fn(Fut::Output) -> Result<G::Value, Aborted>,
@@ -51,7 +52,7 @@ pin_project! {
         #[pin]
         work: Fut,
         finish: fn(Fut::Output) -> Result<G::Value, Aborted>,
-        handle: Handle<G, alloc::sync::Arc<G>>,
+        handle: Handle<G, StdArc<G>>,
     }
 }
 

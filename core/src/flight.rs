@@ -261,28 +261,18 @@ impl<V> Flight<V> {
         }
     }
 
-    /// Marks the calling thread as the one running this flight's work in the blocking API.
+    /// Marks (or unmarks) the calling thread as the one running this flight's work in the
+    /// blocking API.
     #[cfg(feature = "std")]
-    pub(crate) fn enter_blocking(&self) -> BlockingGuard<'_, V> {
-        self.blocking_thread.store(crate::unwind::thread_token(), Relaxed);
-        BlockingGuard(self)
+    pub(crate) fn run_blocking_on_this_thread(&self, running: bool) {
+        let token = if running { crate::unwind::thread_token() } else { 0 };
+        self.blocking_thread.store(token, Relaxed);
     }
 
     /// Whether the calling thread is running this flight's work in the blocking API.
     #[cfg(feature = "std")]
     pub(crate) fn is_run_by_this_thread(&self) -> bool {
         self.blocking_thread.load(Relaxed) == crate::unwind::thread_token()
-    }
-}
-
-/// Clears [`Flight::enter_blocking`] when the blocking work returns or unwinds.
-#[cfg(feature = "std")]
-pub(crate) struct BlockingGuard<'a, V>(&'a Flight<V>);
-
-#[cfg(feature = "std")]
-impl<V> Drop for BlockingGuard<'_, V> {
-    fn drop(&mut self) {
-        self.0.blocking_thread.store(0, Relaxed);
     }
 }
 

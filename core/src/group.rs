@@ -6,6 +6,7 @@ use crate::spawn::Spawn;
 use crate::start::{Start, TryStart};
 use crate::stats::{Counters, Event, Stats};
 use crate::sync::Arc;
+use crate::sync::StdArc;
 use crate::table::{Joined, Table, sealed};
 use crate::work::{Lead, SharedOps, TryWork, Work};
 use core::fmt;
@@ -87,7 +88,7 @@ pub struct Group<K, V, S: BuildHasher = RandomState> {
 
 /// A [`Group`] for fallible work: the value is `Result<T, Arc<E>>`, so that an error can be
 /// shared with the concurrent callers without `E: Clone`. Use it with the `try_*` methods.
-pub type TryGroup<K, T, E, S = RandomState> = Group<K, Result<T, alloc::sync::Arc<E>>, S>;
+pub type TryGroup<K, T, E, S = RandomState> = Group<K, Result<T, StdArc<E>>, S>;
 
 impl<K: Hash + Eq, V> Group<K, V, RandomState> {
     /// A group sized for [`DEFAULT_CAPACITY`] keys in flight at once.
@@ -373,12 +374,7 @@ where
     /// let v = futures_lite::future::block_on(group.work_detached(1, OnThread, || async { 7 }));
     /// assert_eq!(*v.unwrap().value(), 7);
     /// ```
-    pub fn work_detached<F, Fut, Sp>(
-        self: &alloc::sync::Arc<Self>,
-        key: K,
-        spawn: Sp,
-        work: F,
-    ) -> Work<'_, Self, F>
+    pub fn work_detached<F, Fut, Sp>(self: &StdArc<Self>, key: K, spawn: Sp, work: F) -> Work<'_, Self, F>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + Send + 'static,
@@ -388,7 +384,7 @@ where
     }
 
     /// A call that spawns its work with `spawn` when it leads.
-    fn detached<F, Sp>(self: &alloc::sync::Arc<Self>, key: K, spawn: Sp, start: F) -> Work<'_, Self, F>
+    fn detached<F, Sp>(self: &StdArc<Self>, key: K, spawn: Sp, start: F) -> Work<'_, Self, F>
     where
         F: Start<V>,
         F::Future: Send + 'static,
@@ -400,7 +396,7 @@ where
     }
 }
 
-impl<K, T, E, S> Group<K, Result<T, alloc::sync::Arc<E>>, S>
+impl<K, T, E, S> Group<K, Result<T, StdArc<E>>, S>
 where
     K: Hash + Eq + Clone,
     T: Clone,
@@ -496,7 +492,7 @@ where
     /// assert_eq!(err.failure().map(String::as_str), Some("down"));
     /// ```
     pub fn try_work_detached<F, Fut, Sp>(
-        self: &alloc::sync::Arc<Self>,
+        self: &StdArc<Self>,
         key: K,
         spawn: Sp,
         work: F,
@@ -531,7 +527,7 @@ where
         key: K,
         work: impl FnOnce() -> Result<T, E>,
     ) -> Result<Outcome<T>, Error<E>> {
-        split_try(crate::blocking::run(self, key, || work().map_err(alloc::sync::Arc::new)))
+        split_try(crate::blocking::run(self, key, || work().map_err(StdArc::new)))
     }
 }
 

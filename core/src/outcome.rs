@@ -1,6 +1,6 @@
 //! What a caller gets back: the value with its provenance, or a typed error.
 
-use alloc::sync::Arc;
+use crate::sync::StdArc as Arc;
 use core::fmt;
 
 /// A value handed out by a flight, with how this caller came by it.

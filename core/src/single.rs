@@ -6,6 +6,7 @@ use crate::outcome::{Aborted, Error, Outcome, split_try};
 use crate::spawn::Spawn;
 use crate::start::{Start, TryStart};
 use crate::stats::{Counters, Event, Stats};
+use crate::sync::StdArc;
 use crate::sync::{Arc, Mutex};
 use crate::table::{Joined, Table, sealed};
 use crate::work::{Lead, SharedOps, TryWork, Work};
@@ -193,7 +194,7 @@ impl<V: Clone + Send + Sync + 'static> Single<V> {
     /// let v = futures_lite::future::block_on(single.work_detached(OnThread, || async { 8 }));
     /// assert_eq!(*v.unwrap().value(), 8);
     /// ```
-    pub fn work_detached<F, Fut, Sp>(self: &alloc::sync::Arc<Self>, spawn: Sp, work: F) -> Work<'_, Self, F>
+    pub fn work_detached<F, Fut, Sp>(self: &StdArc<Self>, spawn: Sp, work: F) -> Work<'_, Self, F>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + Send + 'static,
@@ -205,7 +206,7 @@ impl<V: Clone + Send + Sync + 'static> Single<V> {
     }
 }
 
-impl<T: Clone, E> Single<Result<T, alloc::sync::Arc<E>>> {
+impl<T: Clone, E> Single<Result<T, StdArc<E>>> {
     /// The fallible form of [`work`](Self::work); see [`Group::try_work`](crate::Group::try_work).
     ///
     /// # Cancel safety
@@ -242,7 +243,7 @@ impl<T: Clone, E> Single<Result<T, alloc::sync::Arc<E>>> {
     /// ```
     #[cfg(feature = "std")]
     pub fn try_work_blocking(&self, work: impl FnOnce() -> Result<T, E>) -> Result<Outcome<T>, Error<E>> {
-        split_try(crate::blocking::run(self, (), || work().map_err(alloc::sync::Arc::new)))
+        split_try(crate::blocking::run(self, (), || work().map_err(StdArc::new)))
     }
 }
 

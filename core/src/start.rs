@@ -2,7 +2,7 @@
 //! fallible forms ([`TryStart`]).
 
 use crate::outcome::Aborted;
-use alloc::sync::Arc;
+use crate::sync::StdArc as Arc;
 use core::future::Future;
 
 /// Starts the work of a flight whose value is `V`, and turns what the work returns into that

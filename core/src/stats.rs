@@ -1,7 +1,7 @@
-//! Counters that are cheap enough to leave on: one relaxed increment per event, on a cache
-//! line of their own.
+//! Counters that are cheap enough to leave on: one relaxed increment per event, on the calling
+//! thread's own cache line.
 
-use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use crate::sync::{CounterAtomic as AtomicUsize, Ordering::Relaxed};
 
 /// A snapshot of a group's counters, totals since it was created.
 ///
@@ -49,11 +49,22 @@ impl Counters {
     }
 }
 
-/// The live counters behind [`Counters`] (internal).
+/// The live counters behind [`Counters`] (internal): striped over cache lines, so that two
+/// threads counting calls at once do not write the same line (a shared counter line costs
+/// every call a cache-line transfer between cores). A thread always counts on its own stripe;
+/// a snapshot adds the stripes up.
 #[doc(hidden)]
 #[derive(Debug, Default)]
-#[repr(align(128))]
 pub struct Stats {
+    stripes: [Stripe; STRIPES],
+}
+
+/// Threads are spread over this many stripes (one without `std`, which has no thread-locals).
+const STRIPES: usize = if cfg!(feature = "std") { 8 } else { 1 };
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Stripe {
     leaders: AtomicUsize,
     followers: AtomicUsize,
     promotions: AtomicUsize,
@@ -76,30 +87,47 @@ pub(crate) enum Event {
     Forget,
 }
 
+/// The calling thread's stripe: handed out round-robin the first time a thread counts.
+fn stripe() -> usize {
+    #[cfg(feature = "std")]
+    {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        std::thread_local!(static STRIPE: usize = NEXT.fetch_add(1, Relaxed) % STRIPES);
+        STRIPE.with(|s| *s)
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        0
+    }
+}
+
 impl Stats {
     pub(crate) fn record(&self, event: Event) {
+        let s = &self.stripes[stripe()];
         let counter = match event {
-            Event::Leader => &self.leaders,
-            Event::Follower => &self.followers,
-            Event::Promotion => &self.promotions,
-            Event::Panic => &self.panics,
-            Event::Shutdown => &self.shutdowns,
-            Event::Cancellation => &self.cancellations,
-            Event::Forget => &self.forgets,
+            Event::Leader => &s.leaders,
+            Event::Follower => &s.followers,
+            Event::Promotion => &s.promotions,
+            Event::Panic => &s.panics,
+            Event::Shutdown => &s.shutdowns,
+            Event::Cancellation => &s.cancellations,
+            Event::Forget => &s.forgets,
         };
         counter.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn snapshot(&self) -> Counters {
-        let read = |c: &AtomicUsize| c.load(Relaxed) as u64;
+        let sum = |field: fn(&Stripe) -> &AtomicUsize| {
+            self.stripes.iter().map(|s| field(s).load(Relaxed) as u64).sum::<u64>()
+        };
         Counters {
-            leaders: read(&self.leaders),
-            followers: read(&self.followers),
-            promotions: read(&self.promotions),
-            panics: read(&self.panics),
-            shutdowns: read(&self.shutdowns),
-            cancellations: read(&self.cancellations),
-            forgets: read(&self.forgets),
+            leaders: sum(|s| &s.leaders),
+            followers: sum(|s| &s.followers),
+            promotions: sum(|s| &s.promotions),
+            panics: sum(|s| &s.panics),
+            shutdowns: sum(|s| &s.shutdowns),
+            cancellations: sum(|s| &s.cancellations),
+            forgets: sum(|s| &s.forgets),
         }
     }
 }

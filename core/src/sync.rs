@@ -16,6 +16,14 @@ pub(crate) use alloc::sync::Arc;
 #[cfg(not(loom))]
 pub(crate) use core::sync::atomic::{AtomicUsize, Ordering};
 
+/// The `Arc` of the public API (an `Arc<Group>` for detached work, the `Arc<E>` of a shared
+/// error): always alloc's, even under loom, since it is handed to and from callers.
+pub(crate) use alloc::sync::Arc as StdArc;
+
+/// The counters' atomic: always the platform's, even under loom, since the counters are not part
+/// of the flight protocol (a model need not explore their interleavings).
+pub(crate) use core::sync::atomic::AtomicUsize as CounterAtomic;
+
 /// A number unique to the calling thread while it lives (the address of a thread-local).
 #[cfg(all(feature = "std", not(loom)))]
 pub(crate) fn thread_token() -> usize {

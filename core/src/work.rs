@@ -6,8 +6,8 @@ use crate::handle::{Driven, Handle};
 use crate::outcome::{Aborted, Error, Outcome, split_try};
 use crate::start::{Start, TryStart};
 use crate::sync::Arc;
+use crate::sync::StdArc;
 use crate::table::Table;
-use alloc::sync::Arc as StdArc;
 use core::fmt;
 use core::future::Future;
 use core::pin::Pin;
@@ -171,7 +171,6 @@ where
                         this.stage.set(Stage::Wait { start: Some(start), listener: None });
                         continue;
                     }
-                    let flight = handle.flight().clone();
                     // Starting the work is user code: it runs outside any lock, after the join.
                     let owned = match lead {
                         Lead::Inline => {
@@ -181,12 +180,13 @@ where
                         }
                         Lead::Shared(ops) => crate::unwind::catch(|| Owned::Work((ops.boxed)(start.start()))),
                         Lead::Detached { spawn, .. } => {
-                            crate::unwind::catch(|| spawn(start.start(), flight.clone()))
+                            let flight = handle.flight().clone();
+                            crate::unwind::catch(|| spawn(start.start(), flight))
                         }
                     };
                     match owned {
                         Ok(owned) => {
-                            if flight.install(owned) {
+                            if handle.flight().install(owned) {
                                 // The runtime dropped the task inside `spawn` (it is shut down).
                                 this.stage.set(Stage::Done);
                                 return Poll::Ready(Err(handle.abort(crate::outcome::Aborted::shutdown())));
