@@ -4,7 +4,7 @@
 use crate::input::{Ending, Op, Scenario, Start};
 use crate::model::{CallerState, End, FlightId, LeaveEffect, Mode, Model};
 use crate::probe::{
-    CallerId, CountingWaker, Event, ExecId, Plan, Probe, StartFn, Timer, Val, work_panic_message,
+    CallerId, CountingWaker, Event, ExecId, Plan, Probe, Signal, StartFn, Timer, Val, work_panic_message,
 };
 use coalescer::futures::{TimedOut, Timeout, Work};
 use coalescer::{Aborted, Group, Outcome};
@@ -13,7 +13,7 @@ use std::fmt;
 use std::hash::BuildHasherDefault;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::task::{Context, Poll, Waker};
 
 /// Whether `Group::work` treats a panic in the caller's closure (before it returns the work
@@ -104,9 +104,35 @@ pub struct Summary {
     pub polls: u64,
     /// Times two executions of one key were alive at once (allowed after a forget).
     pub overlaps: u64,
+    /// Times operations ran while an execution was paused inside its poll.
+    pub pauses: u64,
 }
 
 type Checked<T = ()> = Result<T, String>;
+
+/// What the events of one caller's poll are checked against.
+#[derive(Clone, Copy, Debug)]
+struct PollCtx {
+    c: CallerId,
+    f: FlightId,
+    /// This is the caller's first poll (it joined in it).
+    first: bool,
+    /// The first execution it polled.
+    polled: Option<ExecId>,
+    /// The execution whose planned panic it ran into.
+    panicked: Option<ExecId>,
+    /// The last execution that yielded in it.
+    yielded: Option<ExecId>,
+}
+
+/// Resumes a paused execution when dropped.
+struct ResumeOnDrop(mpsc::Sender<()>);
+
+impl Drop for ResumeOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
 
 macro_rules! ensure {
     ($cond:expr, $($msg:tt)+) => {
@@ -124,23 +150,15 @@ pub fn run(scenario: &Scenario) -> Result<Summary, Violation> {
     crate::install_panic_hook();
     // Sized for the scenario's few keys: the default capacity would dominate a short run.
     let group = TestGroup::with_capacity_and_hasher(4, Hasher::default());
-    let mut driver = Driver::new(&group, scenario.keys.clamp(1, 4));
-    let mut steps = 0;
-    let result = scenario
-        .ops
-        .iter()
-        .try_for_each(|&op| {
-            steps += 1;
-            driver.step(op)
-        })
-        .and_then(|()| {
-            steps += 1;
-            driver.end(scenario.ending)
-        });
+    let mut driver = Driver::new(&group, scenario.keys.clamp(1, 4), &scenario.ops);
+    let result = driver.run_ops().and_then(|()| {
+        driver.next += 1;
+        driver.end(scenario.ending)
+    });
     result.map(|()| driver.summary).map_err(|message| {
         let ops = scenario.ops.iter().map(|op| format!("{op:?}"));
         let ending = format!("end: {:?}", scenario.ending);
-        let trace = ops.chain([ending]).take(steps).collect();
+        let trace = ops.chain([ending]).take(driver.next).collect();
         Violation { message, trace }
     })
 }
@@ -148,6 +166,13 @@ pub fn run(scenario: &Scenario) -> Result<Summary, Violation> {
 struct Driver<'g> {
     group: &'g TestGroup,
     keys: u8,
+    /// The scenario's operations, and the index of the next one to run.
+    ops: &'g [Op],
+    next: usize,
+    /// An execution to pause at its next poll, and how many operations then run.
+    armed: Option<(ExecId, u8)>,
+    /// The caller whose poll is paused inside this execution's poll, while operations run.
+    busy: Option<(CallerId, ExecId)>,
     probe: Arc<Probe>,
     model: Model,
     callers: Vec<Caller<'g>>,
@@ -155,15 +180,27 @@ struct Driver<'g> {
 }
 
 impl<'g> Driver<'g> {
-    fn new(group: &'g TestGroup, keys: u8) -> Self {
+    fn new(group: &'g TestGroup, keys: u8, ops: &'g [Op]) -> Self {
         Self {
             group,
             keys,
+            ops,
+            next: 0,
+            armed: None,
+            busy: None,
             probe: Arc::default(),
             model: Model::default(),
             callers: Vec::new(),
             summary: Summary::default(),
         }
+    }
+
+    fn run_ops(&mut self) -> Checked {
+        while let Some(&op) = self.ops.get(self.next) {
+            self.next += 1;
+            self.step(op)?;
+        }
+        Ok(())
     }
 
     fn step(&mut self, op: Op) -> Checked {
@@ -205,7 +242,7 @@ impl<'g> Driver<'g> {
                 if !running.is_empty() {
                     let e = running[usize::from(exec) % running.len()];
                     if let Some(waker) = self.probe.waker(e) {
-                        self.model.execs[e].woken = true;
+                        self.woke(e);
                         waker.wake();
                     }
                 }
@@ -215,7 +252,7 @@ impl<'g> Driver<'g> {
                 if !running.is_empty() {
                     let e = running[usize::from(exec) % running.len()];
                     if let Some(waker) = self.probe.yields(e, times) {
-                        self.model.execs[e].woken = true;
+                        self.woke(e);
                         waker.wake();
                     }
                 }
@@ -224,6 +261,12 @@ impl<'g> Driver<'g> {
                 if let Some(c) = self.pick_caller(caller, |c| c.timed && !c.timer_fired) {
                     self.model.callers[c].timer_fired = true;
                     self.callers[c].timer.as_ref().expect("a timed caller").fire();
+                }
+            }
+            Op::Arm { exec, ops } => {
+                let running: Vec<ExecId> = self.model.running().collect();
+                if self.busy.is_none() && !running.is_empty() {
+                    self.armed = Some((running[usize::from(exec) % running.len()], ops));
                 }
             }
             Op::Forget { key } => {
@@ -244,13 +287,24 @@ impl<'g> Driver<'g> {
         self.check_group()
     }
 
+    /// Execution `e`'s waker is about to be woken.
+    fn woke(&mut self, e: ExecId) {
+        self.model.execs[e].woken = true;
+    }
+
+    /// Whether `c` may be picked by an operation: not while its poll is paused.
+    fn idle(&self, c: CallerId) -> bool {
+        self.busy.is_none_or(|(b, _)| b != c)
+    }
+
     /// The live callers, oldest first.
     fn live(&self) -> impl Iterator<Item = CallerId> + '_ {
         (0..self.callers.len()).filter(|&c| self.model.callers[c].is_live())
     }
 
     fn pick_caller(&self, index: u8, filter: impl Fn(&crate::model::Caller) -> bool) -> Option<CallerId> {
-        let candidates: Vec<CallerId> = self.live().filter(|&c| filter(&self.model.callers[c])).collect();
+        let candidates: Vec<CallerId> =
+            self.live().filter(|&c| self.idle(c) && filter(&self.model.callers[c])).collect();
         (!candidates.is_empty()).then(|| candidates[usize::from(index) % candidates.len()])
     }
 
@@ -259,10 +313,11 @@ impl<'g> Driver<'g> {
     fn leader_of(&self, key: u8) -> Option<CallerId> {
         let f = self.model.current[usize::from(key)]?;
         let flight = &self.model.flights[f];
-        match flight.mode {
+        let leader = match flight.mode {
             Mode::Work => flight.runner,
             Mode::Shared => Some(flight.leader).filter(|c| flight.members.contains(c)),
-        }
+        };
+        leader.filter(|&c| self.idle(c))
     }
 
     fn add_caller(&mut self, key: u8, shared: bool, timed: bool, start: Start) -> CallerId {
@@ -314,86 +369,37 @@ impl<'g> Driver<'g> {
         let must_poll = match flight.mode {
             // The runner's future is where its work runs.
             Mode::Work if flight.runner == Some(c) => flight.exec,
-            // Woken shared work is driven by whichever member is polled first.
-            Mode::Shared if !ended_before => flight.exec.filter(|&e| self.model.execs[e].woken),
+            // Woken shared work is driven by whichever member is polled first (unless another
+            // caller is inside its poll right now).
+            Mode::Shared if !ended_before => {
+                flight.exec.filter(|&e| self.model.execs[e].woken && self.busy.map(|(_, b)| b) != Some(e))
+            }
             _ => None,
         };
         let leads_new = first && flight.leader == c && !flight.started;
         let closure_may_panic =
             WORK_MODE_CATCHES_CLOSURE_PANICS || (leads_new && flight.mode == Mode::Shared);
+        let mut ctx = PollCtx { c, f, first, polled: None, panicked: None, yielded: None };
 
         self.probe.set_current(Some(c), closure_may_panic);
-        let call = &mut self.callers[c];
-        call.wakes_at_poll = call.wakes.wakes();
-        let fut = call.fut.as_mut().expect("a live caller has its future");
-        let mut cx = Context::from_waker(&call.waker);
-        let result = catch_unwind(AssertUnwindSafe(|| fut.poll(&mut cx)));
-        self.probe.set_current(None, false);
-
-        let mut polled = None;
-        let mut panicked = None;
-        let mut yielded = None;
-        for event in self.probe.drain() {
-            match event {
-                Event::Started { exec, caller, plan } => {
-                    ensure!(caller == c, "caller {caller}'s closure ran while {c} was polled");
-                    self.model.start(c, exec, first)?;
-                    self.model.execs[exec].plan = plan;
-                    self.note_overlap(exec);
-                }
-                Event::ClosurePanicked { exec, caller } => {
-                    ensure!(caller == c, "caller {caller}'s closure ran while {c} was polled");
-                    self.model.start(c, exec, first)?;
-                    self.model.dropped(exec);
-                    self.model.end(f, End::Panic(exec));
-                    panicked = Some(exec);
-                }
-                Event::Polled { exec, by } => {
-                    ensure!(
-                        !SHARED_WORK_YIELDS_TO_THE_EXECUTOR || yielded != Some(exec),
-                        "polling caller {c} polled execution {exec} again after it yielded in the \
-                         same poll: work that yields until another task acts would spin forever"
-                    );
-                    self.model.polled(exec, by)?;
-                    polled = polled.or(Some(exec));
-                }
-                Event::Yielded { exec } => {
-                    // It woke its own waker: it wants another poll.
-                    self.model.execs[exec].woken = true;
-                    yielded = Some(exec);
-                }
-                Event::Completed { exec } => {
-                    let ef = self.model.execs[exec].flight;
-                    ensure!(ef == f, "caller {c} finished flight {ef}'s work, not its own");
-                    ensure!(
-                        self.model.flights[f].end.is_none(),
-                        "execution {exec} completed after flight {f} had ended"
-                    );
-                    ensure!(
-                        self.model.execs[exec].plan == Plan::Complete,
-                        "execution {exec} was not told to complete"
-                    );
-                    self.model.end(f, End::Value(exec));
-                }
-                Event::Panicked { exec } => {
-                    let ef = self.model.execs[exec].flight;
-                    ensure!(ef == f, "caller {c} ran flight {ef}'s work, not its own");
-                    ensure!(
-                        self.model.flights[f].end.is_none(),
-                        "execution {exec} panicked after flight {f} had ended"
-                    );
-                    self.model.end(f, End::Panic(exec));
-                    panicked = Some(exec);
-                }
-                Event::Dropped { exec } => {
-                    ensure!(
-                        self.model.execs[exec].ended,
-                        "polling caller {c} dropped execution {exec}, which had not ended"
-                    );
-                    self.model.dropped(exec);
-                }
+        self.callers[c].wakes_at_poll = self.callers[c].wakes.wakes();
+        let armed = match self.armed {
+            Some((e, ops)) if self.busy.is_none() && self.model.running().any(|x| x == e) => Some((e, ops)),
+            _ => None,
+        };
+        let result = match armed {
+            None => {
+                let call = &mut self.callers[c];
+                let fut = call.fut.as_mut().expect("a live caller has its future");
+                let mut cx = Context::from_waker(&call.waker);
+                let result = catch_unwind(AssertUnwindSafe(|| fut.poll(&mut cx)));
+                self.probe.set_current(None, false);
+                result
             }
-        }
+            Some((e, ops)) => self.poll_on_worker(&mut ctx, e, ops)?,
+        };
+        self.absorb(&mut ctx)?;
+        let PollCtx { polled, panicked, .. } = ctx;
         if let Some(e) = must_poll {
             ensure!(
                 polled == Some(e) || self.model.execs[e].dropped,
@@ -460,6 +466,132 @@ impl<'g> Driver<'g> {
                     "flight {f} ended ({:?}) but waiting caller {m} was not woken",
                     self.model.flights[f].end
                 );
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls caller `ctx.c` on a worker thread, with execution `e` armed: when the poll reaches
+    /// `e`, `e` pauses at the start of its poll and the next `ops` operations run here, as
+    /// another thread's would while this caller is inside the work's poll. The handover is
+    /// strict (one side runs at a time), so the run stays deterministic.
+    fn poll_on_worker(
+        &mut self,
+        ctx: &mut PollCtx,
+        e: ExecId,
+        ops: u8,
+    ) -> Checked<std::thread::Result<Poll<CallOutput>>> {
+        let c = ctx.c;
+        let (to_driver, from_worker) = mpsc::channel();
+        let (resume, resumed) = mpsc::channel();
+        self.probe.arm(e, to_driver.clone(), resumed);
+        let mut fut = self.callers[c].fut.take().expect("a live caller has its future");
+        let waker = self.callers[c].waker.clone();
+        let (fut, result, nested) = std::thread::scope(|s| {
+            let worker = s.spawn(move || {
+                let result = catch_unwind(AssertUnwindSafe(|| fut.poll(&mut Context::from_waker(&waker))));
+                let _ = to_driver.send(Signal::Done);
+                (fut, result)
+            });
+            // Lets the worker go on even if a nested step unwinds, so that the scope can end.
+            let resume_on_exit = ResumeOnDrop(resume);
+            let mut nested = Ok(());
+            if from_worker.recv() == Ok(Signal::Paused) {
+                self.armed = None;
+                self.summary.pauses += 1;
+                nested = self.absorb(ctx).and_then(|()| self.run_nested(c, e, ops));
+                drop(resume_on_exit);
+                let _ = from_worker.recv();
+            }
+            let (fut, result) = worker.join().expect("the worker catches the poll's panics");
+            (fut, result, nested)
+        });
+        self.probe.disarm();
+        self.probe.set_current(None, false);
+        self.callers[c].fut = Some(fut);
+        nested.map(|()| result)
+    }
+
+    /// Runs the next `ops` operations while caller `c` is inside execution `e`'s poll.
+    fn run_nested(&mut self, c: CallerId, e: ExecId, ops: u8) -> Checked {
+        self.probe.set_current(None, false);
+        self.busy = Some((c, e));
+        let mut result = Ok(());
+        for _ in 0..ops {
+            let Some(&op) = self.ops.get(self.next) else { break };
+            self.next += 1;
+            result = self.step(op);
+            if result.is_err() {
+                break;
+            }
+        }
+        self.busy = None;
+        self.probe.set_current(Some(c), false);
+        result
+    }
+
+    /// Checks the events the poll of `ctx.c` has caused so far.
+    fn absorb(&mut self, ctx: &mut PollCtx) -> Checked {
+        let PollCtx { c, f, first, .. } = *ctx;
+        for event in self.probe.drain() {
+            match event {
+                Event::Started { exec, caller, plan } => {
+                    ensure!(caller == c, "caller {caller}'s closure ran while {c} was polled");
+                    self.model.start(c, exec, first)?;
+                    self.model.execs[exec].plan = plan;
+                    self.note_overlap(exec);
+                }
+                Event::ClosurePanicked { exec, caller } => {
+                    ensure!(caller == c, "caller {caller}'s closure ran while {c} was polled");
+                    self.model.start(c, exec, first)?;
+                    self.model.dropped(exec);
+                    self.model.end(f, End::Panic(exec));
+                    ctx.panicked = Some(exec);
+                }
+                Event::Polled { exec, by } => {
+                    ensure!(
+                        !SHARED_WORK_YIELDS_TO_THE_EXECUTOR || ctx.yielded != Some(exec),
+                        "polling caller {c} polled execution {exec} again after it yielded in the \
+                         same poll: work that yields until another task acts would spin forever"
+                    );
+                    self.model.polled(exec, by)?;
+                    ctx.polled = ctx.polled.or(Some(exec));
+                }
+                Event::Yielded { exec } => {
+                    // It woke its own waker: it wants another poll.
+                    self.model.execs[exec].woken = true;
+                    ctx.yielded = Some(exec);
+                }
+                Event::Completed { exec } => {
+                    let ef = self.model.execs[exec].flight;
+                    ensure!(ef == f, "caller {c} finished flight {ef}'s work, not its own");
+                    ensure!(
+                        self.model.flights[f].end.is_none(),
+                        "execution {exec} completed after flight {f} had ended"
+                    );
+                    ensure!(
+                        self.model.execs[exec].plan == Plan::Complete,
+                        "execution {exec} was not told to complete"
+                    );
+                    self.model.end(f, End::Value(exec));
+                }
+                Event::Panicked { exec } => {
+                    let ef = self.model.execs[exec].flight;
+                    ensure!(ef == f, "caller {c} ran flight {ef}'s work, not its own");
+                    ensure!(
+                        self.model.flights[f].end.is_none(),
+                        "execution {exec} panicked after flight {f} had ended"
+                    );
+                    self.model.end(f, End::Panic(exec));
+                    ctx.panicked = Some(exec);
+                }
+                Event::Dropped { exec } => {
+                    ensure!(
+                        self.model.execs[exec].ended,
+                        "polling caller {c} dropped execution {exec}, which had not ended"
+                    );
+                    self.model.dropped(exec);
+                }
             }
         }
         Ok(())
@@ -568,7 +700,7 @@ impl<'g> Driver<'g> {
     fn command_exec(&mut self, e: ExecId, plan: Plan) {
         self.model.execs[e].plan = plan;
         if let Some(waker) = self.probe.command(e, plan) {
-            self.model.execs[e].woken = true;
+            self.woke(e);
             waker.wake();
         }
     }
@@ -585,7 +717,8 @@ impl<'g> Driver<'g> {
     fn settle(&mut self) -> Checked {
         let limit = 16 * self.callers.len() + 64;
         for _ in 0..limit {
-            let next = self.live().find(|&c| !self.model.callers[c].stalled && self.scheduled(c));
+            let next =
+                self.live().find(|&c| self.idle(c) && !self.model.callers[c].stalled && self.scheduled(c));
             match next {
                 Some(c) => self.poll(c)?,
                 None => return self.check_quiescent(),
@@ -596,9 +729,10 @@ impl<'g> Driver<'g> {
 
     /// After a settle: every caller that is being polled and could make progress has.
     fn check_quiescent(&self) -> Checked {
+        let busy_exec = self.busy.map(|(_, e)| e);
         for c in self.live() {
             let caller = &self.model.callers[c];
-            if caller.stalled {
+            if caller.stalled || !self.idle(c) {
                 continue;
             }
             ensure!(!caller.timer_fired, "caller {c}'s timer fired but it was never resolved");
@@ -619,14 +753,14 @@ impl<'g> Driver<'g> {
                     };
                     let e = flight.exec.expect("a runner runs an execution");
                     ensure!(
-                        self.model.callers[r].stalled || !self.model.execs[e].woken,
+                        self.model.callers[r].stalled || !self.idle(r) || !self.model.execs[e].woken,
                         "runner {r} of flight {f} hangs: its work {e} was woken but not polled"
                     );
                 }
                 Mode::Shared => {
                     let e = flight.exec.expect("a shared flight in the air has its work");
                     ensure!(
-                        !self.model.execs[e].woken,
+                        !self.model.execs[e].woken || busy_exec == Some(e), // unless being polled now
                         "caller {c} hangs: shared work {e} of flight {f} was woken, and caller \
                          {c} is being polled, but nobody drove the work"
                     );

@@ -145,6 +145,16 @@ pub enum Op {
         /// The key, modulo the scenario's key count.
         key: u8,
     },
+    /// Arms a running execution: at the start of its next poll it pauses, and the next `ops`
+    /// operations of the scenario run while it is paused, as another thread's would while one
+    /// caller is inside the work's poll (holding the shared work, or running a work-mode
+    /// leader's work). The caller being polled is left out of them.
+    Arm {
+        /// Which running execution.
+        exec: u8,
+        /// How many of the following operations run while it is paused (1 to 4).
+        ops: u8,
+    },
 }
 
 /// A whole run: the key count, the operations, and how the run ends.
@@ -217,6 +227,13 @@ pub enum ForgetOp {
         /// Which caller.
         caller: u8,
     },
+    /// The next operations run while an execution is inside its poll.
+    Arm {
+        /// Which execution.
+        exec: u8,
+        /// How many operations (1 + this modulo 4).
+        ops: u8,
+    },
 }
 
 impl ForgetRace {
@@ -231,6 +248,7 @@ impl ForgetRace {
             ForgetOp::Complete { exec } => Op::Complete { exec },
             ForgetOp::Forget { key } => Op::Forget { key },
             ForgetOp::Drop { caller } => Op::Drop { caller },
+            ForgetOp::Arm { exec, ops } => Op::Arm { exec, ops: 1 + ops % 4 },
         });
         Scenario { keys: 2 + self.keys % 3, ops: ops.collect(), ending: self.ending }
     }
@@ -322,6 +340,13 @@ pub enum CancelOp {
         /// How many polls yield (1 + this modulo 4).
         times: u8,
     },
+    /// The next operations run while an execution is inside its poll.
+    Arm {
+        /// Which execution.
+        exec: u8,
+        /// How many operations (1 + this modulo 4).
+        ops: u8,
+    },
 }
 
 impl<'a> Arbitrary<'a> for CancellationRace {
@@ -346,6 +371,7 @@ impl CancellationRace {
             CancelOp::Panic { exec } => Op::Panic { exec },
             CancelOp::Wake { exec } => Op::Wake { exec },
             CancelOp::Timeout { caller } => Op::FireTimer { caller },
+            CancelOp::Arm { exec, ops } => Op::Arm { exec, ops: 1 + ops % 4 },
             CancelOp::Yield { exec, times } => Op::Yield { exec, times: 1 + times % 4 },
         });
         Scenario { keys: 1 + u8::from(self.two_keys), ops: ops.collect(), ending: self.ending }

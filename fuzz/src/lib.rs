@@ -2,11 +2,15 @@
 //!
 //! A fuzz input decodes (with [`arbitrary`]) into a [`Scenario`]: a list of operations over a
 //! few keys (join, poll, settle, stall, drop a leader or a follower, complete, panic, wake,
-//! yield, time out, forget). One deterministic, single-threaded [driver](run) executes it against a
-//! real `Group`: every future is polled by hand with a counting waker, and every work future is
-//! one the driver controls (pending until told to complete or panic; it records when it is
-//! started, polled and dropped). After every step the driver compares what the group did with
-//! a plain model of the contract in `shared/DESIGN.md` and the `Group` docs:
+//! yield, time out, forget, arm). One deterministic [driver](run) executes it against a real
+//! `Group`: every future is polled by hand with a counting waker, and every work future is one
+//! the driver controls (pending until told to complete or panic; it records when it is started,
+//! polled and dropped). An armed work future pauses at the start of its next poll while the
+//! following operations run, as another thread's would while one caller is inside the work's
+//! poll (holding shared work, or running a work-mode leader's work); that poll runs on a worker
+//! thread and the two hand over strictly, so a run stays reproducible. After every step the
+//! driver compares what the group did with a plain model of the contract in `shared/DESIGN.md`
+//! and the `Group` docs:
 //!
 //! * who leads which flight (the first caller for a key with no flight; a promoted follower
 //!   after a work-mode leader is dropped), and the `counters()` that say so;
@@ -20,6 +24,7 @@
 //! * which wakers were woken: when a flight ends, every caller still waiting; after an
 //!   executor's turn ([`Op::Settle`]) nobody who is being polled may be left behind
 //!   (a woken shared work was driven, a vacated flight promoted someone, a result was taken);
+//!   work that yields is not polled again within the same poll of its caller;
 //! * that `in_flight()`/`is_idle()` match the model after every step, and that once every
 //!   caller has finished or was dropped the group is idle and no execution, closure or value
 //!   is left alive.

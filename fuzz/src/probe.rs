@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -69,6 +70,23 @@ struct Exec {
     yields: u8,
 }
 
+/// What a poll running on a worker thread tells the driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Signal {
+    /// The armed execution is paused at the start of its poll, waiting for the driver.
+    Paused,
+    /// The caller's poll returned (or panicked).
+    Done,
+}
+
+/// Pauses one execution at the start of its next poll (see [`Probe::arm`]).
+#[derive(Debug)]
+struct Gate {
+    exec: ExecId,
+    to_driver: Sender<Signal>,
+    resume: Receiver<()>,
+}
+
 #[derive(Debug, Default)]
 struct State {
     execs: Vec<Exec>,
@@ -78,6 +96,8 @@ struct State {
     /// Whether a closure planned to panic may do so now; if not, its work panics on its first
     /// poll instead.
     closure_panics_allowed: bool,
+    /// The execution to pause at its next poll, if any.
+    gate: Option<Gate>,
 }
 
 /// The shared instrumentation of one run.
@@ -155,6 +175,17 @@ impl Probe {
         s.execs[exec].waker.clone()
     }
 
+    /// Makes `exec`'s next poll send [`Signal::Paused`] to the driver and wait for `resume`
+    /// before it does anything else (the poll runs on a worker thread meanwhile).
+    pub(crate) fn arm(&self, exec: ExecId, to_driver: Sender<Signal>, resume: Receiver<()>) {
+        self.lock().gate = Some(Gate { exec, to_driver, resume });
+    }
+
+    /// Removes a gate that did not trigger.
+    pub(crate) fn disarm(&self) {
+        self.lock().gate = None;
+    }
+
     /// How many values are alive outside the probe.
     pub(crate) fn live_values(&self) -> usize {
         Arc::strong_count(&self.live) - 1
@@ -173,10 +204,20 @@ impl Future for ExecFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Val> {
         let exec = self.exec;
-        let stale = {
+        let gate = {
             let mut s = self.probe.lock();
             let by = s.current;
             s.events.push(Event::Polled { exec, by });
+            s.gate.take_if(|gate| gate.exec == exec)
+        };
+        if let Some(gate) = gate {
+            // Paused inside the work's poll: the driver acts meanwhile, like another thread.
+            if gate.to_driver.send(Signal::Paused).is_ok() {
+                let _ = gate.resume.recv();
+            }
+        }
+        let stale = {
+            let mut s = self.probe.lock();
             match s.execs[exec].plan {
                 Plan::Pending if s.execs[exec].yields > 0 => {
                     s.execs[exec].yields -= 1;

@@ -33,6 +33,7 @@ fn smoke<T: for<'a> Arbitrary<'a>>(scenario: impl Fn(&T) -> Scenario) -> Summary
                 total.timeouts += s.timeouts;
                 total.polls += s.polls;
                 total.overlaps += s.overlaps;
+                total.pauses += s.pauses;
             }
             Err(v) => panic!("seed {seed}: {scenario:?}\n{v}"),
         }

@@ -128,3 +128,42 @@ fn abandoned_callers_leave_the_group_idle() {
         ok(2, ending, ops);
     }
 }
+
+#[test]
+fn operations_run_while_an_execution_is_inside_its_poll() {
+    for shared in [false, true] {
+        let ops = vec![
+            join(0, shared),
+            join(0, shared),
+            Op::Arm { exec: 0, ops: 3 },
+            Op::Complete { exec: 0 }, // wakes it: the runner (or a member) polls it
+            Op::Settle,
+            // These run while the work is paused inside that poll: another thread's calls.
+            join(0, shared),
+            Op::Forget { key: 0 },
+            join(0, shared),
+            Op::Settle,
+        ];
+        let s = ok(1, Ending::Drain, ops);
+        assert_eq!((s.pauses, s.leaders, s.followers, s.forgets), (1, 2, 2, 1), "shared: {shared}");
+    }
+}
+
+/// A shared work woken while a caller polls it must reach the waiters that slept meanwhile (the
+/// scenario of `shared_work_that_yields_wakes_the_waiters_that_slept_meanwhile` in
+/// `core/tests/fuzz_regressions.rs`, here on one thread).
+#[test]
+fn a_wake_during_the_shared_work_poll_with_the_driver_stalled_afterwards() {
+    let ops = vec![
+        join(0, true),
+        Op::Arm { exec: 0, ops: 2 },
+        Op::Wake { exec: 0 }, // the leader is woken and drives the work, which pauses
+        Op::Poll { caller: 0 },
+        join(0, true),           // joins while the work is being driven: it sleeps
+        Op::Wake { exec: 0 },    // the work is woken while it is being polled
+        Op::Stall { caller: 0 }, // the leader, which woke only itself, is never polled again
+        Op::Settle,
+    ];
+    let s = ok(1, Ending::AbandonOldestFirst, ops);
+    assert_eq!(s.pauses, 1);
+}

@@ -61,16 +61,20 @@ impl Encoder {
         for op in &input.ops {
             match *op {
                 ForgetOp::Join { key, shared, poll } => {
-                    self.variant(0, 6);
+                    self.variant(0, 7);
                     self.u8(key);
                     self.bool(shared);
                     self.bool(poll);
                 }
-                ForgetOp::Poll { caller } => self.tagged(1, 6, caller),
-                ForgetOp::Settle => self.variant(2, 6),
-                ForgetOp::Complete { exec } => self.tagged(3, 6, exec),
-                ForgetOp::Forget { key } => self.tagged(4, 6, key),
-                ForgetOp::Drop { caller } => self.tagged(5, 6, caller),
+                ForgetOp::Poll { caller } => self.tagged(1, 7, caller),
+                ForgetOp::Settle => self.variant(2, 7),
+                ForgetOp::Complete { exec } => self.tagged(3, 7, exec),
+                ForgetOp::Forget { key } => self.tagged(4, 7, key),
+                ForgetOp::Drop { caller } => self.tagged(5, 7, caller),
+                ForgetOp::Arm { exec, ops } => {
+                    self.tagged(6, 7, exec);
+                    self.u8(ops);
+                }
             }
         }
         self.0
@@ -83,25 +87,29 @@ impl Encoder {
         for op in &input.ops {
             match *op {
                 CancelOp::Join { key, shared, timed, poll, start } => {
-                    self.variant(0, 11);
+                    self.variant(0, 12);
                     self.u8(key);
                     self.bool(shared);
                     self.bool(timed);
                     self.bool(poll);
                     self.start(start);
                 }
-                CancelOp::Poll { caller } => self.tagged(1, 11, caller),
-                CancelOp::Settle => self.variant(2, 11),
-                CancelOp::Stall { caller } => self.tagged(3, 11, caller),
-                CancelOp::Drop { caller } => self.tagged(4, 11, caller),
-                CancelOp::DropLeader { key } => self.tagged(5, 11, key),
-                CancelOp::Complete { exec } => self.tagged(6, 11, exec),
-                CancelOp::Panic { exec } => self.tagged(7, 11, exec),
-                CancelOp::Wake { exec } => self.tagged(8, 11, exec),
-                CancelOp::Timeout { caller } => self.tagged(9, 11, caller),
+                CancelOp::Poll { caller } => self.tagged(1, 12, caller),
+                CancelOp::Settle => self.variant(2, 12),
+                CancelOp::Stall { caller } => self.tagged(3, 12, caller),
+                CancelOp::Drop { caller } => self.tagged(4, 12, caller),
+                CancelOp::DropLeader { key } => self.tagged(5, 12, key),
+                CancelOp::Complete { exec } => self.tagged(6, 12, exec),
+                CancelOp::Panic { exec } => self.tagged(7, 12, exec),
+                CancelOp::Wake { exec } => self.tagged(8, 12, exec),
+                CancelOp::Timeout { caller } => self.tagged(9, 12, caller),
                 CancelOp::Yield { exec, times } => {
-                    self.tagged(10, 11, exec);
+                    self.tagged(10, 12, exec);
                     self.u8(times);
+                }
+                CancelOp::Arm { exec, ops } => {
+                    self.tagged(11, 12, exec);
+                    self.u8(ops);
                 }
             }
         }
@@ -187,6 +195,27 @@ fn forget_race_seeds() -> Vec<ForgetRace> {
                 Settle,
                 join(2, true),
                 join(1, true),
+            ],
+        },
+        // While the leader is inside its work's poll (the execution paused there, as on
+        // another thread): a follower joins, the key is forgotten, a new flight starts and a
+        // follower of the old flight leaves; then the old work completes.
+        ForgetRace {
+            keys: 0,
+            modes: Modes::Mixed,
+            ending: Ending::Drain,
+            ops: vec![
+                join(0, true),
+                join_shared(1),
+                join(0, true),
+                Arm { exec: 0, ops: 3 },
+                Complete { exec: 0 },
+                Settle,
+                join(0, true),
+                Forget { key: 0 },
+                Drop { caller: 1 },
+                join(0, true),
+                Settle,
             ],
         },
     ]
@@ -288,6 +317,34 @@ fn cancellation_race_seeds() -> Vec<CancellationRace> {
                 Settle,
                 Panic { exec: 0 },
                 Poll { caller: 0 },
+                Settle,
+            ],
+        },
+        // Shared work woken while its leader is inside its poll, with a caller that joined
+        // meanwhile (it found the work being driven and slept); the leader then stalls: the
+        // wake must reach the sleeper. Then the same with a work-mode leader whose follower
+        // leaves and a new caller joins while the leader's work is being polled.
+        CancellationRace {
+            two_keys: true,
+            modes: Modes::Mixed,
+            ending: Ending::Drain,
+            ops: vec![
+                cjoin(0, true, Start::Pending),
+                Arm { exec: 0, ops: 2 },
+                Wake { exec: 0 },
+                Poll { caller: 0 },
+                cjoin(0, true, Start::Pending),
+                Wake { exec: 0 },
+                Stall { caller: 0 },
+                Settle,
+                cjoin(1, false, Start::Pending),
+                cjoin(1, false, Start::Pending),
+                Arm { exec: 1, ops: 3 },
+                Yield { exec: 1, times: 0 },
+                Settle,
+                Drop { caller: 3 },
+                cjoin(1, true, Start::Pending),
+                Complete { exec: 1 },
                 Settle,
             ],
         },
