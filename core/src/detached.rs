@@ -40,17 +40,17 @@ where
 {
     Box::new(move |work, flight| {
         let handle = Handle::for_task(table, key, flight);
-        Owned::Task(Box::new(spawn.spawn(Completer { work, finish, handle })))
+        Owned::Task(Box::new(spawn.spawn(Completer { work: Some(work), finish, handle })))
     })
 }
 
 pin_project! {
-    /// The spawned task: runs the work, then finishes the flight. Dropped unfinished (its
-    /// runtime is shutting down, or it was aborted), its handle ends the flight with
+    /// The spawned task: runs the work, drops it, then finishes the flight. Dropped unfinished
+    /// (its runtime is shutting down, or it was aborted), its handle ends the flight with
     /// [`Aborted::shutdown`]. The work is declared first so that it is dropped first.
     struct Completer<G: Table, Fut: Future> {
         #[pin]
-        work: Fut,
+        work: Option<Fut>,
         finish: fn(Fut::Output) -> Result<G::Value, Aborted>,
         handle: Handle<G, StdArc<G>>,
     }
@@ -63,8 +63,16 @@ where
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.project();
-        match crate::unwind::catch(|| this.work.poll(cx)) {
+        let mut this = self.project();
+        let Some(work) = this.work.as_mut().as_pin_mut() else {
+            return Poll::Ready(()); // polled after it finished
+        };
+        let polled = crate::unwind::catch(|| work.poll(cx));
+        if polled.as_ref().map_or(true, Poll::is_ready) {
+            // The work is done (or panicked): it goes before the key is free again.
+            this.work.set(None);
+        }
+        match polled {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(output)) => {
                 let _ = this.handle.finish((this.finish)(output));

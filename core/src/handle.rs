@@ -142,9 +142,10 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
         }
     }
 
-    /// Ends the flight in `phase`: takes it out of its table if it is still the key's current
-    /// one, publishes, and drops finished shared work last, with no lock held. Returns whether
-    /// another waiter was counted.
+    /// Ends the flight in `phase`: drops finished (or panicked) shared work, takes the flight out
+    /// of its table if it is still the key's current one, and publishes. The work goes first,
+    /// with no lock held, so that the key's next execution starts only after this one is gone.
+    /// Returns whether another waiter was counted.
     fn end(&mut self, phase: usize, for_others: impl FnOnce() -> Result<G::Value, Aborted>) -> bool {
         if self.flight.load().is_finished() {
             // Only when spawning a detached task panicked after the task's handle had already
@@ -152,13 +153,13 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
             self.finished = true;
             return false;
         }
-        self.table.with_current(&self.key, &self.flight, &mut |current| current);
         // Only shared work is the finisher's to take (it holds `DRIVING`).
-        let work = if self.flight.is_shared() { self.flight.take_work() } else { None };
-        let others = self.flight.publish(phase, for_others);
+        if self.flight.is_shared() {
+            drop(self.flight.take_work());
+        }
+        self.table.with_current(&self.key, &self.flight, &mut |current| current);
         self.finished = true;
-        drop(work);
-        others
+        self.flight.publish(phase, for_others)
     }
 
     /// Polls a shared flight's work once, if it wants polling and nobody else is polling it.

@@ -826,12 +826,11 @@ fn shared_work_panics_in_follower_driver_stalled_leader_released() {
 /// the panicked one still holds what it holds (as for abandoned shared work, and as work mode
 /// does: there the work is dropped before the flight is released).
 ///
-/// Fails today: `Handle::end` removes the entry, publishes, and only then drops the work it
-/// took, so the interleaving "driver's work panics; `end` removes the entry; the other caller
-/// finds the key vacant, leads a new flight and polls its work; the driver drops the panicked
-/// work" runs two executions of the key at once.
+/// Failed before the fix: `Handle::end` removed the entry, published, and only then dropped the
+/// work it took, so the interleaving "driver's work panics; `end` removes the entry; the other
+/// caller finds the key vacant, leads a new flight and polls its work; the driver drops the
+/// panicked work" ran two executions of the key at once.
 #[test]
-#[ignore = "bug: panicked shared work is dropped after its key is free (Handle::end drops the taken work after removing the entry and publishing)"]
 fn shared_panicked_work_dropped_before_key_is_free() {
     check(&[0, 1, 2], |seen| {
         let (group, probe, gate) = (new_group(), Probe::default(), Arc::new(Gate::default()));
