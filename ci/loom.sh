@@ -17,13 +17,15 @@
 # Target directory: target/loom (or $CARGO_TARGET_DIR/loom). A different RUSTFLAGS rebuilds
 # every crate; a directory of its own keeps the ordinary build's cache intact.
 #
-# Bound: at most 3 preemptions per execution (2 for the two largest models, the detached-mode
-# one and two drivers of self-waking shared work); the bounds are the constants
-# PREEMPTION_BOUND and HEAVY_PREEMPTION_BOUND in core/tests/loom.rs. LOOM_MAX_PREEMPTIONS=N
-# overrides both. About 25 s of model checking on two cores, plus the build.
+# Bound: at most 3 preemptions per execution (2 for the three largest models: the detached-mode
+# one and the two with self-waking shared work); the bounds are the constants PREEMPTION_BOUND
+# and HEAVY_PREEMPTION_BOUND in core/tests/loom.rs. LOOM_MAX_PREEMPTIONS=N overrides both.
+# About 30 s of model checking on two cores, plus the build (3 to 4 min from scratch).
 #
-# A failure prints loom's interleaving; rerun one model with LOOM_LOG=trace LOOM_LOCATION=1
-# for every step of it.
+# A failure prints the model's failed check (an overlap, a wrong value, a leaked work future)
+# or loom's own report (a deadlock, i.e. a lost wake-up; a causality violation, i.e. a missing
+# happens-before on the result slot) with the backtrace of the step that failed. Rerun one model
+# with `ci/loom.sh NAME`; RUST_BACKTRACE=1 LOOM_LOCATION=1 add source locations to loom's report.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -8,7 +8,7 @@
 //! Build and run them with `ci/loom.sh`, which sets `RUSTFLAGS="--cfg loom"` (the crate's sync
 //! shim, scc and event-listener then use loom's types) and builds in release mode into a target
 //! directory of its own. The exploration is bounded: at most [`PREEMPTION_BOUND`] (3)
-//! preemptions per execution, [`HEAVY_PREEMPTION_BOUND`] (2) for the two largest models, unless
+//! preemptions per execution, [`HEAVY_PREEMPTION_BOUND`] (2) for the three largest models, unless
 //! `LOOM_MAX_PREEMPTIONS` says otherwise. Each model prints how many executions it explored.
 //!
 //! How the models are put together:
@@ -49,9 +49,9 @@ use std::task::{Context, Poll, Waker};
 /// `ci/loom.sh` states the same bounds.
 const PREEMPTION_BOUND: usize = 3;
 
-/// The bound of the two models whose state space is the largest: the detached-mode model (its
-/// spawned tasks add a third and a fourth thread) and self-waking shared work with two
-/// drivers. At bound 3 they take 150 s and 55 s on two cores; at bound 2, 10 s and 4 s.
+/// The bound of the three models whose state space is the largest: the detached-mode model
+/// (its spawned tasks add a third and a fourth thread) and the two with self-waking shared work.
+/// At bound 3 they take 150 s, 55 s and 76 s on two cores; at bound 2, 5 to 15 s each.
 const HEAVY_PREEMPTION_BOUND: usize = 2;
 
 /// The one key the models race on.
@@ -787,6 +787,28 @@ fn shared_yielding_work_two_drivers_one_execution() {
             seen.hit(1);
         }
         drop((mine, other));
+        finish_group(group);
+        probe.assert_clean();
+    });
+}
+
+/// Shared work that yields (wakes itself while it is polled) under a driver that is dropped
+/// right after that poll, while another caller waits: the pending wake must reach the waiter,
+/// which then drives the work to its end (a lost wake leaves it asleep: loom reports the
+/// deadlock). It found the hang fixed in 5334d4a (at bound 2, on the commit before the fix).
+#[test]
+fn shared_yielding_driver_dropped_waiter_still_woken() {
+    check_bounded(HEAVY_PREEMPTION_BOUND, &[0, 1], |seen| {
+        let (group, probe) = (new_group(), Probe::default());
+        let mut leader = Box::pin(group.work_shared(KEY, probe.work(1, Plan::Yield)));
+        let other = spawn_with(&group, &probe, |group, probe| {
+            block_on(group.work_shared(KEY, probe.work(2, Plan::Yield))).expect("nothing panics")
+        });
+        let _ = poll_once(leader.as_mut());
+        drop(leader);
+        let other = other.join().unwrap();
+        seen.hit(usize::from(other.is_leader()));
+        drop(other);
         finish_group(group);
         probe.assert_clean();
     });
