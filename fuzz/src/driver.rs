@@ -383,10 +383,9 @@ impl<'g> Driver<'g> {
 
         self.probe.set_current(Some(c), closure_may_panic);
         self.callers[c].wakes_at_poll = self.callers[c].wakes.wakes();
-        let armed = match self.armed {
-            Some((e, ops)) if self.busy.is_none() && self.model.running().any(|x| x == e) => Some((e, ops)),
-            _ => None,
-        };
+        // A poll goes to a worker thread only when it will reach the armed execution (the model
+        // says it must poll it): spawning a thread for every poll would cost most of a run.
+        let armed = self.armed.filter(|&(e, _)| self.busy.is_none() && must_poll == Some(e));
         let result = match armed {
             None => {
                 let call = &mut self.callers[c];
