@@ -2,8 +2,8 @@
 //! sequence of polls and drops that shows it (the fuzz driver runs everything on one thread,
 //! so every test here is deterministic).
 //!
-//! Each test was written failing, before its fix; the fix also turned on the matching switch in
-//! `fuzz/src/driver.rs`, so that the fuzzer explores the case again.
+//! Each test was written failing, before its fix; since the fixes, the fuzz driver generates and
+//! checks these cases like any other.
 
 use coalescer::Group;
 use std::future::{Future, Pending, pending};
@@ -20,8 +20,7 @@ fn panicking_closure() -> Pending<u8> {
     panic!("the closure panicked before returning its work")
 }
 
-/// Found by `cancellation_race` (with `fuzz/src/driver.rs`'s `WORK_MODE_CATCHES_CLOSURE_PANICS`
-/// on): in work mode, a panic in the caller's closure, before it returns the work future, is
+/// Found by `cancellation_race`, once closures were allowed to panic in work mode: in work mode, a panic in the caller's closure, before it returns the work future, is
 /// not handled as a panic of the work. `work_shared` catches it (see the test below); `work`
 /// calls the closure outside `catch_unwind`, both for the leader and for a promoted follower.
 /// The panic unwinds out of the caller's poll like a cancellation: the flight is not ended, the
@@ -86,8 +85,7 @@ fn a_shared_leaders_panicking_closure_frees_the_key() {
     drop(leader);
 }
 
-/// Found by reading the driving loop while adding yields to `cancellation_race` (its
-/// `SHARED_WORK_YIELDS_TO_THE_EXECUTOR` switch): a caller driving shared work polls the work
+/// Found by reading the driving loop while adding yields to `cancellation_race`: a caller driving shared work polls the work
 /// again, in the same poll, whenever the work woke its own waker while it was being polled,
 /// which is how a cooperative yield looks (`futures_lite::future::yield_now`,
 /// `async_std::task::yield_now`, smol's). So shared work that yields in a loop until something

@@ -16,18 +16,6 @@ use std::pin::Pin;
 use std::sync::{Arc, mpsc};
 use std::task::{Context, Poll, Waker};
 
-/// Whether `Group::work` treats a panic in the caller's closure (before it returns the work
-/// future) as a panic in the work: followers released with `Aborted`, the key freed, the panic
-/// counted. It does since the fix for `core/tests/fuzz_regressions.rs`; while this was false,
-/// only the closures of new shared-work flights were planned to panic.
-const WORK_MODE_CATCHES_CLOSURE_PANICS: bool = true;
-
-/// Whether a caller driving shared work returns to the executor when the work yields (wakes
-/// its own waker during its poll and returns `Pending`). It does since the fix for
-/// `core/tests/fuzz_regressions.rs`; while this was false, polling the work again in the same
-/// poll was not reported.
-const SHARED_WORK_YIELDS_TO_THE_EXECUTOR: bool = true;
-
 /// At most this many callers are alive at once; further joins are skipped.
 const MAX_LIVE_CALLERS: usize = 24;
 
@@ -377,11 +365,10 @@ impl<'g> Driver<'g> {
             _ => None,
         };
         let leads_new = first && flight.leader == c && !flight.started;
-        let closure_may_panic =
-            WORK_MODE_CATCHES_CLOSURE_PANICS || (leads_new && flight.mode == Mode::Shared);
         let mut ctx = PollCtx { c, f, first, polled: None, panicked: None, yielded: None };
 
-        self.probe.set_current(Some(c), closure_may_panic);
+        // A closure may panic in either mode: that is a panic of the work.
+        self.probe.set_current(Some(c), true);
         self.callers[c].wakes_at_poll = self.callers[c].wakes.wakes();
         // A poll goes to a worker thread only when it will reach the armed execution (the model
         // says it must poll it): spawning a thread for every poll would cost most of a run.
@@ -549,7 +536,7 @@ impl<'g> Driver<'g> {
                 }
                 Event::Polled { exec, by } => {
                     ensure!(
-                        !SHARED_WORK_YIELDS_TO_THE_EXECUTOR || ctx.yielded != Some(exec),
+                        ctx.yielded != Some(exec),
                         "polling caller {c} polled execution {exec} again after it yielded in the \
                          same poll: work that yields until another task acts would spin forever"
                     );
