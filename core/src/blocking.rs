@@ -26,10 +26,10 @@ where
     }
     // `catch` returns on a panic too, so the mark is always cleared.
     handle.flight().run_blocking_on_this_thread(true);
-    let result = crate::unwind::catch(work);
+    let result = crate::sync::catch(work);
     handle.flight().run_blocking_on_this_thread(false);
     match result {
-        Ok(value) => Ok(handle.complete(value)),
+        Ok(value) => handle.finish(Ok(value)),
         Err(payload) => handle.fail(payload),
     }
 }

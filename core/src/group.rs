@@ -2,6 +2,7 @@
 
 use crate::flight::{Flight, Mode};
 use crate::outcome::{Aborted, Error, Outcome, split_try};
+use crate::slot::{ById, ByKey, Slot, StoredHash};
 use crate::spawn::Spawn;
 use crate::start::{Start, TryStart};
 use crate::stats::{Counters, Event, Stats};
@@ -9,10 +10,10 @@ use crate::sync::Arc;
 use crate::sync::StdArc;
 use crate::table::{Joined, Table, sealed};
 use crate::work::{Lead, SharedOps, TryWork, Work};
+use core::borrow::Borrow;
 use core::fmt;
 use core::future::Future;
 use core::hash::{BuildHasher, Hash};
-use scc::hash_map::Entry;
 use std::collections::hash_map::RandomState;
 
 /// How many keys a [`Group::new`] is sized for before its map first grows.
@@ -39,11 +40,15 @@ pub const DEFAULT_CAPACITY: usize = 128;
 /// # Locking
 ///
 /// Each key's flight lives in an [`scc::HashMap`], whose entries are guarded by per-bucket
-/// read-write locks (only its resizing is lock-free). A call takes its bucket's lock twice: once
-/// to join (insert a new flight, or clone the current one's `Arc` and count itself in), once to
-/// leave or to remove the finished flight. Each critical section is a few dozen instructions;
-/// no lock is held across an `.await`, while waiting, or while user code runs (the work, its
-/// drop, the value's clone). Calls for keys in different buckets never touch the same lock.
+/// read-write locks (only its resizing is lock-free). A call takes its bucket's lock to join (to
+/// clone the current flight's `Arc` and count itself in; a leader takes it once more to insert
+/// its new flight), and once more to leave or to remove the finished flight. Each critical
+/// section is a few dozen instructions; no lock is held across an `.await`, while waiting, or
+/// while user code runs (the work, its drop, the value's clone, the key's `Hash`, `Clone` or
+/// `Drop`), with one exception: the key's `Eq`, which compares it with the keys of its bucket at
+/// join and in [`forget`](Self::forget). The key is hashed once per call, by the group's hasher,
+/// before any lock; a flight's entry is then found by its identity, not by the key. Calls for
+/// keys in different buckets never touch the same lock.
 ///
 /// In the async path the bucket lock is taken with scc's synchronous method: a critical section
 /// this short costs less than a task switch, the named futures of this crate could not hold
@@ -82,7 +87,8 @@ pub const DEFAULT_CAPACITY: usize = 128;
 /// # });
 /// ```
 pub struct Group<K, V, S: BuildHasher = RandomState> {
-    map: scc::HashMap<K, Arc<Flight<V>>, S>,
+    map: scc::HashMap<Slot<K>, Arc<Flight<V>>, StoredHash>,
+    hasher: S,
     stats: Stats,
 }
 
@@ -147,7 +153,11 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     /// assert!(group.is_idle());
     /// ```
     pub fn with_capacity_and_hasher(capacity: usize, hasher: S) -> Self {
-        Self { map: scc::HashMap::with_capacity_and_hasher(capacity, hasher), stats: Stats::default() }
+        Self {
+            map: scc::HashMap::with_capacity_and_hasher(capacity, StoredHash),
+            hasher,
+            stats: Stats::default(),
+        }
     }
 
     /// How many keys have a flight in the air. Counts the map's entries, which reads the whole
@@ -201,9 +211,13 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     /// ```
     pub fn forget<Q>(&self, key: &Q) -> bool
     where
-        Q: Hash + scc::Equivalent<K> + ?Sized,
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
     {
-        let detached = self.map.remove_sync(key).is_some();
+        let hash = self.hasher.hash_one(key);
+        let removed = self.map.remove_sync(&ByKey { hash, key });
+        let detached = removed.is_some();
+        drop(removed); // the key's `Drop`, outside the lock
         if detached {
             self.stats.record(Event::Forget);
         }
@@ -211,7 +225,7 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     }
 }
 
-impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher> Group<K, V, S> {
+impl<K: Hash + Eq, V: Clone, S: BuildHasher> Group<K, V, S> {
     /// Runs `work` once for all concurrent calls with this `key`; every caller gets a clone of
     /// its value. The work may borrow from the caller (it runs inside the leader's future).
     ///
@@ -329,7 +343,7 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher> Group<K, V, S> {
 
 impl<K, V, S> Group<K, V, S>
 where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
+    K: Hash + Eq + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
     S: BuildHasher + Send + Sync + 'static,
 {
@@ -391,14 +405,14 @@ where
         Sp: Spawn + Send + Sync + 'static,
     {
         let abort = spawn.aborts_when_abandoned();
-        let spawn = crate::detached::spawner(self.clone(), key.clone(), spawn, F::finish);
+        let spawn = crate::detached::spawner(self.clone(), spawn, F::finish);
         Work::new(self, key, start, Lead::Detached { spawn, abort })
     }
 }
 
 impl<K, T, E, S> Group<K, Result<T, StdArc<E>>, S>
 where
-    K: Hash + Eq + Clone,
+    K: Hash + Eq,
     T: Clone,
     S: BuildHasher,
 {
@@ -531,36 +545,42 @@ where
     }
 }
 
-impl<K: Hash + Eq + Clone, V, S: BuildHasher> sealed::Sealed for Group<K, V, S> {}
+impl<K: Hash + Eq, V, S: BuildHasher> sealed::Sealed for Group<K, V, S> {}
 
-impl<K: Hash + Eq + Clone, V, S: BuildHasher> Table for Group<K, V, S> {
+impl<K: Hash + Eq, V, S: BuildHasher> Table for Group<K, V, S> {
     type Key = K;
     type Value = V;
 
-    fn join(&self, key: &K, mode: Mode<V>) -> Joined<V> {
-        match self.map.entry_sync(key.clone()) {
-            Entry::Occupied(entry) => {
-                let flight = entry.get();
-                if flight.load().is_closing() {
-                    return Joined::Closing(flight.clone());
+    fn join(&self, key: K, mode: Mode<V>, _: sealed::Token) -> Joined<K, V> {
+        let hash = self.hasher.hash_one(&key); // the key's `Hash`: before any lock
+        let mut key = key;
+        loop {
+            if let Some(entry) = self.map.get_sync(&ByKey { hash, key: &key }) {
+                let flight = entry.get().clone();
+                let closing = flight.load().is_closing();
+                if !closing {
+                    flight.join();
                 }
-                flight.join();
-                Joined::Follow(flight.clone())
+                drop(entry); // the bucket lock; the key is dropped after it
+                return if closing { Joined::Closing(flight, key) } else { Joined::Follow(flight) };
             }
-            Entry::Vacant(entry) => {
-                let flight = Arc::new(Flight::new(mode));
-                entry.insert_entry(flight.clone());
-                Joined::Lead(flight)
+            let flight = Arc::new(Flight::new(mode, hash));
+            let id = Arc::as_ptr(&flight) as usize;
+            match self.map.insert_sync(Slot { hash, id, key }, flight.clone()) {
+                Ok(()) => return Joined::Lead(flight),
+                // Another caller inserted a flight for the key meanwhile: join that one. The
+                // key comes back, to be dropped outside the lock.
+                Err((slot, _)) => key = slot.key,
             }
         }
     }
 
-    fn with_current(&self, key: &K, flight: &Arc<Flight<V>>, decide: &mut dyn FnMut(bool) -> bool) {
+    fn with_current(&self, flight: &Arc<Flight<V>>, decide: &mut dyn FnMut(bool) -> bool, _: sealed::Token) {
         let mut decided = false;
-        let removed = self.map.remove_if_sync(key, |current| {
+        let by_id = ById { hash: flight.hash(), id: Arc::as_ptr(flight) as usize };
+        let removed = self.map.remove_if_sync(&by_id, |_| {
             decided = true;
-            let is_current = Arc::ptr_eq(current, flight);
-            decide(is_current) && is_current
+            decide(true)
         });
         drop(removed); // outside the bucket lock
         if !decided {
@@ -568,7 +588,7 @@ impl<K: Hash + Eq + Clone, V, S: BuildHasher> Table for Group<K, V, S> {
         }
     }
 
-    fn stats(&self) -> &Stats {
+    fn stats(&self, _: sealed::Token) -> &Stats {
         &self.stats
     }
 }

@@ -9,6 +9,8 @@ mod flight;
 mod handle;
 mod outcome;
 mod single;
+#[cfg(feature = "std")]
+mod slot;
 mod spawn;
 mod start;
 mod state;
@@ -16,7 +18,6 @@ mod stats;
 mod sync;
 mod table;
 mod timeout;
-mod unwind;
 mod work;
 
 #[cfg(feature = "std")]
@@ -37,11 +38,4 @@ pub mod futures {
     pub use crate::start::{Start, TryStart};
     pub use crate::timeout::{TimedOut, Timeout};
     pub use crate::work::{TryWork, Work};
-}
-
-#[doc(hidden)]
-pub mod __private {
-    pub use crate::flight::{DriveFn, Flight, Mode, Owned};
-    pub use crate::stats::Stats;
-    pub use crate::table::Joined;
 }

@@ -201,7 +201,7 @@ impl<V: Clone + Send + Sync + 'static> Single<V> {
         Sp: Spawn + Send + Sync + 'static,
     {
         let abort = spawn.aborts_when_abandoned();
-        let spawn = crate::detached::spawner(self.clone(), (), spawn, <F as Start<V>>::finish);
+        let spawn = crate::detached::spawner(self.clone(), spawn, <F as Start<V>>::finish);
         Work::new(self, (), work, Lead::Detached { spawn, abort })
     }
 }
@@ -259,22 +259,22 @@ impl<V> Table for Single<V> {
     type Key = ();
     type Value = V;
 
-    fn join(&self, _: &(), mode: Mode<V>) -> Joined<V> {
+    fn join(&self, (): (), mode: Mode<V>, _: sealed::Token) -> Joined<(), V> {
         self.slot.with(|slot| match slot {
-            Some(flight) if flight.load().is_closing() => Joined::Closing(flight.clone()),
+            Some(flight) if flight.load().is_closing() => Joined::Closing(flight.clone(), ()),
             Some(flight) => {
                 flight.join();
                 Joined::Follow(flight.clone())
             }
             None => {
-                let flight = Arc::new(Flight::new(mode));
+                let flight = Arc::new(Flight::new(mode, 0));
                 *slot = Some(flight.clone());
                 Joined::Lead(flight)
             }
         })
     }
 
-    fn with_current(&self, _: &(), flight: &Arc<Flight<V>>, decide: &mut dyn FnMut(bool) -> bool) {
+    fn with_current(&self, flight: &Arc<Flight<V>>, decide: &mut dyn FnMut(bool) -> bool, _: sealed::Token) {
         let removed = self.slot.with(|slot| {
             let is_current = slot.as_ref().is_some_and(|current| Arc::ptr_eq(current, flight));
             if decide(is_current) && is_current { slot.take() } else { None }
@@ -282,7 +282,7 @@ impl<V> Table for Single<V> {
         drop(removed); // outside the lock
     }
 
-    fn stats(&self) -> &Stats {
+    fn stats(&self, _: sealed::Token) -> &Stats {
         &self.stats
     }
 }

@@ -41,6 +41,47 @@ pub(crate) fn thread_token() -> usize {
     TOKEN.with(|t| *t)
 }
 
+/// A number unique to the calling thread while it lives; without `std` there are no threads
+/// to tell apart (0).
+#[cfg(not(feature = "std"))]
+pub(crate) fn thread_token() -> usize {
+    0
+}
+
+/// What [`catch`] caught: a panic's payload, or nothing at all where panics cannot be caught.
+#[cfg(feature = "std")]
+pub(crate) type Caught = crate::outcome::Payload;
+/// What [`catch`] caught: a panic's payload, or nothing at all where panics cannot be caught.
+#[cfg(not(feature = "std"))]
+pub(crate) type Caught = core::convert::Infallible;
+
+/// Runs `f`, catching a panic where the platform can. With `std`, user code (the work, its
+/// `Drop`, the blocking closure) runs under `catch_unwind`, which costs nothing until a panic.
+/// Without `std` a panic cannot be caught: it unwinds through the caller, and the guards on the
+/// way (a finisher's, a driver's, a handle's) release what that caller held.
+pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Caught> {
+    #[cfg(feature = "std")]
+    {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        Ok(f())
+    }
+}
+
+/// Resumes a panic that [`catch`] caught.
+pub(crate) fn resume(caught: Caught) -> ! {
+    #[cfg(feature = "std")]
+    {
+        std::panic::resume_unwind(caught)
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        match caught {}
+    }
+}
+
 /// `UnsafeCell` with loom's closure-based access API, so that loom can check every access.
 #[cfg(loom)]
 pub(crate) use loom::cell::UnsafeCell;

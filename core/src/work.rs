@@ -5,6 +5,7 @@ use crate::flight::{BoxedWork, DriveFn, Flight, Mode, Owned};
 use crate::handle::{Driven, Handle};
 use crate::outcome::{Aborted, Error, Outcome, split_try};
 use crate::start::{Start, TryStart};
+use crate::stats::Event;
 use crate::sync::Arc;
 use crate::sync::StdArc;
 use crate::table::Table;
@@ -178,10 +179,10 @@ where
                             this.stage.set(Stage::Run { fut });
                             continue;
                         }
-                        Lead::Shared(ops) => crate::unwind::catch(|| Owned::Work((ops.boxed)(start.start()))),
+                        Lead::Shared(ops) => crate::sync::catch(|| Owned::Work((ops.boxed)(start.start()))),
                         Lead::Detached { spawn, .. } => {
                             let flight = handle.flight().clone();
-                            crate::unwind::catch(|| spawn(start.start(), flight))
+                            crate::sync::catch(|| spawn(start.start(), flight))
                         }
                     };
                     match owned {
@@ -189,12 +190,13 @@ where
                             if handle.flight().install(owned) {
                                 // The runtime dropped the task inside `spawn` (it is shut down).
                                 this.stage.set(Stage::Done);
-                                return Poll::Ready(Err(handle.abort(crate::outcome::Aborted::shutdown())));
+                                let shutdown = Err(crate::outcome::Aborted::shutdown());
+                                return Poll::Ready(handle.finish_with(shutdown, Some(Event::Shutdown)));
                             }
                         }
                         Err(payload) => {
                             this.stage.set(Stage::Done);
-                            crate::unwind::fail(handle, payload)
+                            handle.fail(payload)
                         }
                     }
                     this.stage.set(Stage::Wait { start: None, listener: None });
@@ -208,17 +210,25 @@ where
                 }
                 StageProj::Run { fut } => {
                     let handle = this.handle.as_mut().expect("a running caller has joined");
-                    match crate::unwind::catch(|| fut.poll(cx)) {
-                        Ok(Poll::Pending) => return Poll::Pending,
-                        Ok(Poll::Ready(output)) => {
-                            this.stage.set(Stage::Done);
-                            return Poll::Ready(handle.finish(F::finish(output)));
-                        }
-                        Err(payload) => {
-                            this.stage.set(Stage::Done);
-                            crate::unwind::fail(handle, payload)
-                        }
+                    let polled = crate::sync::catch(|| fut.poll(cx));
+                    if matches!(polled, Ok(Poll::Pending)) {
+                        return Poll::Pending;
                     }
+                    // The work is done (or panicked): it goes before the key is free again. Its
+                    // `Drop` is user code too; the flight ends with the work's result all the
+                    // same, and that panic is resumed here afterwards.
+                    let dropped = crate::sync::catch(|| this.stage.set(Stage::Done)).err();
+                    let output = match polled {
+                        Ok(Poll::Ready(output)) => output,
+                        Ok(Poll::Pending) => unreachable!("returned above"),
+                        Err(payload) => handle.fail(payload),
+                    };
+                    let Some(payload) = dropped else {
+                        return Poll::Ready(handle.finish(F::finish(output)));
+                    };
+                    let won = handle.end(F::finish(output), Some(Event::Panic));
+                    debug_assert!(won, "a work-mode flight has one finisher");
+                    crate::sync::resume(payload)
                 }
                 StageProj::Wait { start, listener } => {
                     let handle = this.handle.as_mut().expect("a waiting caller has joined");

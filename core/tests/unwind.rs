@@ -112,19 +112,16 @@ fn clone_panic_releases_every_other_caller(shared: bool) {
 }
 
 #[test]
-#[ignore = "defect 1 (a panicking V::clone strands the followers): fails until fixed"]
 fn value_clone_panic_in_work_mode_releases_the_other_callers() {
     clone_panic_releases_every_other_caller(false);
 }
 
 #[test]
-#[ignore = "defect 1 (a panicking V::clone strands the followers): fails until fixed"]
 fn value_clone_panic_in_shared_mode_releases_the_other_callers() {
     clone_panic_releases_every_other_caller(true);
 }
 
 #[test]
-#[ignore = "defect 1 (a panicking V::clone strands the followers): fails until fixed"]
 fn value_clone_panic_with_a_blocking_leader_releases_the_followers() {
     run(async {
         let (group, armed) = (Arc::new(Group::<u32, Bomb>::new()), Arc::new(AtomicBool::new(true)));
@@ -171,7 +168,6 @@ impl Spawn for TokioSpawn {
 }
 
 #[test]
-#[ignore = "defect 1 (a panicking V::clone strands the followers): fails until fixed"]
 fn value_clone_panic_in_a_detached_flight_releases_the_callers() {
     run(async {
         let (group, armed, gate) =
@@ -201,7 +197,6 @@ fn value_clone_panic_in_a_detached_flight_releases_the_callers() {
 // Defect 2: shared (or detached) work whose `Drop` panics.
 
 #[test]
-#[ignore = "defect 2 (a panicking work Drop wedges the key): fails until fixed"]
 fn shared_work_drop_panic_after_completion_still_publishes_and_frees_the_key() {
     run(async {
         let (group, gate) = (Arc::new(Group::<u32, u64>::new()), Gate::new());
@@ -232,7 +227,6 @@ fn shared_work_drop_panic_after_completion_still_publishes_and_frees_the_key() {
 }
 
 #[test]
-#[ignore = "defect 2 (a panicking work Drop wedges the key): fails until fixed"]
 fn abandoned_shared_work_whose_drop_panics_still_frees_the_key() {
     run(async {
         let group = Arc::new(Group::<u32, u64>::new());
@@ -251,7 +245,6 @@ fn abandoned_shared_work_whose_drop_panics_still_frees_the_key() {
 }
 
 #[test]
-#[ignore = "defect 2 (a panicking work Drop wedges the key): fails until fixed"]
 fn work_mode_drop_panic_after_completion_still_publishes() {
     run(async {
         let (group, gate) = (Arc::new(Group::<u32, u64>::new()), Gate::new());
@@ -281,7 +274,6 @@ fn work_mode_drop_panic_after_completion_still_publishes() {
 }
 
 #[test]
-#[ignore = "defect 2 (a panicking work Drop wedges the key): fails until fixed"]
 fn detached_work_drop_panic_after_completion_still_publishes() {
     run(async {
         let (group, gate) = (Arc::new(Group::<u32, u64>::new()), Gate::new());
@@ -421,7 +413,6 @@ impl Spawn for SpawnThenPanic {
 }
 
 #[test]
-#[ignore = "defect 4 (two finishers of one detached flight): fails until fixed"]
 fn spawn_panicking_after_handing_over_finishes_the_flight_once() {
     run(async {
         let group = Arc::new(Group::<u32, Slow>::new());
@@ -489,7 +480,6 @@ impl Hash for Touchy {
 }
 
 #[test]
-#[ignore = "K's Hash/Drop run in scc's bucket lock: fails until fixed"]
 fn key_hash_panic_after_joining_never_wedges_the_key() {
     run(async {
         let (group, touchy, gate) =
@@ -550,7 +540,6 @@ impl Drop for ReentrantKey {
 }
 
 #[test]
-#[ignore = "K's Hash/Drop run in scc's bucket lock: fails until fixed"]
 fn key_drop_runs_outside_the_table_lock() {
     run(async {
         let group = Arc::new(Group::<ReentrantKey, u64>::new());
