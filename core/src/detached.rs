@@ -3,7 +3,7 @@
 //!
 //! The task holds a counted handle of its own (with the table behind an `Arc`, as it outlives
 //! the callers), so the flight stays the key's current one until the work is done: a caller that
-//! arrives while it runs joins it, as in Go. With [`Spawn::ABORT_WHEN_ABANDONED`], the last
+//! arrives while it runs joins it, as in Go. With [`Spawn::aborts_when_abandoned`], the last
 //! caller out instead frees the key and drops the task's handle, which aborts the task.
 
 use crate::flight::{Flight, Owned};

@@ -94,15 +94,16 @@ unsafe impl<V: Send + Sync> Sync for Flight<V> {}
 impl<V> Flight<V> {
     /// A new flight with its leader counted (and, detached, its task). A shared flight starts
     /// with `DRIVING` held by the leader, which installs the work before anyone may poll it.
-    pub(crate) fn new(mode: Mode<V>, hash: u64) -> Self {
+    pub(crate) fn new(mode: Mode<V>, hash: u64, permit: bool) -> Self {
         let state = match mode {
             Mode::Work => state::ONE_WAITER,
             Mode::Shared(_) => state::ONE_WAITER | state::DRIVING,
             // `DRIVING` marks a detached flight whose task is not installed yet.
             Mode::Detached { .. } => (2 * state::ONE_WAITER) | state::DRIVING,
         };
+        let permit = if permit { state::PERMIT } else { 0 };
         Self {
-            state: AtomicUsize::new(state | state::RUNNING),
+            state: AtomicUsize::new(state | permit | state::RUNNING),
             event: Event::new(),
             result: UnsafeCell::new(None),
             work: UnsafeCell::new(None),
@@ -182,6 +183,11 @@ impl<V> Flight<V> {
     /// of the count meanwhile (a join, a leave) does not make a vacant flight look taken.
     pub(crate) fn try_promote(&self) -> bool {
         self.update(State::promote).is_ok()
+    }
+
+    /// Clears `PERMIT`: true for the one caller that gives the flight's permit back.
+    pub(crate) fn take_permit(&self) -> bool {
+        self.state.fetch_and(!state::PERMIT, AcqRel) & state::PERMIT != 0
     }
 
     /// Claims the end of the flight: true for the one caller (or task) that will publish its

@@ -1,6 +1,7 @@
 //! [`Group`]: request coalescing for many keys, on `scc::HashMap`.
 
 use crate::flight::{Flight, Mode};
+use crate::limit::{Limit, WhenFull};
 use crate::outcome::{Aborted, Error, Outcome, split_try};
 use crate::slot::{ById, ByKey, Slot, StoredHash};
 use crate::spawn::Spawn;
@@ -56,6 +57,29 @@ pub const DEFAULT_CAPACITY: usize = 128;
 /// any case. Waiting for a *flight* never blocks a thread: async waiters sleep on an
 /// `event-listener` event and are woken by the flight.
 ///
+/// # Unwind safety
+///
+/// User code runs in many places; a panic in any of them is a documented outcome, never a hang,
+/// a stuck key, a flight ended twice, or undefined behaviour. Every role a caller claims (the
+/// one finisher, the driver of shared work, a promoted leader) is a single atomic transition
+/// held by a guard whose `Drop` releases it, so an unwind releases it too.
+///
+/// | user code that panics | outcome |
+/// |---|---|
+/// | the work (its `poll`, or the closure that makes it) | the flight ends: the other callers get [`Aborted::is_panic`], the key is free, and the panic is resumed in the caller that was running the work (a detached task reports it through the runtime's hook instead) |
+/// | the work's `Drop`, after it finished | the flight ends with the work's result all the same; the panic is counted in [`Counters::panics`] and resumed in the caller that dropped it |
+/// | the work's `Drop`, when the last caller abandons shared work | the key is still freed; the panic propagates out of that caller's drop of its future |
+/// | `V::clone`, as a caller reads the result | only that caller panics: the result was published before any clone, the others get theirs, and the last reader takes the stored value without cloning |
+/// | the key's `Hash` or `Clone` | the panic propagates to the caller that called; it joined nothing, and the group is unchanged. The key is hashed once per call, before any lock, and never cloned |
+/// | the key's `Eq` | the same: it runs only while a caller joins (and in [`forget`](Self::forget)); scc's bucket lock is released as it unwinds. A flight's entry is found again by its identity, so a key whose `Hash` or `Eq` panics only sometimes never strands a flight |
+/// | the key's `Drop` | runs outside every lock, in the caller that let go of the key |
+/// | a [`Spawn`] impl | before it handed the task over: the flight ends with [`Aborted::is_panic`], and the leader resumes the panic. After: the task and the leader race to end the flight, exactly one of them wins (the followers get the task's value or `Aborted`), and the leader resumes the panic |
+/// | a waker | the panic propagates out of the call that woke it (`event-listener`'s `notify`) |
+///
+/// Without the `std` feature panics cannot be caught: a panic in the work unwinds through the
+/// caller's future like a cancellation (a work-mode flight promotes a follower; shared work
+/// carries on with the callers that are left, the driver's guard giving its role back).
+///
 /// # Examples
 ///
 /// ```
@@ -89,6 +113,7 @@ pub const DEFAULT_CAPACITY: usize = 128;
 pub struct Group<K, V, S: BuildHasher = RandomState> {
     map: scc::HashMap<Slot<K>, Arc<Flight<V>>, StoredHash>,
     hasher: S,
+    limit: Option<Limit>,
     stats: Stats,
 }
 
@@ -156,6 +181,7 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
         Self {
             map: scc::HashMap::with_capacity_and_hasher(capacity, StoredHash),
             hasher,
+            limit: None,
             stats: Stats::default(),
         }
     }
@@ -194,6 +220,45 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     /// ```
     pub fn counters(&self) -> Counters {
         self.stats.snapshot()
+    }
+
+    /// Bounds the keys in flight at once to `limit` (the contract's "Bounds"): a call for a new
+    /// key beyond it is refused with [`Aborted`] whose cause is [`Cause::Full`](crate::Cause::Full),
+    /// or runs alone, uncoalesced, as `when_full` says. A call that joins a flight already in the
+    /// air is always allowed. A flight counts from its first caller until it ends, forgotten or
+    /// not; each call beyond the bound is counted in [`Counters::overflows`].
+    ///
+    /// A builder method: call it before the group is shared.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use coalescer::{Group, WhenFull};
+    /// # futures_lite::future::block_on(async {
+    /// let group = Group::<u32, u32>::new().max_in_flight(1, WhenFull::Reject);
+    /// let mut one = std::pin::pin!(group.work(1, || std::future::pending::<u32>()));
+    /// assert!(futures_lite::future::poll_once(one.as_mut()).await.is_none()); // key 1 in flight
+    /// let refused = group.work(2, || async { 2 }).await.unwrap_err();
+    /// assert!(refused.is_full());
+    /// let mut joiner = std::pin::pin!(group.work(1, || async { 1 }));
+    /// assert!(futures_lite::future::poll_once(joiner.as_mut()).await.is_none()); // joins key 1
+    /// assert_eq!(group.counters().overflows, 1);
+    /// # });
+    /// ```
+    pub fn max_in_flight(mut self, limit: usize, when_full: WhenFull) -> Self {
+        self.limit = Some(Limit::new(limit, when_full));
+        self
+    }
+
+    /// The bound on keys in flight set by [`max_in_flight`](Self::max_in_flight), if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(coalescer::Group::<u8, u8>::new().max_keys_in_flight(), None);
+    /// ```
+    pub fn max_keys_in_flight(&self) -> Option<usize> {
+        self.limit.as_ref().map(Limit::max)
     }
 
     /// Detaches `key`'s current flight (Go's `Forget`): the next call for `key` starts a new
@@ -248,6 +313,13 @@ impl<K: Hash + Eq, V: Clone, S: BuildHasher> Group<K, V, S> {
     /// [`Aborted`], the key is freed, and the panic is resumed here. Polling the future again
     /// after it completed panics.
     ///
+    /// # Unwind safety
+    ///
+    /// The work's `Drop` runs in this caller when the work finishes (the flight still ends with
+    /// its value, then the panic is resumed here) or when the caller is dropped (a promotion
+    /// follows, as for any cancelled leader). See the [type's table](Self#unwind-safety) for
+    /// the value's `Clone` and the key.
+    ///
     /// A call for a key whose work is running *in the same task* (the work awaits its own key)
     /// waits on itself forever; the blocking API detects that case, the async one cannot.
     ///
@@ -289,6 +361,14 @@ impl<K: Hash + Eq, V: Clone, S: BuildHasher> Group<K, V, S> {
     /// When the work panics, the panic is resumed in the caller that was polling it, and every
     /// other caller gets [`Aborted`]. Polling the future again after it completed panics.
     ///
+    /// # Unwind safety
+    ///
+    /// The work's `Drop` runs in the caller that drove it to its end (the flight still ends
+    /// with its value, then the panic is resumed in that caller), or in the last caller to
+    /// leave (the key is freed all the same, and the panic propagates out of that caller's
+    /// drop). A driver's poll that unwinds where panics cannot be caught (no `std`) gives the
+    /// driver's role back. See the [type's table](Self#unwind-safety).
+    ///
     /// # Examples
     ///
     /// ```
@@ -329,6 +409,11 @@ impl<K: Hash + Eq, V: Clone, S: BuildHasher> Group<K, V, S> {
     /// the panic is resumed here. A call for a key whose work this very thread is running (a
     /// re-entrant call from inside `work`) panics instead of waiting on itself forever.
     ///
+    /// # Unwind safety
+    ///
+    /// As for [`work`](Self::work): a panicking `work` releases the other callers and is
+    /// resumed on this thread; a panicking `V::clone` panics only in the caller that cloned.
+    ///
     /// # Examples
     ///
     /// ```
@@ -368,6 +453,13 @@ where
     ///
     /// A panic in the work is caught in the task; every caller gets [`Aborted`] with
     /// [`is_panic`](Aborted::is_panic). Polling the future again after it completed panics.
+    ///
+    /// # Unwind safety
+    ///
+    /// The task catches a panic of its work's `Drop` too, counts it, and ends the flight with
+    /// the work's value. A `spawn` that panics is resumed in the leader; if it had already
+    /// handed the task over, exactly one of the two ends the flight (see the
+    /// [type's table](Self#unwind-safety)).
     ///
     /// # Examples
     ///
@@ -564,13 +656,28 @@ impl<K: Hash + Eq, V, S: BuildHasher> Table for Group<K, V, S> {
                 drop(entry); // the bucket lock; the key is dropped after it
                 return if closing { Joined::Closing(flight, key) } else { Joined::Follow(flight) };
             }
-            let flight = Arc::new(Flight::new(mode, hash));
+            let permit = match &self.limit {
+                None => false,
+                Some(limit) if limit.acquire() => true,
+                Some(limit) => {
+                    self.stats.record(Event::Overflow);
+                    return match limit.when_full() {
+                        WhenFull::Reject => Joined::Full(limit.max()),
+                        // A flight of its own, never in the map: nobody can join it.
+                        WhenFull::RunAlone => Joined::Lead(Arc::new(Flight::new(mode, hash, false))),
+                    };
+                }
+            };
+            let flight = Arc::new(Flight::new(mode, hash, permit));
             let id = Arc::as_ptr(&flight) as usize;
             match self.map.insert_sync(Slot { hash, id, key }, flight.clone()) {
                 Ok(()) => return Joined::Lead(flight),
                 // Another caller inserted a flight for the key meanwhile: join that one. The
-                // key comes back, to be dropped outside the lock.
-                Err((slot, _)) => key = slot.key,
+                // key comes back, to be dropped outside the lock; so does the permit.
+                Err((slot, _)) => {
+                    self.ended(&flight, sealed::TOKEN);
+                    key = slot.key;
+                }
             }
         }
     }
@@ -585,6 +692,14 @@ impl<K: Hash + Eq, V, S: BuildHasher> Table for Group<K, V, S> {
         drop(removed); // outside the bucket lock
         if !decided {
             decide(false);
+        }
+    }
+
+    fn ended(&self, flight: &Arc<Flight<V>>, _: sealed::Token) {
+        if let Some(limit) = &self.limit {
+            if flight.take_permit() {
+                limit.release();
+            }
         }
     }
 

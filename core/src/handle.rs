@@ -15,6 +15,14 @@ use core::future::Future;
 use core::ops::Deref;
 use core::task::Poll;
 
+/// Why [`Handle::join`] joined nothing.
+pub(crate) enum NotJoined<K, V> {
+    /// The key's flight is closing: wait for it to go, then join again with the key.
+    Closing(K, Arc<Flight<V>>),
+    /// The group's bound on keys in flight refused a new key.
+    Full(Aborted),
+}
+
 /// What one [`Handle::drive`] did.
 pub(crate) enum Driven<V> {
     /// This caller finished the work.
@@ -43,16 +51,16 @@ pub(crate) struct Handle<G: Table, R: Deref<Target = G>> {
 impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
     /// Joins `key`'s flight, or starts one of the given mode. When the key's flight is closing,
     /// gives the key back with that flight, to wait for (see [`poll_closed`]) before retrying.
-    #[allow(clippy::type_complexity)]
     pub(crate) fn join(
         table: R,
         key: G::Key,
         mode: Mode<G::Value>,
-    ) -> Result<Self, (R, G::Key, Arc<Flight<G::Value>>)> {
+    ) -> Result<Self, NotJoined<G::Key, G::Value>> {
         let (flight, leader) = match table.join_flight(key, mode) {
             Joined::Lead(flight) => (flight, true),
             Joined::Follow(flight) => (flight, false),
-            Joined::Closing(flight, key) => return Err((table, key, flight)),
+            Joined::Closing(flight, key) => return Err(NotJoined::Closing(key, flight)),
+            Joined::Full(limit) => return Err(NotJoined::Full(Aborted::full(limit))),
         };
         table.counters_of().record(if leader { Event::Leader } else { Event::Follower });
         let running = leader && matches!(flight.mode(), Mode::Work);
@@ -222,6 +230,7 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
             flight.leave(false); // gives up this caller's read
             return;
         }
+        let table = &*self.table;
         let vacate = self.running;
         let mode = flight.mode();
         let abandoned = |s: State| match mode {
@@ -250,17 +259,20 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
             return;
         }
         match mode {
-            Mode::Work if abandoned(next) => self.record(Event::Cancellation),
+            Mode::Work if abandoned(next) => {
+                table.flight_ended(flight);
+                table.counters_of().record(Event::Cancellation);
+            }
             // A work-mode leader left: wake the followers so that one of them takes the lead.
             Mode::Work if vacate => flight.notify_all(),
             Mode::Work => {}
             Mode::Shared(_) | Mode::Detached { .. } if closed => {
-                self.record(Event::Cancellation);
+                table.counters_of().record(Event::Cancellation);
                 // Shared work: the guard frees the key once the work is dropped, even if its
                 // `Drop` panics (that panic goes on to the caller that dropped this one).
                 // Dropping an abortable task's handle aborts the task, whose own handle then
                 // ends the flight and frees the key. No lock is held.
-                let _closing = flight.is_shared().then_some(Closing { table: &*self.table, flight });
+                let _closing = flight.is_shared().then_some(Closing { table, flight });
                 drop(flight.take_work());
             }
             Mode::Shared(_) | Mode::Detached { .. } => {}
@@ -283,6 +295,7 @@ impl<G: Table> Drop for Finishing<'_, G> {
         let phase = if result.is_ok() { state::DONE } else { state::ABORTED };
         self.table.with_current_flight(self.flight, &mut |current| current);
         self.flight.publish(phase, result, self.reads);
+        self.table.flight_ended(self.flight);
     }
 }
 
@@ -297,6 +310,7 @@ impl<G: Table> Drop for Closing<'_, G> {
     fn drop(&mut self) {
         self.table.with_current_flight(self.flight, &mut |current| current);
         self.flight.closed();
+        self.table.flight_ended(self.flight);
     }
 }
 

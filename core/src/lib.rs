@@ -7,6 +7,8 @@ extern crate alloc;
 mod detached;
 mod flight;
 mod handle;
+#[cfg(feature = "std")]
+mod limit;
 mod outcome;
 mod single;
 #[cfg(feature = "std")]
@@ -27,6 +29,8 @@ mod group;
 
 #[cfg(feature = "std")]
 pub use group::{DEFAULT_CAPACITY, Group, TryGroup};
+#[cfg(feature = "std")]
+pub use limit::WhenFull;
 pub use outcome::{Aborted, Cause, Error, Outcome};
 pub use single::Single;
 pub use spawn::{Sleep, Spawn};

@@ -21,6 +21,14 @@ use core::future::Future;
 /// Its slot is guarded by a lock held for an `Arc` clone or a pointer comparison, never while
 /// user code runs: `std::sync::Mutex` with `std`, a spin lock without it.
 ///
+/// # Unwind safety
+///
+/// As for [`Group`](crate::Group#unwind-safety), less the key (there is none): a panic in the
+/// work, its `Drop`, `V::clone` or a `Spawn` ends the flight once or stays with the caller whose
+/// code panicked, and the slot is always freed. Without `std`, a panic unwinds through the
+/// caller's future like a cancellation: the guards on the way give back what it held (the
+/// driver's role, the finisher's), and the slot's spin lock is never held while user code runs.
+///
 /// # Examples
 ///
 /// ```
@@ -267,7 +275,7 @@ impl<V> Table for Single<V> {
                 Joined::Follow(flight.clone())
             }
             None => {
-                let flight = Arc::new(Flight::new(mode, 0));
+                let flight = Arc::new(Flight::new(mode, 0, false));
                 *slot = Some(flight.clone());
                 Joined::Lead(flight)
             }
@@ -281,6 +289,8 @@ impl<V> Table for Single<V> {
         });
         drop(removed); // outside the lock
     }
+
+    fn ended(&self, _: &Arc<Flight<V>>, _: sealed::Token) {}
 
     fn stats(&self, _: sealed::Token) -> &Stats {
         &self.stats

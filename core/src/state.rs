@@ -2,8 +2,8 @@
 //! into one `usize` so that every transition is a single atomic read-modify-write.
 //!
 //! ```text
-//!  usize:  [ waiters ... | SHARED | CLAIMED | WOKEN | DRIVING | phase (3 bits) ]
-//!            bits 7..       bit 6    bit 5     bit 4   bit 3     bits 0-2
+//!  usize:  [ waiters ... | PERMIT | SHARED | CLAIMED | WOKEN | DRIVING | phase (3 bits) ]
+//!            bits 8..       bit 7    bit 6    bit 5     bit 4   bit 3     bits 0-2
 //! ```
 //!
 //! Phases, and who may move between them:
@@ -35,6 +35,8 @@
 //!   dropped inside `Spawn::spawn`).
 //! * `SHARED`: set when the flight ends with more than one caller counted: every reader's
 //!   [`Outcome::is_shared`](crate::Outcome::is_shared).
+//! * `PERMIT`: the flight holds one of its group's permits for keys in flight (see
+//!   [`crate::limit`]); cleared, once, by whoever ends the flight, which gives the permit back.
 //!
 //! After the flight ends, the count is the number of callers that have yet to read the
 //! result: each read or leave takes one off, and the last one takes the stored value instead
@@ -50,7 +52,8 @@ pub(crate) const DRIVING: usize = 1 << 3;
 pub(crate) const WOKEN: usize = 1 << 4;
 pub(crate) const CLAIMED: usize = 1 << 5;
 pub(crate) const SHARED: usize = 1 << 6;
-pub(crate) const ONE_WAITER: usize = 1 << 7;
+pub(crate) const PERMIT: usize = 1 << 7;
+pub(crate) const ONE_WAITER: usize = 1 << 8;
 
 /// A snapshot of a flight's state word.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Counters that are cheap enough to leave on: one relaxed increment per event, on the calling
 //! thread's own cache line.
 
-use crate::sync::{CounterAtomic as AtomicUsize, Ordering::Relaxed};
+use crate::sync::{CounterAtomic, Ordering::Relaxed};
 
 /// A snapshot of a group's counters, totals since it was created.
 ///
@@ -38,6 +38,9 @@ pub struct Counters {
     pub cancellations: u64,
     /// Calls to `forget` that detached a flight.
     pub forgets: u64,
+    /// Calls for a new key beyond the group's bound on keys in flight: refused, or run alone
+    /// (see [`WhenFull`](crate::WhenFull)).
+    pub overflows: u64,
 }
 
 impl Counters {
@@ -65,13 +68,14 @@ const STRIPES: usize = if cfg!(feature = "std") { 8 } else { 1 };
 #[derive(Debug, Default)]
 #[repr(align(128))]
 struct Stripe {
-    leaders: AtomicUsize,
-    followers: AtomicUsize,
-    promotions: AtomicUsize,
-    panics: AtomicUsize,
-    shutdowns: AtomicUsize,
-    cancellations: AtomicUsize,
-    forgets: AtomicUsize,
+    leaders: CounterAtomic,
+    followers: CounterAtomic,
+    promotions: CounterAtomic,
+    panics: CounterAtomic,
+    shutdowns: CounterAtomic,
+    cancellations: CounterAtomic,
+    forgets: CounterAtomic,
+    overflows: CounterAtomic,
 }
 
 /// Which counter an event bumps.
@@ -85,13 +89,15 @@ pub(crate) enum Event {
     Shutdown,
     Cancellation,
     Forget,
+    #[cfg_attr(not(feature = "std"), allow(dead_code))] // only a `Group` has a bound
+    Overflow,
 }
 
 /// The calling thread's stripe: handed out round-robin the first time a thread counts.
 fn stripe() -> usize {
     #[cfg(feature = "std")]
     {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        static NEXT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
         std::thread_local!(static STRIPE: usize = NEXT.fetch_add(1, Relaxed) % STRIPES);
         STRIPE.with(|s| *s)
     }
@@ -112,13 +118,21 @@ impl Stats {
             Event::Shutdown => &s.shutdowns,
             Event::Cancellation => &s.cancellations,
             Event::Forget => &s.forgets,
+            Event::Overflow => &s.overflows,
         };
         counter.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn snapshot(&self) -> Counters {
-        let sum = |field: fn(&Stripe) -> &AtomicUsize| {
-            self.stripes.iter().map(|s| field(s).load(Relaxed) as u64).sum::<u64>()
+        let sum = |field: fn(&Stripe) -> &CounterAtomic| {
+            self.stripes
+                .iter()
+                // A no-op where the counters are `AtomicU64`; widens a `usize` elsewhere.
+                .map(|s| {
+                    #[allow(clippy::useless_conversion)]
+                    u64::try_from(field(s).load(Relaxed)).unwrap_or(u64::MAX)
+                })
+                .sum::<u64>()
         };
         Counters {
             leaders: sum(|s| &s.leaders),
@@ -128,6 +142,7 @@ impl Stats {
             shutdowns: sum(|s| &s.shutdowns),
             cancellations: sum(|s| &s.cancellations),
             forgets: sum(|s| &s.forgets),
+            overflows: sum(|s| &s.overflows),
         }
     }
 }

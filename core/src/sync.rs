@@ -21,7 +21,12 @@ pub(crate) use core::sync::atomic::{AtomicUsize, Ordering};
 pub(crate) use alloc::sync::Arc as StdArc;
 
 /// The counters' atomic: always the platform's, even under loom, since the counters are not part
-/// of the flight protocol (a model need not explore their interleavings).
+/// of the flight protocol (a model need not explore their interleavings). 64 bits wherever the
+/// target has 64-bit atomics, so that a counter does not wrap on a 32-bit target.
+#[cfg(target_has_atomic = "64")]
+pub(crate) use core::sync::atomic::AtomicU64 as CounterAtomic;
+/// The counters' atomic (see above); a target without 64-bit atomics counts in a `usize`.
+#[cfg(not(target_has_atomic = "64"))]
 pub(crate) use core::sync::atomic::AtomicUsize as CounterAtomic;
 
 /// A number unique to the calling thread while it lives (the address of a thread-local).

@@ -46,6 +46,11 @@ pub trait Table: sealed::Sealed {
         _: sealed::Token,
     );
 
+    /// The flight has ended (finished, closed, or abandoned with nothing owned): gives back its
+    /// permit for keys in flight, if it holds one.
+    #[doc(hidden)]
+    fn ended(&self, flight: &Arc<Flight<Self::Value>>, _: sealed::Token);
+
     /// The counters.
     #[doc(hidden)]
     fn stats(&self, _: sealed::Token) -> &Stats;
@@ -61,6 +66,8 @@ pub enum Joined<K, V> {
     /// This flight is closing (its abandoned work is being dropped); wait until it is gone,
     /// then join again with the key given back.
     Closing(Arc<Flight<V>>, K),
+    /// The key had no flight and the group's bound on keys in flight (this many) was reached.
+    Full(usize),
 }
 
 pub(crate) mod sealed {
@@ -82,6 +89,9 @@ pub(crate) trait TableExt: Table {
     }
     fn with_current_flight(&self, flight: &Arc<Flight<Self::Value>>, decide: &mut dyn FnMut(bool) -> bool) {
         self.with_current(flight, decide, sealed::TOKEN);
+    }
+    fn flight_ended(&self, flight: &Arc<Flight<Self::Value>>) {
+        self.ended(flight, sealed::TOKEN);
     }
     fn counters_of(&self) -> &Stats {
         self.stats(sealed::TOKEN)

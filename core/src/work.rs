@@ -2,7 +2,7 @@
 
 use crate::detached::SpawnFn;
 use crate::flight::{BoxedWork, DriveFn, Flight, Mode, Owned};
-use crate::handle::{Driven, Handle};
+use crate::handle::{Driven, Handle, NotJoined};
 use crate::outcome::{Aborted, Error, Outcome, split_try};
 use crate::start::{Start, TryStart};
 use crate::stats::Event;
@@ -158,7 +158,11 @@ where
                     };
                     let joined = match Handle::join(*this.table, key, mode) {
                         Ok(joined) => joined,
-                        Err((_, key, flight)) => {
+                        Err(NotJoined::Full(aborted)) => {
+                            this.stage.set(Stage::Done);
+                            return Poll::Ready(Err(aborted));
+                        }
+                        Err(NotJoined::Closing(key, flight)) => {
                             *this.key = Some(key);
                             let start = start.take();
                             this.stage.set(Stage::Closing { start, flight, listener: None });
