@@ -292,7 +292,3 @@ pub(crate) fn split_try<T, E>(
         Err(e) => Err(Error::Failed(e)),
     }
 }
-
-/// The payload type of a caught panic.
-#[cfg(feature = "std")]
-pub(crate) type Payload = alloc::boxed::Box<dyn core::any::Any + Send>;

@@ -55,7 +55,7 @@ pub(crate) fn thread_token() -> usize {
 
 /// What [`catch`] caught: a panic's payload, or nothing at all where panics cannot be caught.
 #[cfg(feature = "std")]
-pub(crate) type Caught = crate::outcome::Payload;
+pub(crate) type Caught = alloc::boxed::Box<dyn core::any::Any + Send>;
 /// What [`catch`] caught: a panic's payload, or nothing at all where panics cannot be caught.
 #[cfg(not(feature = "std"))]
 pub(crate) type Caught = core::convert::Infallible;
