@@ -47,12 +47,14 @@ fn a_lone_caller_gets_its_value_without_a_clone_in_every_mode() {
         let (v, clones) = counted();
         assert!(group.work(1, || async { v }).await.unwrap().is_leader());
         let (v, shared) = counted();
-        group.work_shared(2, || async { v }).await.unwrap();
+        assert!(group.work_shared(2, || async { v }).await.unwrap().is_leader());
         let (v, detached) = counted();
-        group.work_detached(3, Detach, || async { v }).await.unwrap();
+        assert!(group.work_detached(3, Detach, || async { v }).await.unwrap().is_leader());
         let (v, blocking) = counted();
         let g = group.clone();
-        tokio::task::spawn_blocking(move || g.work_blocking(4, || v).unwrap()).await.unwrap();
+        assert!(
+            tokio::task::spawn_blocking(move || g.work_blocking(4, || v).unwrap()).await.unwrap().is_leader()
+        );
         let counts = [&clones, &shared, &detached, &blocking].map(|c| c.load(SeqCst));
         assert_eq!(counts, [0; 4], "work, shared, detached, blocking");
     });
@@ -125,7 +127,7 @@ fn concurrent_followers_cost_at_most_one_clone_each_plus_one() {
         tx.send(()).unwrap();
         assert!(leader.await.unwrap().unwrap().is_shared());
         for f in followers {
-            f.await.unwrap().unwrap();
+            assert!(!f.await.unwrap().unwrap().is_leader());
         }
         let n = clones.load(SeqCst);
         assert!((N..=N + 1).contains(&n), "{n} clones for {N} followers");
