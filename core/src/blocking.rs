@@ -26,7 +26,7 @@ where
     }
     // `catch` returns on a panic too, so the mark is always cleared.
     handle.flight().run_blocking_on_this_thread(true);
-    let result = crate::sync::catch(work);
+    let result = handle.flight().obs().in_span(|| crate::sync::catch(work));
     handle.flight().run_blocking_on_this_thread(false);
     match result {
         Ok(value) => handle.finish(Ok(value)),

@@ -66,7 +66,7 @@ where
         let Some(work) = this.work.as_mut().as_pin_mut() else {
             return Poll::Ready(()); // polled after it finished
         };
-        let polled = crate::sync::catch(|| work.poll(cx));
+        let polled = this.handle.flight().obs().in_span(|| crate::sync::catch(|| work.poll(cx)));
         if matches!(polled, Ok(Poll::Pending)) {
             return Poll::Pending;
         }

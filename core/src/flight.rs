@@ -18,6 +18,7 @@
 //! * `event` wakes sleeping waiters: all of them when the flight finishes, when a work-mode
 //!   flight is vacated, and when shared work's waker fires while nobody is polling the work.
 
+use crate::observe::FlightObs;
 use crate::outcome::Aborted;
 use crate::state::{self, State};
 use crate::sync::{
@@ -80,6 +81,8 @@ pub struct Flight<V> {
     /// The key's hash, computed once when the flight was created: the table removes the entry by
     /// this and the flight's identity, without running the key's `Hash` or `Eq` again.
     hash: u64,
+    /// Its span and start, for the observability features (empty without them).
+    obs: FlightObs,
     /// The thread running this flight's work through the blocking API (0 when none), so that a
     /// re-entrant blocking call on that thread panics instead of waiting on itself.
     #[cfg(feature = "std")]
@@ -94,7 +97,7 @@ unsafe impl<V: Send + Sync> Sync for Flight<V> {}
 impl<V> Flight<V> {
     /// A new flight with its leader counted (and, detached, its task). A shared flight starts
     /// with `DRIVING` held by the leader, which installs the work before anyone may poll it.
-    pub(crate) fn new(mode: Mode<V>, hash: u64, permit: bool) -> Self {
+    pub(crate) fn new(mode: Mode<V>, hash: u64, permit: bool, obs: FlightObs) -> Self {
         let state = match mode {
             Mode::Work => state::ONE_WAITER,
             Mode::Shared(_) => state::ONE_WAITER | state::DRIVING,
@@ -109,6 +112,7 @@ impl<V> Flight<V> {
             work: UnsafeCell::new(None),
             mode,
             hash,
+            obs,
             #[cfg(feature = "std")]
             blocking_thread: AtomicUsize::new(0),
         }
@@ -116,6 +120,11 @@ impl<V> Flight<V> {
 
     pub(crate) fn mode(&self) -> Mode<V> {
         self.mode
+    }
+
+    /// What the flight carries for observability.
+    pub(crate) fn obs(&self) -> &FlightObs {
+        &self.obs
     }
 
     /// The hash of the flight's key (see the field).

@@ -2,6 +2,7 @@
 
 use crate::flight::{Flight, Mode};
 use crate::limit::{Limit, WhenFull};
+use crate::observe::FlightObs;
 use crate::outcome::{Aborted, Error, Outcome, split_try};
 use crate::slot::{ById, ByKey, Slot, StoredHash};
 use crate::spawn::Spawn;
@@ -114,8 +115,13 @@ pub struct Group<K, V, S: BuildHasher = RandomState> {
     map: scc::HashMap<Slot<K>, Arc<Flight<V>>, StoredHash>,
     hasher: S,
     limit: Option<Limit>,
+    /// Formats a key for the flight's span, when the user asked for keys in traces.
+    key_debug: Option<KeyDebug<K>>,
     stats: Stats,
 }
+
+/// Views a key as `Debug` (made where `K: Debug` is known).
+type KeyDebug<K> = fn(&K) -> &dyn fmt::Debug;
 
 /// A [`Group`] for fallible work: the value is `Result<T, Arc<E>>`, so that an error can be
 /// shared with the concurrent callers without `E: Clone`. Use it with the `try_*` methods.
@@ -182,6 +188,7 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
             map: scc::HashMap::with_capacity_and_hasher(capacity, StoredHash),
             hasher,
             limit: None,
+            key_debug: None,
             stats: Stats::default(),
         }
     }
@@ -250,6 +257,44 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
         self
     }
 
+    /// Names the group for observability: the `group` label of its metrics and the `group`
+    /// field of its flights' spans (`"default"` until named). With the `metrics` feature the
+    /// group's handles are registered here, with the recorder installed at this moment:
+    /// install the recorder first. A builder method: call it before the group is shared.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let group = coalescer::Group::<u32, u32>::new().named("orders");
+    /// # let _ = group;
+    /// ```
+    pub fn named(mut self, name: impl Into<alloc::borrow::Cow<'static, str>>) -> Self {
+        self.stats.rename(name.into());
+        self
+    }
+
+    /// Records each flight's key (its `Debug` form) as the `key` field of the flight's span
+    /// (`tracing` feature). Off by default: keys may be secret, and many. A builder method.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let group = coalescer::Group::<u32, u32>::new().named("orders").trace_keys();
+    /// # let _ = group;
+    /// ```
+    pub fn trace_keys(mut self) -> Self
+    where
+        K: fmt::Debug,
+    {
+        self.key_debug = Some(|key| key);
+        self
+    }
+
+    /// What a new flight for `key` carries for observability.
+    fn obs(&self, key: &K) -> FlightObs {
+        self.stats.observer().flight(self.key_debug.map(|debug| debug(key)))
+    }
+
     /// The bound on keys in flight set by [`max_in_flight`](Self::max_in_flight), if any.
     ///
     /// # Examples
@@ -280,13 +325,12 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
         Q: Hash + Eq + ?Sized,
     {
         let hash = self.hasher.hash_one(key);
+        // The removed key (and its `Drop`) goes at the end of this function, outside the lock.
         let removed = self.map.remove_sync(&ByKey { hash, key });
-        let detached = removed.is_some();
-        drop(removed); // the key's `Drop`, outside the lock
-        if detached {
-            self.stats.record(Event::Forget);
+        if let Some((_, flight)) = &removed {
+            self.stats.record(Event::Forget, Some(flight.obs()));
         }
-        detached
+        removed.is_some()
     }
 }
 
@@ -660,22 +704,28 @@ impl<K: Hash + Eq, V, S: BuildHasher> Table for Group<K, V, S> {
                 None => false,
                 Some(limit) if limit.acquire() => true,
                 Some(limit) => {
-                    self.stats.record(Event::Overflow);
+                    self.stats.record(Event::Overflow, None);
                     return match limit.when_full() {
                         WhenFull::Reject => Joined::Full(limit.max()),
                         // A flight of its own, never in the map: nobody can join it.
-                        WhenFull::RunAlone => Joined::Lead(Arc::new(Flight::new(mode, hash, false))),
+                        WhenFull::RunAlone => {
+                            Joined::Lead(Arc::new(Flight::new(mode, hash, false, self.obs(&key))))
+                        }
                     };
                 }
             };
-            let flight = Arc::new(Flight::new(mode, hash, permit));
+            let flight = Arc::new(Flight::new(mode, hash, permit, self.obs(&key)));
             let id = Arc::as_ptr(&flight) as usize;
             match self.map.insert_sync(Slot { hash, id, key }, flight.clone()) {
                 Ok(()) => return Joined::Lead(flight),
                 // Another caller inserted a flight for the key meanwhile: join that one. The
                 // key comes back, to be dropped outside the lock; so does the permit.
                 Err((slot, _)) => {
-                    self.ended(&flight, sealed::TOKEN);
+                    if let Some(limit) = &self.limit {
+                        if flight.take_permit() {
+                            limit.release();
+                        }
+                    }
                     key = slot.key;
                 }
             }
@@ -695,12 +745,13 @@ impl<K: Hash + Eq, V, S: BuildHasher> Table for Group<K, V, S> {
         }
     }
 
-    fn ended(&self, flight: &Arc<Flight<V>>, _: sealed::Token) {
+    fn ended(&self, flight: &Arc<Flight<V>>, waiters: usize, _: sealed::Token) {
         if let Some(limit) = &self.limit {
             if flight.take_permit() {
                 limit.release();
             }
         }
+        self.stats.observer().ended(flight.obs(), waiters);
     }
 
     fn stats(&self, _: sealed::Token) -> &Stats {

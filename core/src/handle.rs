@@ -62,7 +62,10 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
             Joined::Closing(flight, key) => return Err(NotJoined::Closing(key, flight)),
             Joined::Full(limit) => return Err(NotJoined::Full(Aborted::full(limit))),
         };
-        table.counters_of().record(if leader { Event::Leader } else { Event::Follower });
+        table.counters_of().record(if leader { Event::Leader } else { Event::Follower }, Some(flight.obs()));
+        if !leader {
+            flight.obs().joined();
+        }
         let running = leader && matches!(flight.mode(), Mode::Work);
         Ok(Self { table, flight, leader, running, task: None, done: false })
     }
@@ -83,7 +86,7 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
 
     /// Counts an event of this handle's table.
     pub(crate) fn record(&self, event: Event) {
-        self.table.counters_of().record(event);
+        self.table.counters_of().record(event, Some(self.flight.obs()));
     }
 
     /// Takes the lead of a vacated work-mode flight; the caller then runs its own work.
@@ -197,7 +200,7 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
         // Gives `DRIVING` back if the poll unwinds where panics cannot be caught (no `std`),
         // so that the flight carries on with the waiters that are left.
         let driving = Driving(&*self.flight);
-        let polled = crate::sync::catch(|| Flight::drive(&self.flight));
+        let polled = self.flight.obs().in_span(|| crate::sync::catch(|| Flight::drive(&self.flight)));
         core::mem::forget(driving);
         match polled {
             Ok(Poll::Ready(result)) => Driven::Finished(self.finish(result)),
@@ -216,7 +219,7 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
 
     /// Starts this caller's own work (user code: a panic in the closure is a panic of the work).
     pub(crate) fn start<F: crate::start::Start<G::Value>>(&mut self, start: F) -> F::Future {
-        match crate::sync::catch(|| start.start()) {
+        match self.flight.obs().in_span(|| crate::sync::catch(|| start.start())) {
             Ok(work) => work,
             Err(payload) => self.fail(payload),
         }
@@ -260,14 +263,14 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
         }
         match mode {
             Mode::Work if abandoned(next) => {
-                table.flight_ended(flight);
-                table.counters_of().record(Event::Cancellation);
+                table.counters_of().record(Event::Cancellation, Some(flight.obs()));
+                table.flight_ended(flight, 0);
             }
             // A work-mode leader left: wake the followers so that one of them takes the lead.
             Mode::Work if vacate => flight.notify_all(),
             Mode::Work => {}
             Mode::Shared(_) | Mode::Detached { .. } if closed => {
-                table.counters_of().record(Event::Cancellation);
+                table.counters_of().record(Event::Cancellation, Some(flight.obs()));
                 // Shared work: the guard frees the key once the work is dropped, even if its
                 // `Drop` panics (that panic goes on to the caller that dropped this one).
                 // Dropping an abortable task's handle aborts the task, whose own handle then
@@ -294,8 +297,8 @@ impl<G: Table> Drop for Finishing<'_, G> {
         let result = self.result.take().expect("a flight is published once");
         let phase = if result.is_ok() { state::DONE } else { state::ABORTED };
         self.table.with_current_flight(self.flight, &mut |current| current);
-        self.flight.publish(phase, result, self.reads);
-        self.table.flight_ended(self.flight);
+        let ended = self.flight.publish(phase, result, self.reads);
+        self.table.flight_ended(self.flight, ended.waiters());
     }
 }
 
@@ -310,7 +313,7 @@ impl<G: Table> Drop for Closing<'_, G> {
     fn drop(&mut self) {
         self.table.with_current_flight(self.flight, &mut |current| current);
         self.flight.closed();
-        self.table.flight_ended(self.flight);
+        self.table.flight_ended(self.flight, 0);
     }
 }
 

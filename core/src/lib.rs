@@ -9,6 +9,7 @@ mod flight;
 mod handle;
 #[cfg(feature = "std")]
 mod limit;
+mod observe;
 mod outcome;
 mod single;
 #[cfg(feature = "std")]

@@ -92,7 +92,7 @@ impl<V> Single<V> {
         let was = detached.is_some();
         drop(detached); // outside the lock
         if was {
-            self.stats.record(Event::Forget);
+            self.stats.record(Event::Forget, None);
         }
         was
     }
@@ -275,7 +275,7 @@ impl<V> Table for Single<V> {
                 Joined::Follow(flight.clone())
             }
             None => {
-                let flight = Arc::new(Flight::new(mode, 0, false));
+                let flight = Arc::new(Flight::new(mode, 0, false, self.stats.observer().flight(None)));
                 *slot = Some(flight.clone());
                 Joined::Lead(flight)
             }
@@ -290,7 +290,9 @@ impl<V> Table for Single<V> {
         drop(removed); // outside the lock
     }
 
-    fn ended(&self, _: &Arc<Flight<V>>, _: sealed::Token) {}
+    fn ended(&self, flight: &Arc<Flight<V>>, waiters: usize, _: sealed::Token) {
+        self.stats.observer().ended(flight.obs(), waiters);
+    }
 
     fn stats(&self, _: sealed::Token) -> &Stats {
         &self.stats

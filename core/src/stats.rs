@@ -1,6 +1,7 @@
 //! Counters that are cheap enough to leave on: one relaxed increment per event, on the calling
 //! thread's own cache line.
 
+use crate::observe::{FlightObs, Observer};
 use crate::sync::{CounterAtomic, Ordering::Relaxed};
 
 /// A snapshot of a group's counters, totals since it was created.
@@ -60,6 +61,7 @@ impl Counters {
 #[derive(Debug, Default)]
 pub struct Stats {
     stripes: [Stripe; STRIPES],
+    observer: Observer,
 }
 
 /// Threads are spread over this many stripes (one without `std`, which has no thread-locals).
@@ -108,7 +110,24 @@ fn stripe() -> usize {
 }
 
 impl Stats {
-    pub(crate) fn record(&self, event: Event) {
+    /// Counts `event` (of the flight that `obs` belongs to, if any) and reports it to the
+    /// observer (nothing, without the observability features).
+    pub(crate) fn record(&self, event: Event, obs: Option<&FlightObs>) {
+        self.count(event);
+        self.observer.event(event, obs);
+    }
+
+    /// The table's observer.
+    pub(crate) fn observer(&self) -> &Observer {
+        &self.observer
+    }
+
+    /// Reports under `name` from now on (registers its metrics handles anew).
+    pub(crate) fn rename(&mut self, name: alloc::borrow::Cow<'static, str>) {
+        self.observer = Observer::named(name);
+    }
+
+    fn count(&self, event: Event) {
         let s = &self.stripes[stripe()];
         let counter = match event {
             Event::Leader => &s.leaders,

@@ -46,10 +46,11 @@ pub trait Table: sealed::Sealed {
         _: sealed::Token,
     );
 
-    /// The flight has ended (finished, closed, or abandoned with nothing owned): gives back its
-    /// permit for keys in flight, if it holds one.
+    /// The flight has ended (finished, closed, or abandoned with nothing owned), and `waiters`
+    /// callers received its result: gives back its permit for keys in flight, if it holds one,
+    /// and reports the end to the observer.
     #[doc(hidden)]
-    fn ended(&self, flight: &Arc<Flight<Self::Value>>, _: sealed::Token);
+    fn ended(&self, flight: &Arc<Flight<Self::Value>>, waiters: usize, _: sealed::Token);
 
     /// The counters.
     #[doc(hidden)]
@@ -90,8 +91,8 @@ pub(crate) trait TableExt: Table {
     fn with_current_flight(&self, flight: &Arc<Flight<Self::Value>>, decide: &mut dyn FnMut(bool) -> bool) {
         self.with_current(flight, decide, sealed::TOKEN);
     }
-    fn flight_ended(&self, flight: &Arc<Flight<Self::Value>>) {
-        self.ended(flight, sealed::TOKEN);
+    fn flight_ended(&self, flight: &Arc<Flight<Self::Value>>, waiters: usize) {
+        self.ended(flight, waiters, sealed::TOKEN);
     }
     fn counters_of(&self) -> &Stats {
         self.stats(sealed::TOKEN)

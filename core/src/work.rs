@@ -183,10 +183,17 @@ where
                             this.stage.set(Stage::Run { fut });
                             continue;
                         }
-                        Lead::Shared(ops) => crate::sync::catch(|| Owned::Work((ops.boxed)(start.start()))),
+                        // The work is made inside the flight's span, so that its spans nest there.
+                        Lead::Shared(ops) => handle
+                            .flight()
+                            .obs()
+                            .in_span(|| crate::sync::catch(|| Owned::Work((ops.boxed)(start.start())))),
                         Lead::Detached { spawn, .. } => {
                             let flight = handle.flight().clone();
-                            crate::sync::catch(|| spawn(start.start(), flight))
+                            handle
+                                .flight()
+                                .obs()
+                                .in_span(|| crate::sync::catch(|| spawn(start.start(), flight)))
                         }
                     };
                     match owned {
@@ -214,7 +221,7 @@ where
                 }
                 StageProj::Run { fut } => {
                     let handle = this.handle.as_mut().expect("a running caller has joined");
-                    let polled = crate::sync::catch(|| fut.poll(cx));
+                    let polled = handle.flight().obs().in_span(|| crate::sync::catch(|| fut.poll(cx)));
                     if matches!(polled, Ok(Poll::Pending)) {
                         return Poll::Pending;
                     }
