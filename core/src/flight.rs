@@ -28,6 +28,7 @@ use crate::sync::{
 };
 use alloc::boxed::Box;
 use core::future::Future;
+use core::mem::ManuallyDrop;
 use core::pin::Pin;
 use core::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 use event_listener::{Event, EventListener};
@@ -356,7 +357,15 @@ impl<V: Send + Sync + 'static> Flight<V> {
     /// flight, not at whichever waiter happens to drive, so a wake reaches the flight even when
     /// that waiter's task has stalled.
     pub(crate) fn poll_work(this: &Arc<Self>) -> Poll<Result<V, Aborted>> {
-        let waker = Self::waker(this);
+        // A waker that borrows `this`'s count for the poll instead of taking one: it is never
+        // dropped (so it gives back nothing it did not take), and a clone the work keeps takes a
+        // count of its own through the vtable.
+        let data = Arc::as_ptr(this).cast::<()>();
+        // SAFETY: `data` points at the flight, which `this` keeps alive for the whole poll; the
+        // vtable's functions expect such a pointer; the waker is never dropped nor woken by
+        // value (`ManuallyDrop`, and `Context` lends it out as `&Waker` only), so no count is
+        // given back that this waker did not take. `Self: Send + Sync + 'static`.
+        let waker = ManuallyDrop::new(unsafe { Waker::from_raw(RawWaker::new(data, &Self::VTABLE)) });
         let mut cx = Context::from_waker(&waker);
         // SAFETY: the caller holds `DRIVING` (the `DriveFn` contract), so this is the one
         // reference to the slot; the future stays pinned in its box.
@@ -379,13 +388,6 @@ impl<V: Send + Sync + 'static> Flight<V> {
         if prev.phase() == state::RUNNING && idle && prev.waiters() > 0 {
             self.notify_all();
         }
-    }
-
-    fn waker(this: &Arc<Self>) -> Waker {
-        let data = Arc::into_raw(this.clone()).cast::<()>();
-        // SAFETY: `data` is an `Arc<Self>` turned into a raw pointer, which is what every
-        // function of `VTABLE` expects; `Self: Send + Sync + 'static`, as a `Waker` needs.
-        unsafe { Waker::from_raw(RawWaker::new(data, &Self::VTABLE)) }
     }
 
     const VTABLE: RawWakerVTable =

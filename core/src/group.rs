@@ -16,7 +16,6 @@ use core::borrow::Borrow;
 use core::fmt;
 use core::future::Future;
 use core::hash::{BuildHasher, Hash};
-use std::collections::hash_map::RandomState;
 
 /// How many keys a [`Group::new`] is sized for before its map first grows.
 pub const DEFAULT_CAPACITY: usize = 128;
@@ -111,7 +110,7 @@ pub const DEFAULT_CAPACITY: usize = 128;
 /// assert!(group.is_idle());            // not a cache: the key is free again
 /// # });
 /// ```
-pub struct Group<K, V, S: BuildHasher = RandomState> {
+pub struct Group<K, V, S: BuildHasher = DefaultHashBuilder> {
     map: scc::HashMap<Slot<K>, Arc<Flight<V>>, StoredHash>,
     hasher: S,
     limit: Option<Limit>,
@@ -123,11 +122,19 @@ pub struct Group<K, V, S: BuildHasher = RandomState> {
 /// Views a key as `Debug` (made where `K: Debug` is known).
 type KeyDebug<K> = fn(&K) -> &dyn fmt::Debug;
 
+/// The hasher a [`Group`] uses unless it is given another: [`foldhash`]'s fast, randomly seeded
+/// hasher (the default of `hashbrown`), several times cheaper than the standard library's
+/// SipHash on short keys, and seeded per group so that colliding keys cannot be precomputed.
+/// Where keys come from untrusted clients and a stronger guarantee against hash flooding is
+/// wanted, give the group `std::collections::hash_map::RandomState` with
+/// [`with_hasher`](Group::with_hasher).
+pub type DefaultHashBuilder = foldhash::fast::RandomState;
+
 /// A [`Group`] for fallible work: the value is `Result<T, Arc<E>>`, so that an error can be
 /// shared with the concurrent callers without `E: Clone`. Use it with the `try_*` methods.
-pub type TryGroup<K, T, E, S = RandomState> = Group<K, Result<T, StdArc<E>>, S>;
+pub type TryGroup<K, T, E, S = DefaultHashBuilder> = Group<K, Result<T, StdArc<E>>, S>;
 
-impl<K: Hash + Eq, V> Group<K, V, RandomState> {
+impl<K: Hash + Eq, V> Group<K, V, DefaultHashBuilder> {
     /// A group sized for [`DEFAULT_CAPACITY`] keys in flight at once.
     ///
     /// # Examples
@@ -150,11 +157,11 @@ impl<K: Hash + Eq, V> Group<K, V, RandomState> {
     /// assert_eq!(group.in_flight(), 0);
     /// ```
     pub fn with_capacity(capacity: usize) -> Self {
-        Self::with_capacity_and_hasher(capacity, RandomState::new())
+        Self::with_capacity_and_hasher(capacity, DefaultHashBuilder::default())
     }
 }
 
-impl<K: Hash + Eq, V> Default for Group<K, V, RandomState> {
+impl<K: Hash + Eq, V> Default for Group<K, V, DefaultHashBuilder> {
     fn default() -> Self {
         Self::new()
     }

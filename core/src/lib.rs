@@ -29,7 +29,7 @@ mod blocking;
 mod group;
 
 #[cfg(feature = "std")]
-pub use group::{DEFAULT_CAPACITY, Group, TryGroup};
+pub use group::{DEFAULT_CAPACITY, DefaultHashBuilder, Group, TryGroup};
 #[cfg(feature = "std")]
 pub use limit::WhenFull;
 pub use outcome::{Aborted, Cause, Error, Outcome};
