@@ -90,13 +90,18 @@ pub(crate) fn panic_response<B: Body>(on_panic: &PanicResponder, panicked: &Pani
 }
 
 /// Calls `svc` for `req` on its own: readiness first, then the call; the body passes through.
-pub(crate) async fn alone<S, ReqB, ResB>(mut svc: S, req: Request<ReqB>) -> Result<Response<CoalescedBody<ResB>>, S::Error>
+pub(crate) async fn alone<S, ReqB, ResB>(svc: S, req: Request<ReqB>) -> Result<Response<CoalescedBody<ResB>>, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     ResB: Body,
 {
+    Ok(oneshot(svc, req).await?.map(CoalescedBody::own))
+}
+
+/// Waits for `svc` to be ready, then calls it.
+async fn oneshot<S: Service<R>, R>(mut svc: S, req: R) -> Result<S::Response, S::Error> {
     poll_fn(|cx| svc.poll_ready(cx)).await?;
-    Ok(svc.call(req).await?.map(CoalescedBody::own))
+    svc.call(req).await
 }
 
 /// The work of a flight: runs the leader's request and turns the outcome into a [`Done`].
@@ -114,7 +119,7 @@ where
     let request_headers = req.headers().clone();
     let max_body = ctx.max_body;
     let caught = catch_unwind(async move {
-        let response = alone(svc, req).await?;
+        let response = oneshot(svc, req).await?;
         Ok::<_, S::Error>(read(response, max_body).await)
     })
     .await;
@@ -136,7 +141,8 @@ where
         }
         Ok(Ok(Read::Unbuffered { response, failed })) => {
             Stats::bump(if failed { &ctx.stats.failed } else { &ctx.stats.too_large });
-            Done::Unbuffered(Arc::new(Mutex::new(Some(Box::new(response)))))
+            let response: Box<dyn Any + Send> = Box::new(response);
+            Done::Unbuffered(Arc::new(Mutex::new(Some(response))))
         }
     }
 }
