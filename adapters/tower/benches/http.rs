@@ -92,8 +92,9 @@ struct CoalescerTowerPathKey;
 impl Competitor for CoalescerTowerPathKey {
     const NAME: &'static str = "coalescer-tower, path key";
     fn wrap(cost: Cost, executions: Arc<AtomicU64>) -> Svc {
-        let layer =
-            coalescer_tower::CoalesceLayer::with_key(|head: &http::request::Parts| Some(head.uri.path().to_owned()));
+        let layer = coalescer_tower::CoalesceLayer::with_key(|head: &http::request::Parts| {
+            Some(head.uri.path().to_owned())
+        });
         let svc = layer.layer(handler(cost, executions));
         BoxCloneSyncService::new(svc.map_err(BoxError::from).and_then(
             |response: Response<coalescer_tower::CoalescedBody<Full<Bytes>>>| async move {
@@ -107,10 +108,13 @@ struct TowerResilience;
 impl Competitor for TowerResilience {
     const NAME: &'static str = "tower-resilience-coalesce";
     fn wrap(cost: Cost, executions: Arc<AtomicU64>) -> Svc {
-        let layer = tower_resilience_coalesce::CoalesceLayer::new(|req: &Request<()>| req.uri().path().to_owned());
+        let layer =
+            tower_resilience_coalesce::CoalesceLayer::new(|req: &Request<()>| req.uri().path().to_owned());
         let svc = layer.layer(handler(cost, executions));
         BoxCloneSyncService::new(svc.map_err(|e| BoxError::from(e.to_string())).and_then(
-            |response: Response<Full<Bytes>>| async move { Ok(response.into_body().collect().await?.to_bytes().len()) },
+            |response: Response<Full<Bytes>>| async move {
+                Ok(response.into_body().collect().await?.to_bytes().len())
+            },
         ))
     }
 }
@@ -120,7 +124,9 @@ impl Competitor for NoLayer {
     const NAME: &'static str = "no layer";
     fn wrap(cost: Cost, executions: Arc<AtomicU64>) -> Svc {
         BoxCloneSyncService::new(handler(cost, executions).map_err(BoxError::from).and_then(
-            |response: Response<Full<Bytes>>| async move { Ok(response.into_body().collect().await?.to_bytes().len()) },
+            |response: Response<Full<Bytes>>| async move {
+                Ok(response.into_body().collect().await?.to_bytes().len())
+            },
         ))
     }
 }

@@ -73,7 +73,10 @@ impl<B: Body<Data = Bytes>> Body for CoalescedBody<B> {
     type Data = Bytes;
     type Error = B::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match &mut self.get_mut().kind {
             Kind::Full { data, trailers } => {
                 if let Some(data) = data.take() {
@@ -125,10 +128,13 @@ impl<B: Body<Data = Bytes>> Body for CoalescedBody<B> {
 impl<B: Body> fmt::Debug for CoalescedBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            Kind::Full { data, .. } => {
-                f.debug_struct("CoalescedBody").field("buffered", &data.as_ref().map_or(0, Bytes::len)).finish()
+            Kind::Full { data, .. } => f
+                .debug_struct("CoalescedBody")
+                .field("buffered", &data.as_ref().map_or(0, Bytes::len))
+                .finish(),
+            Kind::Own { read, .. } => {
+                f.debug_struct("CoalescedBody").field("own_read_chunks", &read.len()).finish()
             }
-            Kind::Own { read, .. } => f.debug_struct("CoalescedBody").field("own_read_chunks", &read.len()).finish(),
         }
     }
 }

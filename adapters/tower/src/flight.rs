@@ -75,7 +75,10 @@ impl Buffered {
 
     /// A copy for one caller (the body is a clone of one `Bytes`).
     pub(crate) fn response<B: Body>(&self) -> Response<CoalescedBody<B>> {
-        Response::from_parts(self.head.clone(), CoalescedBody::buffered(self.data.clone(), self.trailers.clone()))
+        Response::from_parts(
+            self.head.clone(),
+            CoalescedBody::buffered(self.data.clone(), self.trailers.clone()),
+        )
     }
 }
 
@@ -85,12 +88,18 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The response for a panicked flight.
-pub(crate) fn panic_response<B: Body>(on_panic: &PanicResponder, panicked: &Panicked) -> Response<CoalescedBody<B>> {
+pub(crate) fn panic_response<B: Body>(
+    on_panic: &PanicResponder,
+    panicked: &Panicked,
+) -> Response<CoalescedBody<B>> {
     on_panic(panicked).map(CoalescedBody::full)
 }
 
 /// Calls `svc` for `req` on its own: readiness first, then the call; the body passes through.
-pub(crate) async fn alone<S, ReqB, ResB>(svc: S, req: Request<ReqB>) -> Result<Response<CoalescedBody<ResB>>, S::Error>
+pub(crate) async fn alone<S, ReqB, ResB>(
+    svc: S,
+    req: Request<ReqB>,
+) -> Result<Response<CoalescedBody<ResB>>, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
     ResB: Body,
@@ -268,8 +277,9 @@ fn vary(headers: &HeaderMap) -> (Vec<HeaderName>, bool) {
 
 /// Whether `Cache-Control` says `private` (meant for one user).
 fn says_private(headers: &HeaderMap) -> bool {
-    tokens(headers, &header::CACHE_CONTROL)
-        .any(|directive| directive.split('=').next().is_some_and(|name| name.trim().eq_ignore_ascii_case("private")))
+    tokens(headers, &header::CACHE_CONTROL).any(|directive| {
+        directive.split('=').next().is_some_and(|name| name.trim().eq_ignore_ascii_case("private"))
+    })
 }
 
 /// The comma-separated tokens of every value of a header.

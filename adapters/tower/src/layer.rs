@@ -79,7 +79,12 @@ impl<F: KeyFn> CoalesceLayer<F> {
     /// # let _ = layer;
     /// ```
     pub fn with_key(key: F) -> Self {
-        Self { key: Arc::new(key), max_body: DEFAULT_MAX_BODY, on_panic: default_responder(), stats: Arc::default() }
+        Self {
+            key: Arc::new(key),
+            max_body: DEFAULT_MAX_BODY,
+            on_panic: default_responder(),
+            stats: Arc::default(),
+        }
     }
 
     /// The largest response body that is buffered and shared, in bytes. A response that
@@ -94,7 +99,10 @@ impl<F: KeyFn> CoalesceLayer<F> {
 
     /// The response every caller of a flight gets when the inner service panicked (by default
     /// [`Panicked::into_response`]: a bare `500`). Its body is sent as is.
-    pub fn on_panic(mut self, respond: impl Fn(&Panicked) -> http::Response<Bytes> + Send + Sync + 'static) -> Self {
+    pub fn on_panic(
+        mut self,
+        respond: impl Fn(&Panicked) -> http::Response<Bytes> + Send + Sync + 'static,
+    ) -> Self {
         self.on_panic = Arc::new(respond);
         self
     }

@@ -70,9 +70,15 @@ fn get(uri: &str) -> http::request::Builder {
 }
 
 /// Spawns a call of `svc` for `req`; resolves to the status and the body.
-fn call<S>(svc: &S, req: http::request::Builder) -> tokio::task::JoinHandle<Result<(StatusCode, Bytes), S::Error>>
+fn call<S>(
+    svc: &S,
+    req: http::request::Builder,
+) -> tokio::task::JoinHandle<Result<(StatusCode, Bytes), S::Error>>
 where
-    S: Service<Request<()>, Response = Response<coalescer_tower::CoalescedBody<Body>>> + Clone + Send + 'static,
+    S: Service<Request<()>, Response = Response<coalescer_tower::CoalescedBody<Body>>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send,
     S::Error: Send,
 {
@@ -91,7 +97,9 @@ async fn followers<S>(svc: &Coalesce<S>, n: u64) {
     }
 }
 
-async fn ok(call: tokio::task::JoinHandle<Result<(StatusCode, Bytes), Arc<BoxError>>>) -> (StatusCode, Bytes) {
+async fn ok(
+    call: tokio::task::JoinHandle<Result<(StatusCode, Bytes), Arc<BoxError>>>,
+) -> (StatusCode, Bytes) {
     call.await.unwrap().unwrap()
 }
 
@@ -150,7 +158,10 @@ fn configured_vary_headers_split_keys() {
     watchdog(async {
         let layer = CoalesceLayer::new().vary(http::header::ACCEPT_LANGUAGE);
         let (svc, mut handle) = mocked(&layer);
-        let de = [call(&svc, get("/a").header("accept-language", "de")), call(&svc, get("/a").header("accept-language", "de"))];
+        let de = [
+            call(&svc, get("/a").header("accept-language", "de")),
+            call(&svc, get("/a").header("accept-language", "de")),
+        ];
         let fr = call(&svc, get("/a").header("accept-language", "fr"));
         followers(&svc, 1).await;
         for _ in 0..2 {
@@ -317,7 +328,10 @@ mod futures_util_shim {
     impl Body for ChunkBody {
         type Data = Bytes;
         type Error = Infallible;
-        fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
             Poll::Ready(self.0.pop_front().map(|chunk| Ok(Frame::data(chunk))))
         }
     }
@@ -459,7 +473,10 @@ fn a_panicking_inner_service_answers_every_caller_with_a_typed_500_and_frees_the
             let panicked = response.extensions().get::<Panicked>().expect("a typed Panicked");
             assert_eq!(panicked.message(), Some("handler exploded"));
             let text = response.into_body().collect().await.unwrap().to_bytes();
-            assert!(!String::from_utf8_lossy(&text).contains("exploded"), "the message is not sent to clients");
+            assert!(
+                !String::from_utf8_lossy(&text).contains("exploded"),
+                "the message is not sent to clients"
+            );
         }
         assert_eq!(layer.counters().panics, 1);
         let after = svc.clone().oneshot(get("/p").body(()).unwrap()).await.unwrap();
@@ -475,7 +492,10 @@ fn the_panic_response_can_be_chosen() {
         let go = Arc::new(tokio::sync::Notify::new());
         go.notify_one(); // a permit: the first call panics at once
         let layer = CoalesceLayer::new().on_panic(|p| {
-            Response::builder().status(503).body(Bytes::from(format!("busy ({})", p.message().unwrap()))).unwrap()
+            Response::builder()
+                .status(503)
+                .body(Bytes::from(format!("busy ({})", p.message().unwrap())))
+                .unwrap()
         });
         let svc = layer.layer(panicking(entered_tx, go, Arc::default()));
         let response = svc.oneshot(get("/p").body(()).unwrap()).await.unwrap();
