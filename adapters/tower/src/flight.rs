@@ -14,28 +14,19 @@ use std::any::Any;
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::panic::AssertUnwindSafe;
-use std::pin::pin;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use tower_service::Service;
 
-/// What a service hands every flight: the layer's settings.
-pub(crate) struct Ctx<F> {
+/// A service's shared state, one `Arc` for it and its clones (one reference count to touch
+/// per call): the layer's settings and counters, and the service's flights.
+pub(crate) struct Ctx<F: KeyFn> {
     pub(crate) key: Arc<F>,
     pub(crate) max_body: usize,
     pub(crate) on_panic: PanicResponder,
     pub(crate) stats: Arc<Stats>,
-}
-
-impl<F> Clone for Ctx<F> {
-    fn clone(&self) -> Self {
-        Self {
-            key: self.key.clone(),
-            max_body: self.max_body,
-            on_panic: self.on_panic.clone(),
-            stats: self.stats.clone(),
-        }
-    }
+    pub(crate) group: coalescer::Group<F::Key, Done>,
 }
 
 /// The value of a flight, cloned to each of its callers (every variant is a few `Arc`s).
@@ -116,59 +107,92 @@ async fn oneshot<S: Service<R>, R>(mut svc: S, req: R) -> Result<S::Response, S:
 /// The work of a flight: runs the leader's request and turns the outcome into a [`Done`].
 /// Every panic of the inner service on the way is caught here and becomes
 /// [`Done::Panicked`], so that the core sees work that completes.
-pub(crate) async fn execute<S, ReqB, ResB, F>(svc: S, req: Request<ReqB>, ctx: Ctx<F>) -> Done
+///
+/// A named future around one `async fn` rather than nested `async` blocks: each nesting level
+/// would store the request and the service again, and the whole future is moved into the
+/// flight's box once per execution.
+pub(crate) fn execute<S, ReqB, ResB, F>(
+    svc: S,
+    req: Request<ReqB>,
+    ctx: Arc<Ctx<F>>,
+) -> Execute<impl Future<Output = Result<Read<ResB>, S::Error>>, F>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
-    S::Error: Send + Sync + 'static,
-    ResB: Body<Data = Bytes> + Send + 'static,
-    ResB::Error: Send + 'static,
+    ResB: Body<Data = Bytes>,
     F: KeyFn,
 {
     Stats::bump(&ctx.stats.executions);
     let request_headers = req.headers().clone();
-    let max_body = ctx.max_body;
-    let caught = catch_unwind(async move {
-        let response = oneshot(svc, req).await?;
-        Ok::<_, S::Error>(read(response, max_body).await)
-    })
-    .await;
-    match caught {
-        Err(payload) => {
-            Stats::bump(&ctx.stats.panics);
-            Done::Panicked(Panicked::from_payload(&*payload))
-        }
-        Ok(Err(error)) => {
-            Stats::bump(&ctx.stats.failed);
-            Done::Failed(Arc::new(error))
-        }
-        Ok(Ok(Read::Whole { head, data, trailers })) => {
-            let buffered = classify(head, data, trailers, &request_headers, &*ctx.key);
-            if buffered.private {
-                Stats::bump(&ctx.stats.private);
-            }
-            Done::Buffered(Arc::new(buffered))
-        }
-        Ok(Ok(Read::Unbuffered { response, failed })) => {
-            Stats::bump(if failed { &ctx.stats.failed } else { &ctx.stats.too_large });
-            let response: Box<dyn Any + Send> = Box::new(response);
-            Done::Unbuffered(Arc::new(Mutex::new(Some(response))))
-        }
+    let run = run(svc, req, ctx.max_body);
+    Execute { run, request_headers, ctx }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`execute`].
+    pub(crate) struct Execute<Fut, F: KeyFn> {
+        #[pin]
+        run: Fut,
+        request_headers: HeaderMap,
+        ctx: Arc<Ctx<F>>,
     }
 }
 
-/// Polls `fut`, catching a panic of any of its polls.
-async fn catch_unwind<T>(fut: impl Future<Output = T>) -> Result<T, Box<dyn Any + Send>> {
-    let mut fut = pin!(fut);
-    poll_fn(|cx| match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
-        Ok(Poll::Pending) => Poll::Pending,
-        Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-        Err(payload) => Poll::Ready(Err(payload)),
-    })
-    .await
+impl<Fut, F, B, E> Future for Execute<Fut, F>
+where
+    Fut: Future<Output = Result<Read<B>, E>>,
+    F: KeyFn,
+    B: Body + Send + 'static,
+    B::Error: Send + 'static,
+    E: Send + Sync + 'static,
+{
+    type Output = Done;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Done> {
+        let this = self.project();
+        let caught = match std::panic::catch_unwind(AssertUnwindSafe(|| this.run.poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(output)) => Ok(output),
+            Err(payload) => Err(payload),
+        };
+        let stats = &this.ctx.stats;
+        Poll::Ready(match caught {
+            Err(payload) => {
+                Stats::bump(&stats.panics);
+                Done::Panicked(Panicked::from_payload(&*payload))
+            }
+            Ok(Err(error)) => {
+                Stats::bump(&stats.failed);
+                Done::Failed(Arc::new(error))
+            }
+            Ok(Ok(Read::Whole { head, data, trailers })) => {
+                let buffered = classify(head, data, trailers, this.request_headers, &*this.ctx.key);
+                if buffered.private {
+                    Stats::bump(&stats.private);
+                }
+                Done::Buffered(Arc::new(buffered))
+            }
+            Ok(Ok(Read::Unbuffered { response, failed })) => {
+                Stats::bump(if failed { &stats.failed } else { &stats.too_large });
+                let response: Box<dyn Any + Send> = Box::new(response);
+                Done::Unbuffered(Arc::new(Mutex::new(Some(response))))
+            }
+        })
+    }
+}
+
+/// The leader's request: readiness, the call, the body read up to `max`.
+async fn run<S, ReqB, ResB>(mut svc: S, req: Request<ReqB>, max: usize) -> Result<Read<ResB>, S::Error>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: Body<Data = Bytes>,
+{
+    poll_fn(|cx| svc.poll_ready(cx)).await?;
+    let response = svc.call(req).await?;
+    Ok(read(response, max).await)
 }
 
 /// A response read as far as the limit allows.
-enum Read<B: Body> {
+pub(crate) enum Read<B: Body> {
     /// Read to its end.
     Whole { head: response::Parts, data: Bytes, trailers: Option<HeaderMap> },
     /// Too large, a stream, or failed mid-read: the bytes read so far, then the rest.

@@ -6,7 +6,6 @@ use crate::key::{HttpKeyFn, KeyFn};
 use crate::panic::Panicked;
 use crate::stats::{Counters, Stats};
 use bytes::Bytes;
-use coalescer::Group;
 use http::{Request, Response};
 use http_body::Body;
 use std::fmt;
@@ -78,13 +77,12 @@ use tower_service::Service;
 /// ```
 pub struct Coalesce<S, F: KeyFn = HttpKeyFn> {
     inner: S,
-    ctx: Ctx<F>,
-    group: Arc<Group<F::Key, Done>>,
+    ctx: Arc<Ctx<F>>,
 }
 
 impl<S, F: KeyFn> Coalesce<S, F> {
     pub(crate) fn new(inner: S, ctx: Ctx<F>) -> Self {
-        Self { inner, ctx, group: Arc::new(Group::new()) }
+        Self { inner, ctx: Arc::new(ctx) }
     }
 
     /// The layer's counters (shared with every service the layer made).
@@ -95,12 +93,12 @@ impl<S, F: KeyFn> Coalesce<S, F> {
     /// The counters of the flights of this service and its clones (the core's: leaders,
     /// followers, cancellations, ...).
     pub fn flights(&self) -> coalescer::Counters {
-        self.group.counters()
+        self.ctx.group.counters()
     }
 
     /// How many keys have a flight in the air on this service and its clones.
     pub fn in_flight(&self) -> usize {
-        self.group.in_flight()
+        self.ctx.group.in_flight()
     }
 
     /// The inner service.
@@ -111,7 +109,7 @@ impl<S, F: KeyFn> Coalesce<S, F> {
 
 impl<S: Clone, F: KeyFn> Clone for Coalesce<S, F> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), ctx: self.ctx.clone(), group: self.group.clone() }
+        Self { inner: self.inner.clone(), ctx: self.ctx.clone() }
     }
 }
 
@@ -120,7 +118,7 @@ impl<S: fmt::Debug, F: KeyFn> fmt::Debug for Coalesce<S, F> {
         f.debug_struct("Coalesce")
             .field("inner", &self.inner)
             .field("max_body", &self.ctx.max_body)
-            .field("in_flight", &self.group.in_flight())
+            .field("in_flight", &self.ctx.group.in_flight())
             .finish_non_exhaustive()
     }
 }
@@ -154,7 +152,7 @@ where
                 Stats::bump(&self.ctx.stats.passed_through);
                 ResponseFuture::new(alone(svc, req))
             }
-            Some(key) => ResponseFuture::new(coalesce(self.group.clone(), key, svc, req, self.ctx.clone())),
+            Some(key) => ResponseFuture::new(coalesce(self.ctx.clone(), key, svc, req)),
         }
     }
 }
@@ -162,11 +160,10 @@ where
 /// One coalesced call: join the key's flight (leading it, or following), then serve what it
 /// ended with, or this caller's own request when that cannot be shared with it.
 async fn coalesce<S, F, ReqB, ResB>(
-    group: Arc<Group<F::Key, Done>>,
+    ctx: Arc<Ctx<F>>,
     key: F::Key,
     svc: S,
     req: Request<ReqB>,
-    ctx: Ctx<F>,
 ) -> Result<Response<CoalescedBody<ResB>>, S::Error>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
@@ -187,7 +184,7 @@ where
             execute(svc, req, ctx)
         }
     };
-    let (leader, done) = match group.work_shared(key, work).await {
+    let (leader, done) = match ctx.group.work_shared(key, work).await {
         Ok(outcome) => (outcome.is_leader(), outcome.into_value()),
         // The work catches the inner service's panics itself; this is a panic in dropping
         // the inner future after one, or in the core.
@@ -221,7 +218,8 @@ where
     }
     let (svc, req) = lock(&own).take().expect("a follower keeps its own request");
     Stats::bump(&ctx.stats.retried);
-    alone(svc, req).await
+    // Boxed: the rare path, kept out of the size of every call's future.
+    Box::pin(alone(svc, req)).await
 }
 
 type BoxFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<CoalescedBody<B>>, E>> + Send>>;
