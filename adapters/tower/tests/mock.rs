@@ -586,3 +586,115 @@ fn responses_are_send_and_the_service_is_send_sync() {
     let fut = pin!(svc.clone().oneshot(get("/").body(()).unwrap()));
     send(&fut);
 }
+
+/// A body that yields its chunks, then fails (an error, or a panic).
+struct BrokenBody {
+    chunks: std::collections::VecDeque<Bytes>,
+    panics: bool,
+}
+
+impl http_body::Body for BrokenBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        if let Some(chunk) = self.chunks.pop_front() {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(chunk))));
+        }
+        if self.panics {
+            panic!("body exploded");
+        }
+        Poll::Ready(Some(Err(std::io::Error::other("connection reset by upstream"))))
+    }
+}
+
+/// An inner service whose first call answers with a broken body once `go` is notified, and
+/// whose later calls answer "fine".
+fn broken(
+    panics: bool,
+    go: Arc<tokio::sync::Notify>,
+    calls: Arc<AtomicUsize>,
+) -> impl Service<
+    Request<()>,
+    Response = Response<http_body_util::Either<BrokenBody, Full<Bytes>>>,
+    Error = Infallible,
+    Future: Send,
+> + Clone
++ Send {
+    tower::service_fn(move |_req: Request<()>| {
+        let (go, calls) = (go.clone(), calls.clone());
+        async move {
+            if calls.fetch_add(1, SeqCst) == 0 {
+                go.notified().await;
+                let body = BrokenBody { chunks: [Bytes::from_static(b"par")].into(), panics };
+                return Ok(Response::new(http_body_util::Either::Left(body)));
+            }
+            Ok::<_, Infallible>(Response::new(http_body_util::Either::Right(Full::from("fine"))))
+        }
+    })
+}
+
+#[test]
+fn a_body_that_fails_mid_read_goes_to_the_leader_with_its_error_and_the_followers_retry() {
+    watchdog(async {
+        let (go, calls) = (Arc::new(tokio::sync::Notify::new()), Arc::new(AtomicUsize::new(0)));
+        let layer = CoalesceLayer::new();
+        let svc = layer.layer(broken(false, go.clone(), calls.clone()));
+        let spawn = |svc: &Coalesce<_>| {
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                let response = svc.oneshot(get("/b").body(()).unwrap()).await.unwrap();
+                let mut body = response.into_body();
+                let mut got = Vec::new();
+                while let Some(frame) = body.frame().await {
+                    let frame: Result<http_body::Frame<Bytes>, BoxError> = frame;
+                    match frame {
+                        Ok(frame) => got.extend_from_slice(&frame.into_data().unwrap()),
+                        Err(e) => return (got, Some(e.to_string())),
+                    }
+                }
+                (got, None)
+            })
+        };
+        let leader = spawn(&svc);
+        while calls.load(SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let followers: Vec<_> = (0..2).map(|_| spawn(&svc)).collect();
+        while svc.flights().followers < 2 {
+            tokio::task::yield_now().await;
+        }
+        go.notify_one();
+        let (got, error) = leader.await.unwrap();
+        assert_eq!((got.as_slice(), error.as_deref()), (&b"par"[..], Some("connection reset by upstream")));
+        for follower in followers {
+            assert_eq!(follower.await.unwrap(), (b"fine".to_vec(), None));
+        }
+        let counters = layer.counters();
+        assert_eq!((counters.executions, counters.failed, counters.retried), (1, 1, 2));
+    });
+}
+
+#[test]
+fn a_body_that_panics_while_it_is_read_answers_every_caller_with_a_500() {
+    watchdog(async {
+        let (go, calls) = (Arc::new(tokio::sync::Notify::new()), Arc::new(AtomicUsize::new(0)));
+        let layer = CoalesceLayer::new();
+        let svc = layer.layer(broken(true, go.clone(), calls.clone()));
+        let responses: Vec<_> =
+            (0..3).map(|_| tokio::spawn(svc.clone().oneshot(get("/b").body(()).unwrap()))).collect();
+        while svc.flights().followers < 2 || calls.load(SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        go.notify_one();
+        for response in responses {
+            let response = response.await.unwrap().unwrap();
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(response.extensions().get::<Panicked>().unwrap().message(), Some("body exploded"));
+        }
+        assert_eq!((layer.counters().panics, svc.in_flight()), (1, 0));
+    });
+}
