@@ -13,7 +13,10 @@ use std::sync::{Arc, PoisonError, RwLock};
 ///
 /// Implemented for every `Fn(&http::request::Parts) -> Option<K>`, so a closure is a key
 /// function. The key must tell apart every two requests that may get different responses:
-/// the layer serves one response to all of them.
+/// the layer serves one response to all of them. A follower's own request, its body included,
+/// is dropped unread when the follower is served the flight's response: a key function that
+/// coalesces requests with bodies must put what matters of the body in the key (it cannot
+/// read the body) or return `None` for them.
 ///
 /// # Examples
 ///

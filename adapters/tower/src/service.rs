@@ -51,7 +51,10 @@ use tower_service::Service;
 /// [`Panicked`]), and the key is free again. A panic in code that runs for one caller only,
 /// outside a flight (the key function, the inner service's `Clone`, a passed-through call,
 /// the panic responder, an error's `Clone`) unwinds into that caller's task, as it would
-/// without the layer, and leaves the others alone.
+/// without the layer, and leaves the others alone. A panic in [`KeyFn::learn_vary`] (which
+/// runs in the flight, after the response) or in dropping the inner future after a caught
+/// panic ends the flight the core's way: the caller that was driving it unwinds, the others
+/// get the panic response.
 ///
 /// # Errors
 ///
@@ -191,7 +194,12 @@ where
         Err(aborted) => (false, Done::Panicked(Panicked::from_aborted(&aborted))),
     };
     match done {
-        Done::Panicked(panicked) => return Ok(panic_response(&ctx.on_panic, &panicked)),
+        Done::Panicked(panicked) => {
+            if !leader {
+                Stats::bump(&ctx.stats.coalesced);
+            }
+            return Ok(panic_response(&ctx.on_panic, &panicked));
+        }
         Done::Buffered(buffered) => {
             if leader {
                 return Ok(buffered.response());

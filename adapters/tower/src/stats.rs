@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 pub struct Counters {
     /// Flights that called the inner service: one per key per burst.
     pub executions: u64,
-    /// Requests served the buffered response (or the error) of a flight they joined, without
-    /// calling the inner service: the work saved.
+    /// Requests served the buffered response (or the error, or the panic response) of a
+    /// flight they joined, without calling the inner service: the work saved.
     pub coalesced: u64,
     /// Requests that joined a flight whose response could not be shared with them (too large,
     /// private, or a `Vary` header on which their request differs), and so called the inner

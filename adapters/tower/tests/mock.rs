@@ -478,7 +478,7 @@ fn a_panicking_inner_service_answers_every_caller_with_a_typed_500_and_frees_the
                 "the message is not sent to clients"
             );
         }
-        assert_eq!(layer.counters().panics, 1);
+        assert_eq!((layer.counters().panics, layer.counters().coalesced), (1, 3));
         let after = svc.clone().oneshot(get("/p").body(()).unwrap()).await.unwrap();
         assert_eq!(after.into_body().collect().await.unwrap().to_bytes(), "recovered");
         assert_eq!(calls.load(SeqCst), 2);
