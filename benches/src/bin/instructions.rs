@@ -74,7 +74,12 @@ fn main() {
         eprintln!("usage: instructions COMPETITOR s1|s4 CALLS, or instructions --list");
         std::process::exit(2);
     };
-    let mut run = Run { name: name.clone(), scenario: scenario.clone(), calls: calls.parse().expect("CALLS"), found: false };
+    let mut run = Run {
+        name: name.clone(),
+        scenario: scenario.clone(),
+        calls: calls.parse().expect("CALLS"),
+        found: false,
+    };
     each_async(&mut run);
     if !run.found {
         eprintln!("no competitor named {name:?} (see --list)");
