@@ -1,0 +1,2 @@
+//! Placeholder: the wake-latency bench comes next.
+fn main() {}
