@@ -142,14 +142,21 @@ pub struct Children {
 }
 
 impl Children {
-    /// `n` children, each with `env` set.
+    /// `n` children running this test binary's `child_process` test, each with `env` set.
     pub fn spawn(n: usize, env: &[(&str, String)]) -> Self {
+        let mut env = env.to_vec();
+        env.push(("COALESCER_REDIS_CHILD", "1".into()));
+        Self::spawn_args(n, &["--exact", "child_process", "--nocapture", "--test-threads=1"], &env)
+    }
+
+    /// `n` children running this binary with `args`, each with `env` and `CHILD_INDEX` set.
+    pub fn spawn_args(n: usize, args: &[&str], env: &[(&str, String)]) -> Self {
         let exe = std::env::current_exe().expect("current exe");
         let children = (0..n)
-            .map(|_| {
+            .map(|i| {
                 let mut cmd = Command::new(&exe);
-                cmd.args(["--exact", "child_process", "--nocapture", "--test-threads=1"])
-                    .env("COALESCER_REDIS_CHILD", "1")
+                cmd.args(args)
+                    .env("CHILD_INDEX", i.to_string())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::inherit());
                 for (k, v) in env {
@@ -193,8 +200,14 @@ impl Children {
 impl Drop for Children {
     fn drop(&mut self) {
         for child in &mut self.children {
-            let _ = Command::new("kill").args(["-CONT", &child.id().to_string()]).status();
-            let _ = child.kill();
+            if let Ok(None) = child.try_wait() {
+                // A stopped child must be continued to die of anything but SIGKILL; SIGKILL it.
+                let _ = Command::new("kill")
+                    .args(["-CONT", &child.id().to_string()])
+                    .stderr(Stdio::null())
+                    .status();
+                let _ = child.kill();
+            }
             let _ = child.wait();
         }
     }
