@@ -10,8 +10,11 @@
 //!    script that decides atomically: a result is there (take it), the lease is free (lead, with a
 //!    fencing token from the key's counter), or it is held (follow).
 //! 3. **Followers sleep** until the leader's publish wakes them, with the result in the message:
-//!    no polling. A follower process sends 2 commands per flight (`SUBSCRIBE`, `EVALSHA`) when the
-//!    work is shorter than two thirds of the lease, plus one check per lease time beyond that.
+//!    no polling. A follower process sends 2 commands per flight (`SUBSCRIBE`, `EVALSHA`; its
+//!    subscriber connection is then closed, not unsubscribed) when the work is shorter than two
+//!    thirds of the lease, plus one check each time the lease it was told of expires (about
+//!    every two thirds of the lease while the leader renews). The leader sends 3 (`SUBSCRIBE`,
+//!    the check, the store) plus one renewal per third of the lease.
 //! 4. **The leader** runs the work with its [`Lease`] (the token), renews the lease every third of
 //!    the lease time from a task its guard stops, and stores + publishes the result with a script
 //!    that checks the lease is still its own. The result then lingers for
@@ -106,6 +109,13 @@
 //! names `{prefix}:k:value`, `:lease`, `:fence` and the channel `{prefix}:k:wake`. Put tenants in
 //! the prefix or the key (never let one tenant name another's key). The `:fence` counter has no
 //! expiry (tokens must only grow): one small string per key ever used.
+//!
+//! # Connections
+//!
+//! A group has one multiplexed connection for commands (redis-rs's `ConnectionManager`, which
+//! reconnects), opened at the first call. Each local flight (a key in flight in this process)
+//! opens its own subscriber connection and closes it when the flight ends: a process with
+//! thousands of keys in flight at once holds as many subscriber connections.
 //!
 //! # Runtime
 //!
@@ -203,6 +213,13 @@ pub enum Origin {
     Woken,
     /// Another process ran it; its result was still stored (lingering) when this process checked.
     Stored,
+}
+
+impl Origin {
+    /// Whether this process ran the work.
+    pub fn is_ran(&self) -> bool {
+        matches!(self, Self::Ran { .. })
+    }
 }
 
 /// A value and how it was served: by this process or another, to one local caller or several.
@@ -365,6 +382,15 @@ impl<C> Builder<C> {
 ///
 /// `V` is the value (cloned to each local caller: put an expensive one in an `Arc`), `E` the
 /// work's error, `C` the [`Codec`] that carries `V` between processes.
+///
+/// # Unwind safety
+///
+/// User code runs in the work, the codec, and `V::clone`. A panic in the work or the codec
+/// unwinds through the flight: the local caller driving it gets the panic, the other local
+/// callers [`Error::Panicked`], the leader's guard stops the renewal and gives the lease up
+/// (published), and the key is free locally (the core's shared-work rules). A panic in
+/// `V::clone` follows the core's rules (see [`coalescer::Group`]). No role (leader, renewal) is held by
+/// anything but a guard, so an unwind never leaves a lease renewed forever.
 pub struct RedisGroup<V, E = std::convert::Infallible, C = Bytes> {
     local: Arc<Group<String, flight::Flown<V, E>>>,
     shared: Arc<Shared<C>>,

@@ -367,15 +367,13 @@ fn server_restart_mid_flight_every_caller_gets_a_value() {
     let (started, leading) = tokio::sync::oneshot::channel();
     let leader = rt.spawn(async move {
         a.work("k", |l| async move {
-            let _ = started.send(());
+            let _ = started.send(l.token().unwrap());
             let _ = finish.await;
             Ok(format!("a{}", l.token().unwrap()))
         })
         .await
     });
-    rt.block_on(async {
-        tokio::time::timeout(WATCHDOG, leading).await.unwrap().unwrap();
-    });
+    let old_token = rt.block_on(async { tokio::time::timeout(WATCHDOG, leading).await.unwrap().unwrap() });
     let follower =
         rt.spawn(async move { b.work("k", |l| async move { Ok(format!("b{}", l.token().unwrap())) }).await });
     rt.block_on(until_evalsha(&server, base, 2));
@@ -384,6 +382,9 @@ fn server_restart_mid_flight_every_caller_gets_a_value() {
         // The follower re-subscribes, finds the lease free on the new server and leads.
         let followed = tokio::time::timeout(WATCHDOG, follower).await.unwrap().unwrap().unwrap();
         assert!(followed.value().starts_with('b'), "{followed:?}");
+        // The restarted server lost the counter; tokens start again from its clock, above.
+        let new_token: u64 = followed.value()[1..].parse().unwrap();
+        assert!(new_token > old_token.get(), "token {new_token} after the restart > {old_token} before");
         // The old leader finishes: its store is rejected (no lease on the new server) and its
         // callers get the new leader's result.
         go.send(()).unwrap();
@@ -394,7 +395,7 @@ fn server_restart_mid_flight_every_caller_gets_a_value() {
 }
 
 #[test]
-fn server_gone_mid_flight_follower_gets_disconnected_after_one_lease() {
+fn server_gone_mid_flight_follower_gets_disconnected() {
     let Some(mut server) = Server::start() else { return };
     const LEASE: Duration = Duration::from_millis(300);
     run(async {
@@ -444,15 +445,15 @@ fn unreachable_redis_fails_typed_or_falls_back_to_local_coalescing() {
                 })
             })
             .collect();
-        while local.in_flight() == 0 {
-            tokio::task::yield_now().await;
+        while local.counters().followers < 4 {
+            tokio::task::yield_now().await; // until all five callers are in the local flight
         }
         release.send(true).unwrap();
         for call in calls {
             let served = call.await.unwrap().unwrap();
             assert_eq!((served.value().as_str(), served.origin()), ("local", Origin::Ran { token: None }));
         }
-        assert!(runs.load(std::sync::atomic::Ordering::SeqCst) <= 5);
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1, "still coalesced locally");
     });
 }
 
@@ -490,5 +491,52 @@ fn lease_is_renewed_while_a_long_work_runs() {
         let followed = follower.await.unwrap().unwrap();
         assert_eq!(followed.value(), "a", "the follower never led: the lease was renewed");
         assert_eq!(leader.await.unwrap().unwrap().value(), "a");
+    });
+}
+
+#[test]
+fn failing_work_is_shared_locally_and_another_process_tries_next() {
+    let Some(server) = Server::start() else { return };
+    run(async {
+        let (a, b) = (group(&server, Duration::from_secs(20)), group(&server, Duration::from_secs(20)));
+        let base = warm_base(&server).await;
+        let (go, fail_now) = tokio::sync::oneshot::channel::<()>();
+        let (started, leading) = tokio::sync::oneshot::channel();
+        let (a1, a2) = (a.clone(), a.clone());
+        let first = tokio::spawn(async move {
+            a1.work("k", |_| async move {
+                let _ = started.send(());
+                let _ = fail_now.await;
+                Err("the database said no".to_string())
+            })
+            .await
+        });
+        leading.await.unwrap();
+        let second = tokio::spawn(async move { a2.work("k", |_| async { Ok("never".to_string()) }).await });
+        let follower = tokio::spawn(async move { b.work("k", |_| async { Ok("from b".to_string()) }).await });
+        until_evalsha(&server, base, 2).await;
+        while a.counters().followers < 1 {
+            tokio::task::yield_now().await;
+        }
+        go.send(()).unwrap();
+        for call in [first, second] {
+            let error = call.await.unwrap().unwrap_err();
+            assert_eq!(error.failure().map(String::as_str), Some("the database said no"));
+        }
+        let served = follower.await.unwrap().unwrap();
+        assert_eq!((served.value().as_str(), served.origin().is_ran()), ("from b", true));
+    });
+}
+
+#[test]
+fn late_caller_within_the_linger_gets_the_stored_result_without_running() {
+    let Some(server) = Server::start() else { return };
+    run(async {
+        let (a, b) = (group(&server, Duration::from_secs(20)), group(&server, Duration::from_secs(20)));
+        let led = a.work("k", |l| async move { Ok(format!("a{}", l.token().unwrap())) }).await.unwrap();
+        let late =
+            b.work("k", |_| async { Err("a late caller must not run the work".to_string()) }).await.unwrap();
+        assert_eq!(late.value(), led.value());
+        assert_eq!(late.origin(), Origin::Stored);
     });
 }
