@@ -22,6 +22,9 @@ Flags:
                     leader-timeout scenarios; 0 skips them          [default: 10]
   --timeout-ms N    their deadline                 [default: a third of one report query]
   --no-progress     no progress bar while seeding
+  --processes N     across processes: N demo processes on one report key, coalesced
+                    locally only, then with coalescer-redis (src/redis.rs)
+  --redis URL       the Redis for --processes [default: a local redis-server it starts]
   -h, --help        this text
 ";
 
