@@ -17,6 +17,7 @@
 //!
 //!   cargo bench -p coalescer-redis --bench wake            (needs `redis-server`: ci/redis.sh)
 //!   WAKE_ROUNDS=5 cargo bench -p coalescer-redis --bench wake   (a quick run)
+//!   WAKE_UNIX=1 ...   the server on a Unix socket instead of loopback TCP
 #![allow(missing_docs)]
 
 #[path = "../tests/common/mod.rs"]
@@ -37,30 +38,40 @@ fn main() {
         return child(&which);
     }
     let rounds: usize = std::env::var("WAKE_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(30);
-    let Some(server) = common::Server::start() else { return };
+    // Loopback TCP (WAKE_UNIX=1: the Unix socket).
+    let server = if std::env::var_os("WAKE_UNIX").is_some() {
+        common::Server::start()
+    } else {
+        common::Server::start_tcp()
+    };
+    let Some(server) = server else { return };
     let uptime = std::process::Command::new("uptime")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
     println!(
-        "{PROCESSES} processes x {CALLERS} callers, one key per round, work {WORK:?}, {rounds} rounds each"
+        "{PROCESSES} processes x {CALLERS} callers, one key per round, work {WORK:?}, {rounds} rounds each, redis at {}",
+        server.url()
     );
     println!("uptime before: {}", uptime.unwrap_or_default().trim());
     println!();
     println!(
-        "| implementation | executions per flight | client commands per flight | wake p50 | wake p99 | max |"
+        "| implementation | executions per flight | client commands per flight | process wake p50 | p99 | caller wake p50 | p99 | max |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for which in IMPLS {
-        let (executions, commands, mut latencies) = measure(&server, which, rounds);
-        latencies.sort_unstable();
-        let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+        let (executions, commands, mut callers, mut processes) = measure(&server, which, rounds);
+        callers.sort_unstable();
+        processes.sort_unstable();
+        let at = |v: &[u64], q: f64| show(v[((v.len() - 1) as f64 * q).round() as usize]);
         println!(
-            "| {which} | {:.2} | {:.1} | {} | {} | {} |",
+            "| {which} | {:.2} | {:.1} | {} | {} | {} | {} | {} |",
             executions as f64 / rounds as f64,
             commands as f64 / rounds as f64,
-            show(at(0.50)),
-            show(at(0.99)),
-            show(at(1.0)),
+            at(&processes, 0.50),
+            at(&processes, 0.99),
+            at(&callers, 0.50),
+            at(&callers, 0.99),
+            at(&callers, 1.0),
         );
     }
     let uptime = std::process::Command::new("uptime")
@@ -78,9 +89,10 @@ fn show(micros: u64) -> String {
     }
 }
 
-/// Runs `rounds` flights of `which`; returns executions, client commands and the wake latencies
-/// (µs) of the callers in processes other than the executing one.
-fn measure(server: &common::Server, which: &str, rounds: usize) -> (u64, u64, Vec<u64>) {
+/// Runs `rounds` flights of `which`; returns executions, client commands, the wake latencies
+/// (µs) of every caller in a process other than the executing one, and per such process and
+/// round the first of its callers' (the cross-process wake, before the local fan-out to 50 tasks).
+fn measure(server: &common::Server, which: &str, rounds: usize) -> (u64, u64, Vec<u64>, Vec<u64>) {
     let mut con = server.con();
     let _: () = redis::cmd("FLUSHALL").query(&mut con).unwrap();
     let counted: &[&str] = if which == "coalescer-redis" {
@@ -115,16 +127,19 @@ fn measure(server: &common::Server, which: &str, rounds: usize) -> (u64, u64, Ve
     let after = server.commandstats();
     let executions: u64 =
         redis::cmd("GET").arg("bench:executions").query::<Option<u64>>(&mut con).unwrap().unwrap_or(0);
-    let mut latencies = Vec::new();
+    let (mut latencies, mut first) = (Vec::new(), std::collections::BTreeMap::new());
     for i in 0..PROCESSES {
         for line in children.wait(i, Duration::from_secs(120)) {
             let (round, micros) = line.split_once(' ').unwrap();
+            let micros: u64 = micros.parse().unwrap();
             if round != "0" {
-                latencies.push(micros.parse().unwrap());
+                latencies.push(micros);
+                let earliest = first.entry((i, round.to_string())).or_insert(micros);
+                *earliest = (*earliest).min(micros);
             }
         }
     }
-    (executions - executions_before, count(&after) - count(&before), latencies)
+    (executions - executions_before, count(&after) - count(&before), latencies, first.into_values().collect())
 }
 
 fn now_micros() -> u64 {

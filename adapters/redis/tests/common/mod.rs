@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 pub struct Server {
     dir: PathBuf,
     child: Option<Child>,
+    /// A loopback TCP port instead of the Unix socket.
+    port: Option<u16>,
 }
 
 static SERVERS: AtomicUsize = AtomicUsize::new(0);
@@ -20,6 +22,19 @@ impl Server {
     /// A fresh server, or `None` (after a loud message) when `redis-server` is not installed
     /// and `CI` is not `true`. Under `CI=true` a missing server fails the test.
     pub fn start() -> Option<Self> {
+        Self::start_on(None)
+    }
+
+    /// Like [`start`](Self::start), on a free loopback TCP port.
+    pub fn start_tcp() -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        Self::start_on(Some(port))
+    }
+
+    fn start_on(port: Option<u16>) -> Option<Self> {
         if Command::new("redis-server").arg("--version").output().is_err() {
             let message = "redis-server is not installed: the coalescer-redis tests against a real \
                            server are SKIPPED (install it with ci/redis.sh)";
@@ -33,7 +48,7 @@ impl Server {
         let dir = std::env::temp_dir().join(format!("coalescer-redis-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let mut server = Self { dir, child: None };
+        let mut server = Self { dir, child: None, port };
         server.spawn();
         Some(server)
     }
@@ -43,8 +58,9 @@ impl Server {
     }
 
     fn spawn(&mut self) {
+        let port = self.port.unwrap_or(0).to_string();
         let child = Command::new("redis-server")
-            .args(["--port", "0", "--unixsocket"])
+            .args(["--bind", "127.0.0.1", "--port", &port, "--unixsocket"])
             .arg(self.socket())
             .args(["--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir"])
             .arg(&self.dir)
@@ -81,7 +97,10 @@ impl Server {
     }
 
     pub fn url(&self) -> String {
-        format!("redis+unix://{}", self.socket().display())
+        match self.port {
+            Some(port) => format!("redis://127.0.0.1:{port}/"),
+            None => format!("redis+unix://{}", self.socket().display()),
+        }
     }
 
     pub fn client(&self) -> redis::Client {
@@ -139,6 +158,8 @@ pub fn is_child() -> bool {
 /// Child processes running this test binary's `child_process` test, killed on drop.
 pub struct Children {
     pub children: Vec<Child>,
+    /// Each child's stdout, read as it comes (a full pipe would block the child).
+    outputs: Vec<Option<std::thread::JoinHandle<String>>>,
 }
 
 impl Children {
@@ -152,7 +173,7 @@ impl Children {
     /// `n` children running this binary with `args`, each with `env` and `CHILD_INDEX` set.
     pub fn spawn_args(n: usize, args: &[&str], env: &[(&str, String)]) -> Self {
         let exe = std::env::current_exe().expect("current exe");
-        let children = (0..n)
+        let mut children = (0..n)
             .map(|i| {
                 let mut cmd = Command::new(&exe);
                 cmd.args(args)
@@ -164,8 +185,19 @@ impl Children {
                 }
                 cmd.spawn().expect("spawn child")
             })
+            .collect::<Vec<_>>();
+        let outputs = children
+            .iter_mut()
+            .map(|child| {
+                let mut stdout = child.stdout.take().expect("stdout");
+                Some(std::thread::spawn(move || {
+                    let mut out = String::new();
+                    let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
+                    out
+                }))
+            })
             .collect();
-        Self { children }
+        Self { children, outputs }
     }
 
     pub fn pid_index(&self, pid: u32) -> usize {
@@ -178,9 +210,7 @@ impl Children {
         let child = &mut self.children[i];
         loop {
             if let Some(status) = child.try_wait().expect("try_wait") {
-                let mut out = String::new();
-                use std::io::Read;
-                child.stdout.take().expect("stdout").read_to_string(&mut out).expect("read stdout");
+                let out = self.outputs[i].take().expect("waited once").join().expect("stdout reader");
                 assert!(status.success(), "child {i} failed: {status}\n{out}");
                 // The harness prints `test child_process ... ` before the test's own output.
                 return out.lines().filter_map(|l| Some(l[l.find("RESULT ")? + 7..].to_string())).collect();
