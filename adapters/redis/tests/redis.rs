@@ -540,3 +540,123 @@ fn late_caller_within_the_linger_gets_the_stored_result_without_running() {
         assert_eq!(late.origin(), Origin::Stored);
     });
 }
+
+/// Encodes every string but `"unencodable"`.
+struct Picky;
+
+impl Codec<String> for Picky {
+    type Error = std::io::Error;
+
+    fn encode(&self, value: &String) -> Result<Vec<u8>, Self::Error> {
+        match value.as_str() {
+            "unencodable" => Err(std::io::Error::other("cannot encode that")),
+            _ => Ok(value.clone().into_bytes()),
+        }
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<String, Self::Error> {
+        String::from_utf8(bytes.to_vec()).map_err(std::io::Error::other)
+    }
+}
+
+#[test]
+fn unencodable_value_stays_with_the_leader_and_another_process_runs_the_work() {
+    let Some(server) = Server::start() else { return };
+    run(async {
+        let picky = |server: &Server| -> RedisGroup<String, String, Picky> {
+            RedisGroup::builder(server.client())
+                .prefix("t")
+                .lease(Duration::from_secs(20))
+                .codec(Picky)
+                .build()
+        };
+        let (a, b) = (picky(&server), picky(&server));
+        let base = warm_base(&server).await;
+        let (go, finish) = tokio::sync::oneshot::channel::<()>();
+        let (started, leading) = tokio::sync::oneshot::channel();
+        let leader = tokio::spawn(async move {
+            a.work("k", |_| async move {
+                let _ = started.send(());
+                let _ = finish.await;
+                Ok("unencodable".to_string())
+            })
+            .await
+        });
+        leading.await.unwrap();
+        let follower = tokio::spawn(async move { b.work("k", |_| async { Ok("from b".to_string()) }).await });
+        until_evalsha(&server, base, 2).await;
+        go.send(()).unwrap();
+        let led = leader.await.unwrap().unwrap();
+        assert_eq!((led.value().as_str(), led.origin().is_ran()), ("unencodable", true));
+        let followed = follower.await.unwrap().unwrap();
+        assert_eq!((followed.value().as_str(), followed.origin().is_ran()), ("from b", true));
+    });
+}
+
+#[test]
+fn redis_lost_mid_flight_with_local_fallback_runs_the_work_here() {
+    let Some(mut server) = Server::start() else { return };
+    const LEASE: Duration = Duration::from_millis(300);
+    run(async {
+        let local = |server: &Server| -> Group {
+            RedisGroup::builder(server.client())
+                .prefix("t")
+                .lease(LEASE)
+                .fallback(Fallback::Local)
+                .timeouts(Duration::from_millis(200), Duration::from_millis(500))
+                .build()
+        };
+        let (a, b) = (local(&server), local(&server));
+        let base = warm_base(&server).await;
+        let (started, leading) = tokio::sync::oneshot::channel();
+        let leader = tokio::spawn(async move {
+            a.work("k", |_| async move {
+                let _ = started.send(());
+                std::future::pending().await
+            })
+            .await
+        });
+        leading.await.unwrap();
+        let follower =
+            tokio::spawn(
+                async move { b.work("k", |l| async move { Ok(format!("b {:?}", l.token())) }).await },
+            );
+        until_evalsha(&server, base, 2).await;
+        server.kill();
+        let served = follower.await.unwrap().unwrap();
+        assert_eq!((served.value().as_str(), served.origin()), ("b None", Origin::Ran { token: None }));
+        leader.abort();
+    });
+}
+
+#[test]
+fn work_sees_its_lease_lost_and_its_result_is_stored_under_a_new_lease() {
+    let Some(server) = Server::start() else { return };
+    const LEASE: Duration = Duration::from_millis(150);
+    run(async {
+        let a = group(&server, LEASE);
+        let (started, leading) = tokio::sync::oneshot::channel();
+        let call = tokio::spawn(async move {
+            a.work("k", |lease| async move {
+                let _ = started.send(lease.token().unwrap());
+                // Until a renewal finds the lease gone (the test deletes it): then finish.
+                while !lease.is_lost() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Ok(format!("a{}", lease.token().unwrap()))
+            })
+            .await
+        });
+        let first = leading.await.unwrap();
+        let deleted: u64 = redis::cmd("DEL").arg("t:k:lease").query(&mut server.con()).unwrap();
+        assert_eq!(deleted, 1);
+        let served = call.await.unwrap().unwrap();
+        // The store under the lost lease is rejected; the re-check finds the lease free, so this
+        // process leads again and stores the value it has under the new, larger token.
+        let Origin::Ran { token: Some(second) } = served.origin() else { panic!("{served:?}") };
+        assert!(second > first, "{second} > {first}");
+        assert_eq!(served.value(), &format!("a{first}"));
+        let stored: String = redis::cmd("GET").arg("t:k:value").query(&mut server.con()).unwrap();
+        assert_eq!(&stored, served.value());
+    });
+}
