@@ -29,12 +29,14 @@
 //! # A lease is for efficiency, not for mutual exclusion
 //!
 //! Two executions of one key *can* overlap: a leader process that pauses (a GC or VM pause, a
-//! `SIGSTOP`, swapping, a slow disk) longer than its lease, or whose clock jumps, keeps running its
-//! work while a newer leader runs it too; a Redis failover can lose the lease. What the group
-//! guarantees is that such a late leader never overwrites the newer result (its store is
-//! rejected, and its own callers get the newer result). A resource that must never see two
-//! writers checks the [`FencingToken`]: tokens of a key only grow, so the resource keeps the
-//! largest it has seen and rejects older ones.
+//! `SIGSTOP`, swapping, a slow disk) longer than its lease keeps running its work while a newer
+//! leader runs it too; the lease expires by the Redis server's clock, so a jump of that clock
+//! ends it early; a Redis failover or restart can lose it. What the group guarantees is that
+//! such a late leader never overwrites the newer result (its store is rejected, and its own
+//! callers get the newer result). A resource that must never see two writers checks the
+//! [`FencingToken`]: tokens of a key only grow, so the resource keeps the largest it has seen and
+//! rejects older ones. (A server that lost its data restarts the key's counter at its clock in
+//! microseconds, above any earlier token unless that clock went back.)
 //!
 //! ```
 //! use coalescer_redis::FencingToken;
@@ -93,7 +95,7 @@
 //! |---|---|
 //! | Redis unreachable at the start | [`Error::Unreachable`], or with [`Fallback::Local`] the work runs here, coalesced locally only ([`Lease::token`] is `None`) |
 //! | Redis lost while following | retried (re-subscribe, re-check) for one lease time, then [`Error::Disconnected`] or the fallback |
-//! | Redis lost while leading | the leader's callers still get its value; the store/publish is lost, followers recover as above |
+//! | Redis lost while leading | the failed store is retried as a re-check for one lease time (a newer result wins; a free lease is taken and the value stored under it), then the leader's callers get its own value |
 //! | the subscription dropped (`CLIENT KILL`) | the follower re-subscribes and re-checks at once |
 //! | a silent drop (no close seen) | the follower re-checks when the lease it was told expires |
 //! | the server restarted (no persistence) | as a lost subscription: the re-check finds a free lease and one follower leads; the old leader's store is rejected and its callers get the new result |
