@@ -19,5 +19,7 @@ export DEBIAN_FRONTEND=noninteractive
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
     "${sudo[@]}" systemctl stop redis-server || true
     "${sudo[@]}" systemctl disable redis-server >/dev/null 2>&1 || true
+elif [[ -s /run/redis/redis-server.pid ]] && command -v service >/dev/null 2>&1; then
+    "${sudo[@]}" service redis-server stop || true
 fi
 echo "==> redis: $(redis-server --version)"

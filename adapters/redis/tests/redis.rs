@@ -660,3 +660,17 @@ fn work_sees_its_lease_lost_and_its_result_is_stored_under_a_new_lease() {
         assert_eq!(&stored, served.value());
     });
 }
+
+#[test]
+fn public_types_and_the_call_future_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<Group>();
+    send_sync::<coalescer_redis::Served<String>>();
+    send_sync::<Error<String>>();
+    send_sync::<coalescer_redis::Lease>();
+    send_sync::<coalescer_redis::Builder>();
+    let group: Group = RedisGroup::builder(redis::Client::open("redis://127.0.0.1:1/").unwrap()).build();
+    let call = group.work("k", |_| async { Ok(String::new()) });
+    send(&call); // spawnable on a multi-threaded runtime
+}
