@@ -18,14 +18,14 @@
 
 use crate::codec::{Codec, CodecError};
 use crate::scripts::Names;
+use crate::subscriber::Subscription;
 use crate::{Error, Fallback, FencingToken, Lease, Origin, Shared};
-use futures_lite::StreamExt;
-use redis::aio::{ConnectionManager, PubSubStream};
+use redis::aio::ConnectionManager;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::time::{Instant, sleep, timeout, timeout_at};
+use tokio::time::{Instant, sleep, timeout_at};
 
 /// What one local flight hands its local callers.
 pub(crate) type Flown<V, E> = Result<(V, Origin), Error<E>>;
@@ -61,14 +61,14 @@ where
     let mut own: Option<(V, FencingToken)> = None;
     // Until when a Redis failure mid-flight is retried.
     let mut retry_until: Option<Instant> = None;
-    let mut subscription: Option<PubSubStream> = None;
+    let mut subscription: Option<Subscription> = None;
     let mut backoff = Duration::from_millis(5);
 
     loop {
         // Listen first, then check: a publish between the two is never missed.
         let step = async {
             if subscription.is_none() {
-                subscription = Some(subscribe(&shared, &names.channel).await?);
+                subscription = Some(shared.subscriber.subscribe(&names.channel).await?);
             }
             acquire(&shared, &names).await
         };
@@ -169,24 +169,12 @@ fn decode<V, E, C: Codec<V>>(shared: &Shared<C>, bytes: &[u8], origin: Origin) -
     }
 }
 
-/// A new subscriber connection, subscribed (the server confirmed) to `channel`.
-async fn subscribe<C>(shared: &Shared<C>, channel: &str) -> redis::RedisResult<PubSubStream> {
-    let open = async {
-        let mut pubsub = shared.subscriber.get_async_pubsub().await?;
-        pubsub.subscribe(channel).await?;
-        Ok(pubsub.into_on_message())
-    };
-    timeout(shared.config.connect_timeout + shared.config.response_timeout, open).await.unwrap_or_else(|_| {
-        Err(redis::RedisError::from((redis::ErrorKind::Io, "timed out subscribing to the wake channel")))
-    })
-}
-
-async fn wait(stream: &mut PubSubStream, deadline: Instant) -> Wake {
+async fn wait(subscription: &mut Subscription, deadline: Instant) -> Wake {
     loop {
-        match timeout_at(deadline, stream.next()).await {
+        match timeout_at(deadline, subscription.next()).await {
             Err(_) => return Wake::Expired,
             Ok(None) => return Wake::Closed,
-            Ok(Some(message)) => match message.get_payload_bytes().split_first() {
+            Ok(Some(payload)) => match payload.split_first() {
                 Some((b'v', bytes)) => return Wake::Value(bytes.to_vec()),
                 Some((b'g', _)) => return Wake::GaveUp,
                 _ => {} // not ours: ignore

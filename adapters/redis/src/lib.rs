@@ -10,11 +10,11 @@
 //!    script that decides atomically: a result is there (take it), the lease is free (lead, with a
 //!    fencing token from the key's counter), or it is held (follow).
 //! 3. **Followers sleep** until the leader's publish wakes them, with the result in the message:
-//!    no polling. A follower process sends 2 commands per flight (`SUBSCRIBE`, `EVALSHA`; its
-//!    subscriber connection is then closed, not unsubscribed) when the work is shorter than two
-//!    thirds of the lease, plus one check each time the lease it was told of expires (about
-//!    every two thirds of the lease while the leader renews). The leader sends 3 (`SUBSCRIBE`,
-//!    the check, the store) plus one renewal per third of the lease.
+//!    no polling. A follower process sends 3 commands per flight (`SUBSCRIBE`, `EVALSHA`,
+//!    `UNSUBSCRIBE`) when the work is shorter than two thirds of the lease, plus one check each
+//!    time the lease it was told of expires (about every two thirds of the lease while the
+//!    leader renews). The leader sends 4 (the same three and the store) plus one renewal per
+//!    third of the lease.
 //! 4. **The leader** runs the work with its [`Lease`] (the token), renews the lease every third of
 //!    the lease time from a task its guard stops, and stores + publishes the result with a script
 //!    that checks the lease is still its own. The result then lingers for
@@ -114,10 +114,11 @@
 //!
 //! # Connections
 //!
-//! A group has one multiplexed connection for commands (redis-rs's `ConnectionManager`, which
-//! reconnects), opened at the first call. Each local flight (a key in flight in this process)
-//! opens its own subscriber connection and closes it when the flight ends: a process with
-//! thousands of keys in flight at once holds as many subscriber connections.
+//! A group has two connections, opened at its first call: one multiplexed connection for
+//! commands (redis-rs's `ConnectionManager`, which reconnects), and one subscriber connection
+//! shared by its flights (each subscribes to its key's channel on it, and unsubscribes when it
+//! ends). A lost subscriber connection wakes every flight waiting on it; they re-subscribe on a
+//! new one and re-check.
 //!
 //! # Runtime
 //!
@@ -130,6 +131,7 @@ mod codec;
 mod error;
 mod flight;
 mod scripts;
+mod subscriber;
 
 #[cfg(feature = "serde")]
 pub use codec::Json;
@@ -277,8 +279,8 @@ struct Shared<C> {
     config: Config,
     codec: C,
     scripts: scripts::Scripts,
-    /// For subscriptions: one connection per local flight that subscribes, closed with it.
-    subscriber: redis::Client,
+    /// For subscriptions: one connection, shared by the group's flights.
+    subscriber: subscriber::Subscriber,
     /// For commands.
     commands: redis::Client,
     manager: tokio::sync::OnceCell<ConnectionManager>,
@@ -359,11 +361,10 @@ impl<C> Builder<C> {
     where
         C: Codec<V>,
     {
-        let info = self.client.get_connection_info().clone();
-        let settings = info.redis_settings().clone().set_skip_set_lib_name();
-        // Subscriber connections live for one flight: no `CLIENT SETINFO` round trip each time.
-        let subscriber =
-            redis::Client::open(info.set_redis_settings(settings)).unwrap_or_else(|_| self.client.clone());
+        let subscriber = subscriber::Subscriber::new(
+            self.client.clone(),
+            self.config.connect_timeout + self.config.response_timeout,
+        );
         RedisGroup {
             local: Arc::new(Group::new()),
             shared: Arc::new(Shared {
