@@ -122,8 +122,10 @@
 //!
 //! # Runtime
 //!
-//! Calls need a tokio runtime (redis-rs's `tokio-comp`): the renewal and the give-up are spawned
-//! tasks. If the runtime shuts down under a leader, its lease simply expires.
+//! Calls need a tokio runtime (redis-rs's `tokio-comp`): the renewal, the give-up and the
+//! subscriber's manager are spawned tasks, and the connections' own tasks live on the runtime of
+//! the group's first call, so use a group from one runtime. If the runtime shuts down under a
+//! leader, its lease simply expires.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
