@@ -24,6 +24,9 @@ Flags:
   --no-progress     no progress bar while seeding
   --http            serve the report over HTTP on loopback (axum) and load it with wrk
                     (--requests connections, 3 s, key 0), without and with coalescer-tower
+  --processes N     across processes: N demo processes on one report key, coalesced
+                    locally only, then with coalescer-redis (src/redis.rs)
+  --redis URL       the Redis for --processes [default: a local redis-server it starts]
   -h, --help        this text
 ";
 

@@ -18,6 +18,7 @@ pub mod burst;
 pub mod cache;
 pub mod db;
 pub mod http;
+pub mod redis;
 pub mod table;
 
 use burst::{Plan, Row, Scenario};

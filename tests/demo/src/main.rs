@@ -4,7 +4,11 @@ use stampede::args::{Command, USAGE, parse};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let settings = match parse(std::env::args().skip(1)) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(code) = stampede::redis::hook(&args) {
+        return code; // --processes N [--redis URL], in src/redis.rs
+    }
+    let settings = match parse(args) {
         Ok(Command::Run(settings)) => settings,
         Ok(Command::Http(settings)) => return http(&settings),
         Ok(Command::Help) => {
