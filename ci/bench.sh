@@ -42,6 +42,10 @@ if [[ $quick == 1 ]]; then
     cargo bench -p coalescer-benches --profile dev --bench coalesce --bench allocs -- \
         --noplot --nresamples 1000 "$@"
     ci/instructions.sh --smoke
+    # The adapters' benches: coalescer-tower against a busy-polling layer, coalescer-redis's wake
+    # latency across 4 processes against a polling lock (needs redis-server: ci/redis.sh).
+    cargo bench -p coalescer-tower --profile dev --bench http
+    WAKE_ROUNDS=2 cargo bench -p coalescer-redis --profile dev --bench wake
     echo "bench.sh --quick: every scenario ran"
     exit 0
 fi
