@@ -23,6 +23,9 @@ fn main() -> ExitCode {
     match stampede::run(&settings) {
         Ok(summary) => {
             print!("{}", stampede::table::render(&summary));
+            if let Some(metrics) = stampede::observe::metrics_text() {
+                println!("\n--metrics (Prometheus text format):\n{metrics}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
