@@ -91,9 +91,9 @@ impl<K, V, E> CacheBuilder<K, V, E, RandomState> {
 }
 
 impl<K, V, E, S> CacheBuilder<K, V, E, S> {
-    /// At most about `capacity` entries (rounded up to scc's bucket sizes). Eviction is per
-    /// bucket: a full bucket drops its least recently written entry, so an entry can be evicted
-    /// before the whole cache is full.
+    /// At most about `capacity` entries (rounded up to a power of two, at least 64), allocated
+    /// up front. Eviction is per bucket of 32 entries: a full bucket drops its least recently
+    /// written entry, so an entry can be evicted before the whole cache is full.
     pub fn max_capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity;
         self

@@ -28,6 +28,11 @@ pub(crate) enum Lookup<V, E> {
     Load { stale: bool },
 }
 
+/// The generation a read saw (`None`: no entry). A load started for it first checks whether
+/// the key was written since, and serves that value instead of loading again: a read that
+/// saw the old slot just before a load wrote back and left does not start a second load.
+pub(crate) type Seen = Option<u64>;
+
 impl<K, V, E, S> Inner<K, V, E, S>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
@@ -36,16 +41,29 @@ where
     S: BuildHasher + Clone + Send + Sync + 'static,
 {
     /// The read's verdict on `key` at `now`, counted. Polls the slot's kept refresh on the way.
-    pub(crate) fn lookup(&self, key: &K, now: u64) -> Lookup<V, E> {
-        let Some(slot) = self.slot(key) else { return Lookup::Load { stale: false } };
-        self.drive(&slot);
+    pub(crate) fn lookup(&self, key: &K, now: u64) -> (Lookup<V, E>, Seen) {
+        let Some(mut slot) = self.slot(key) else { return (Lookup::Load { stale: false }, None) };
+        if self.drive(&slot) {
+            // The kept refresh just finished (and may have written back): read again.
+            match self.slot(key) {
+                Some(again) => slot = again,
+                None => return (Lookup::Load { stale: false }, None),
+            }
+        }
+        let seen = Some(slot.generation);
+        (self.judge(&slot, now), seen)
+    }
+
+    fn judge(&self, slot: &Slot<V, E>, now: u64) -> Lookup<V, E> {
         let verdict = slot.verdict(now, |slot| self.early(slot, now));
         let value = || slot.value().expect("a verdict that serves a value has one").clone();
         let (count, served) = match verdict {
             Verdict::Load { stale } => return Lookup::Load { stale },
             Verdict::Negative => {
                 self.stats.record(Count::Hit);
-                let super::entry::Stored::Negative(e) = &slot.stored else { unreachable!("negative verdict") };
+                let super::entry::Stored::Negative(e) = &slot.stored else {
+                    unreachable!("negative verdict")
+                };
                 return Lookup::Done(Err(Error::Negative(e.clone())));
             }
             Verdict::Fresh => (Count::Hit, Served::Fresh),
@@ -74,24 +92,46 @@ where
     }
 
     /// Polls the slot's kept refresh if it was woken; clears it from the slot once over.
-    pub(crate) fn drive(&self, slot: &Slot<V, E>) {
-        if let Some(refresh) = slot.refresh() {
-            if refresh.drive() {
-                drop(slot.clear_refresh(&refresh));
-            }
+    /// Returns whether it finished just now.
+    pub(crate) fn drive(&self, slot: &Slot<V, E>) -> bool {
+        let Some(refresh) = slot.refresh() else { return false };
+        let done = refresh.drive();
+        if done {
+            drop(slot.clear_refresh(&refresh));
         }
+        done
+    }
+
+    /// The key's value if it was written since the read that saw `seen` and is fresh at `now`.
+    fn written_since(&self, key: &K, seen: Seen, now: u64) -> Option<V> {
+        let slot = self.slot(key)?;
+        if Some(slot.generation) == seen || now >= slot.refresh_at.min(slot.expires_at) {
+            return None;
+        }
+        slot.value().cloned()
     }
 
     /// The work of a load of `key`: notes its ticket when the flight starts it, runs the
     /// loader, writes back. Holds the cache weakly (a load does not keep a dropped cache alive).
-    fn work<F, Fut>(self: &Arc<Self>, key: K, loader: F) -> impl FnOnce() -> BoxFuture<Loaded<V, E>> + Send + 'static
+    fn work<F, Fut>(
+        self: &Arc<Self>,
+        key: K,
+        seen: Seen,
+        loader: F,
+    ) -> impl FnOnce() -> BoxFuture<Loaded<V, E>> + Send + 'static
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
         let weak = Arc::downgrade(self);
         move || {
-            let ticket = weak.upgrade().map(|inner| inner.ticket(&key));
+            let inner = weak.upgrade();
+            if let Some(value) = inner.as_ref().and_then(|inner| inner.written_since(&key, seen, inner.now()))
+            {
+                let written: BoxFuture<Loaded<V, E>> = Box::pin(std::future::ready(Ok(value)));
+                return written;
+            }
+            let ticket = inner.map(|inner| inner.ticket(&key));
             let fut = loader();
             let work: BoxFuture<Loaded<V, E>> = Box::pin(async move {
                 let result = fut.await.map_err(Arc::new);
@@ -105,25 +145,25 @@ where
     }
 
     /// A waiter of `key`'s load, owned (it holds the group's `Arc`), in shared-work mode.
-    pub(crate) fn load<F, Fut>(self: &Arc<Self>, key: K, loader: F) -> BoxFuture<LoadOutput<V, E>>
+    pub(crate) fn load<F, Fut>(self: &Arc<Self>, key: K, seen: Seen, loader: F) -> BoxFuture<LoadOutput<V, E>>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
         let group = self.group.clone();
-        let work = self.work(key.clone(), loader);
+        let work = self.work(key.clone(), seen, loader);
         Box::pin(async move { group.work_shared(key, work).await })
     }
 
     /// Starts the background refresh of `key`: spawned when the cache has a spawner, kept by
     /// the slot and driven by later reads otherwise. Never waits.
-    pub(crate) fn refresh<F, Fut>(self: &Arc<Self>, key: K, loader: F)
+    pub(crate) fn refresh<F, Fut>(self: &Arc<Self>, key: K, seen: Seen, loader: F)
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
         if let Some(spawn) = self.spawn.clone() {
-            let work = self.work(key.clone(), loader);
+            let work = self.work(key.clone(), seen, loader);
             let call = pin!(self.group.work_detached(key, spawn, work));
             // The first poll joins, and spawns the work when this call leads; then the call
             // leaves, and the detached work goes on by itself.
@@ -131,7 +171,7 @@ where
             return;
         }
         let Some(slot) = self.slot(&key) else { return };
-        let fut = self.load(key, loader);
+        let fut = self.load(key, seen, loader);
         self.keep(&slot, fut);
     }
 
@@ -175,7 +215,11 @@ where
     }
 
     /// The soft timeout fired: serve the stale value and leave the load to the slot.
-    async fn soft_timed_out(self: &Arc<Self>, key: K, fut: BoxFuture<LoadOutput<V, E>>) -> Result<Read<V>, Error<E>> {
+    async fn soft_timed_out(
+        self: &Arc<Self>,
+        key: K,
+        fut: BoxFuture<LoadOutput<V, E>>,
+    ) -> Result<Read<V>, Error<E>> {
         let now = self.now();
         match self.slot(&key) {
             Some(slot) if slot.stale_usable(now) => {
@@ -210,12 +254,15 @@ where
     }
 
     /// A blocking load of `key`: runs the loader on this thread when it leads.
-    pub(crate) fn load_blocking<F>(self: &Arc<Self>, key: K, loader: F) -> LoadOutput<V, E>
+    pub(crate) fn load_blocking<F>(self: &Arc<Self>, key: K, seen: Seen, loader: F) -> LoadOutput<V, E>
     where
         F: FnOnce() -> Result<V, E>,
     {
         let ticket_key = key.clone();
         self.group.work_blocking(key, || {
+            if let Some(value) = self.written_since(&ticket_key, seen, self.now()) {
+                return Ok(value);
+            }
             let ticket = self.ticket(&ticket_key);
             let result = loader().map_err(Arc::new);
             self.write_back(&ticket_key, ticket, &result);
@@ -225,14 +272,14 @@ where
 
     /// The background refresh of a blocking read: spawned as a task when the cache has a
     /// spawner, on a thread of its own otherwise.
-    pub(crate) fn refresh_blocking<F>(self: &Arc<Self>, key: K, loader: F)
+    pub(crate) fn refresh_blocking<F>(self: &Arc<Self>, key: K, seen: Seen, loader: F)
     where
         F: FnOnce() -> Result<V, E> + Send + 'static,
     {
         if self.spawn.is_some() {
-            return self.refresh(key, move || async move { loader() });
+            return self.refresh(key, seen, move || async move { loader() });
         }
         let inner = self.clone();
-        std::thread::spawn(move || drop(inner.load_blocking(key, loader)));
+        std::thread::spawn(move || drop(inner.load_blocking(key, seen, loader)));
     }
 }

@@ -217,14 +217,15 @@ where
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
         let inner = &self.inner;
-        match inner.lookup(&key, inner.now()) {
+        let (lookup, seen) = inner.lookup(&key, inner.now());
+        match lookup {
             Lookup::Done(read) => read,
             Lookup::Refresh(read) => {
-                inner.refresh(key, loader);
+                inner.refresh(key, seen, loader);
                 Ok(read)
             }
             Lookup::Load { stale } => {
-                let fut = inner.load(key.clone(), loader);
+                let fut = inner.load(key.clone(), seen, loader);
                 inner.wait(key, fut, stale).await
             }
         }
@@ -274,15 +275,16 @@ where
         F: FnOnce() -> Result<V, E> + Send + 'static,
     {
         let inner = &self.inner;
-        match inner.lookup(&key, inner.now()) {
+        let (lookup, seen) = inner.lookup(&key, inner.now());
+        match lookup {
             Lookup::Done(read) => read,
             Lookup::Refresh(read) => {
-                inner.refresh_blocking(key, loader);
+                inner.refresh_blocking(key, seen, loader);
                 Ok(read)
             }
             Lookup::Load { .. } => {
                 inner.stats.record(stats::Count::Miss);
-                let output = inner.load_blocking(key.clone(), loader);
+                let output = inner.load_blocking(key.clone(), seen, loader);
                 inner.conclude(&key, output)
             }
         }

@@ -60,7 +60,7 @@ where
         sleep: Option<BoxSleep>,
     ) -> Self {
         Self {
-            map: scc::HashCache::with_capacity_and_hasher(0, capacity, hasher.clone()),
+            map: scc::HashCache::with_capacity_and_hasher(capacity, capacity, hasher.clone()),
             group: Arc::new(Group::with_hasher(hasher.clone())),
             config,
             clock,
@@ -91,7 +91,8 @@ where
     /// The times of a value written at `now` by a load that took `load_nanos`.
     pub(crate) fn value_times(&self, now: u64, load_nanos: u64) -> Times {
         let c = &self.config;
-        let jitter = if c.jitter == 0 { 0 } else { ((self.random)().clamp(0.0, 1.0) * c.jitter as f64) as u64 };
+        let jitter =
+            if c.jitter == 0 { 0 } else { ((self.random)().clamp(0.0, 1.0) * c.jitter as f64) as u64 };
         let expires_at = now.saturating_add(c.ttl).saturating_add(jitter);
         let refresh_at = c.refresh_after.map_or(u64::MAX, |r| now.saturating_add(r).min(expires_at));
         Times { refresh_at, expires_at, stale_until: expires_at.saturating_add(c.max_stale), load_nanos }
@@ -174,7 +175,8 @@ where
             Err(error) => match self.config.negative_ttl {
                 Some(ttl) if !self.slot(key).is_some_and(|s| s.stale_usable(now)) => {
                     let expires_at = now.saturating_add(ttl);
-                    let times = Times { refresh_at: u64::MAX, expires_at, stale_until: expires_at, load_nanos };
+                    let times =
+                        Times { refresh_at: u64::MAX, expires_at, stale_until: expires_at, load_nanos };
                     (Stored::Negative(error.clone()), times)
                 }
                 _ => return self.throttle(key, ticket, now),
