@@ -625,3 +625,44 @@ fn early_refresh_refreshes_a_hot_key_before_it_expires() {
         assert_eq!(cache.counters().refreshes, 1);
     });
 }
+
+#[test]
+fn dropping_the_cache_cancels_a_refresh_kept_by_its_entry() {
+    run(async {
+        let clock = Arc::new(ManualClock::new());
+        let cache: C = cache(&clock).refresh_after(5 * SEC).build();
+        let loads = Arc::new(Loads::default());
+        cache.insert(1, 10);
+        clock.advance(6 * SEC);
+        let gate = Gate::new();
+        assert_eq!(cache.get_with(1, loads.gated(&gate, 11)).await.unwrap().served(), Served::Refreshing);
+        assert_eq!(loads.running.load(SeqCst), 1);
+        // The refresh's only owner is the entry: dropping the cache drops (cancels) it.
+        drop(cache);
+        assert_eq!(loads.running.load(SeqCst), 0);
+        assert_eq!(loads.finished.load(SeqCst), 0);
+    });
+}
+
+#[test]
+fn a_blocking_read_past_refresh_after_returns_at_once_and_refreshes_on_a_thread() {
+    let clock = Arc::new(ManualClock::new());
+    let cache: C = cache(&clock).refresh_after(5 * SEC).build();
+    cache.insert(1, 10);
+    clock.advance(6 * SEC);
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let read = cache
+        .get_with_blocking(1, move || {
+            go_rx.recv().unwrap(); // the refresh waits for the test; the read does not
+            11
+        })
+        .unwrap();
+    assert_eq!((*read.value(), read.served()), (10, Served::Refreshing));
+    assert_eq!(
+        cache.get_with_blocking(1, || unreachable!("one refresh")).unwrap().served(),
+        Served::Refreshing
+    );
+    go_tx.send(()).unwrap();
+    common::until_blocking(|| cache.peek(&1) == Some(11));
+    assert_eq!(cache.counters().loads, 1);
+}
