@@ -1,6 +1,6 @@
 //! The cache's counters: one relaxed increment per event.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 /// A snapshot of a cache's counters, totals since it was created.
 ///
@@ -40,15 +40,29 @@ pub struct CacheCounters {
     pub evictions: u64,
 }
 
+/// The live counters, striped over cache lines as the group's are: a thread counts on its own
+/// stripe, so two threads hitting the cache at once do not write the same line; a snapshot adds
+/// the stripes up.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
-    hits: AtomicU64,
-    stale_hits: AtomicU64,
-    misses: AtomicU64,
-    loads: AtomicU64,
-    refreshes: AtomicU64,
-    fail_safe: AtomicU64,
-    evictions: AtomicU64,
+    stripes: [Stripe; STRIPES],
+}
+
+/// Threads are spread over this many stripes.
+const STRIPES: usize = 8;
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Stripe([AtomicU64; COUNTS]);
+
+/// How many kinds of [`Count`] there are.
+const COUNTS: usize = 7;
+
+/// The calling thread's stripe: handed out round-robin the first time a thread counts.
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    std::thread_local!(static STRIPE: usize = NEXT.fetch_add(1, Relaxed) % STRIPES);
+    STRIPE.with(|s| *s)
 }
 
 /// What the cache counts.
@@ -65,27 +79,19 @@ pub(crate) enum Count {
 
 impl Stats {
     pub(crate) fn record(&self, what: Count) {
-        let counter = match what {
-            Count::Hit => &self.hits,
-            Count::StaleHit => &self.stale_hits,
-            Count::Miss => &self.misses,
-            Count::Load => &self.loads,
-            Count::Refresh => &self.refreshes,
-            Count::FailSafe => &self.fail_safe,
-            Count::Eviction => &self.evictions,
-        };
-        counter.fetch_add(1, Relaxed);
+        self.stripes[stripe()].0[what as usize].fetch_add(1, Relaxed);
     }
 
     pub(crate) fn snapshot(&self) -> CacheCounters {
+        let sum = |what: Count| self.stripes.iter().map(|s| s.0[what as usize].load(Relaxed)).sum::<u64>();
         CacheCounters {
-            hits: self.hits.load(Relaxed),
-            stale_hits: self.stale_hits.load(Relaxed),
-            misses: self.misses.load(Relaxed),
-            loads: self.loads.load(Relaxed),
-            refreshes: self.refreshes.load(Relaxed),
-            fail_safe: self.fail_safe.load(Relaxed),
-            evictions: self.evictions.load(Relaxed),
+            hits: sum(Count::Hit),
+            stale_hits: sum(Count::StaleHit),
+            misses: sum(Count::Miss),
+            loads: sum(Count::Load),
+            refreshes: sum(Count::Refresh),
+            fail_safe: sum(Count::FailSafe),
+            evictions: sum(Count::Eviction),
         }
     }
 }
