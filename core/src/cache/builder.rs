@@ -203,7 +203,7 @@ impl<K, V, E, S> CacheBuilder<K, V, E, S> {
     /// Soft timeout: a caller that waits this long for a load while an expired value within
     /// `max_stale` exists gets that value
     /// ([`Served::StaleOnTimeout`](super::Served::StaleOnTimeout)); the load goes on and fills
-    /// the cache. Needs a [`timer`](Self::timer).
+    /// the cache. Needs a [`timer`](Self::timer). A hard timeout shorter than this one wins.
     pub fn soft_timeout(mut self, timeout: Duration) -> Self {
         self.config.soft_timeout = Some(timeout);
         self

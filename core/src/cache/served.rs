@@ -20,7 +20,8 @@ pub enum Served {
     /// A cached value before its refresh point: no load was started or waited for.
     Fresh,
     /// A cached value past its refresh point (`refresh_after`, or an early refresh chosen by
-    /// chance): returned at once while a background refresh of the key is in the air.
+    /// chance): returned at once while a background refresh of the key is in the air (or,
+    /// after a failed refresh, until `retry_after` allows the next one).
     Refreshing,
     /// A cached value past its expiry, within `max_stale`: the load failed (now, or recently
     /// enough that the next attempt is still throttled).
