@@ -666,3 +666,19 @@ fn a_blocking_read_past_refresh_after_returns_at_once_and_refreshes_on_a_thread(
     common::until_blocking(|| cache.peek(&1) == Some(11));
     assert_eq!(cache.counters().loads, 1);
 }
+
+#[test]
+fn the_cache_its_reads_and_its_errors_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    let cache: C = Cache::builder().build();
+    send_sync(&cache);
+    let call = cache.get_with(1, || async { 1 });
+    send(&call);
+    let blocking_cache = cache.clone();
+    let read = std::thread::spawn(move || blocking_cache.get_with_blocking(2, || 2)).join().unwrap();
+    send_sync(&read);
+    let err: coalescer::cache::Error<String> = coalescer::cache::Error::TimedOut;
+    send_sync(&err);
+    drop(call);
+}
