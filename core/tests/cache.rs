@@ -682,3 +682,89 @@ fn the_cache_its_reads_and_its_errors_are_send_and_sync() {
     send_sync(&err);
     drop(call);
 }
+
+/// Loads and writes race for real (tasks, threads); every `invalidate` and `insert` bumps the
+/// key's epoch first, and a load returns the epoch it read after it started. A load that an
+/// `invalidate` or `insert` overtook must not write back: so the cache never holds an epoch
+/// older than the last completed `invalidate` or `insert` (checked by the writer before each
+/// of its operations), and once everyone is done it holds nothing or the last epoch.
+#[test]
+fn racing_invalidations_and_inserts_never_let_an_overtaken_load_write_back() {
+    run(async {
+        const KEYS: u32 = 2;
+        const ROUNDS: u32 = 2_000;
+        let cache: C = Cache::builder().build();
+        let epochs: Arc<Vec<AtomicU64>> = Arc::new((0..KEYS).map(|_| AtomicU64::new(0)).collect());
+        let loader = |epochs: &Arc<Vec<AtomicU64>>, key: u32| {
+            let epochs = epochs.clone();
+            move || async move {
+                let epoch = epochs[key as usize].load(SeqCst);
+                for _ in 0..3 {
+                    tokio::task::yield_now().await; // in the air for a while
+                }
+                epoch
+            }
+        };
+        let mut tasks = Vec::new();
+        for t in 0..2u32 {
+            let (cache, epochs) = (cache.clone(), epochs.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0..ROUNDS {
+                    let key = (i + t) % KEYS;
+                    let _ = cache.get_with(key, loader(&epochs, key)).await.unwrap();
+                }
+            }));
+        }
+        let readers: Vec<_> = (0..2u32)
+            .map(|t| {
+                let (cache, epochs) = (cache.clone(), epochs.clone());
+                std::thread::spawn(move || {
+                    for i in 0..ROUNDS {
+                        let key = (i + t) % KEYS;
+                        let epochs = epochs.clone();
+                        let load = move || {
+                            let epoch = epochs[key as usize].load(SeqCst);
+                            std::thread::yield_now();
+                            epoch
+                        };
+                        let _ = cache.get_with_blocking(key, load).unwrap();
+                    }
+                })
+            })
+            .collect();
+        let writer = {
+            let (cache, epochs) = (cache.clone(), epochs.clone());
+            std::thread::spawn(move || {
+                for i in 0..ROUNDS {
+                    let key = i % KEYS;
+                    let completed = epochs[key as usize].load(SeqCst);
+                    if let Some(held) = cache.peek(&key) {
+                        assert!(held >= completed, "key {key}: holds epoch {held}, overtaken at {completed}");
+                    }
+                    let epoch = epochs[key as usize].fetch_add(1, SeqCst) + 1;
+                    if i % 3 == 0 {
+                        cache.insert(key, epoch)
+                    } else {
+                        cache.invalidate(&key)
+                    }
+                    std::thread::yield_now();
+                }
+            })
+        };
+        for task in tasks {
+            task.await.unwrap();
+        }
+        for thread in readers.into_iter().chain([writer]) {
+            thread.join().unwrap();
+        }
+        until(|| cache.loading() == 0).await;
+        for key in 0..KEYS {
+            let last = epochs[key as usize].load(SeqCst);
+            let held = cache.peek(&key);
+            assert!(
+                held.is_none() || held == Some(last),
+                "key {key}: holds {held:?}, the last epoch is {last}"
+            );
+        }
+    });
+}
