@@ -768,3 +768,32 @@ fn racing_invalidations_and_inserts_never_let_an_overtaken_load_write_back() {
         }
     });
 }
+
+#[test]
+fn read_driven_refreshes_keep_a_hot_key_fresh_cycle_after_cycle() {
+    run(async {
+        let clock = Arc::new(ManualClock::new());
+        let cache: C = cache(&clock).refresh_after(5 * SEC).build();
+        cache.insert(1, 0);
+        for cycle in 1..=5u64 {
+            clock.advance(6 * SEC);
+            let gate = Gate::new();
+            let loads = Arc::new(Loads::default());
+            let read = cache.get_with(1, loads.gated(&gate, cycle)).await.unwrap();
+            assert_eq!((*read.value(), read.served()), (cycle - 1, Served::Refreshing), "cycle {cycle}");
+            gate.open();
+            // Later reads drive the refresh to its end without waiting; then the key is fresh.
+            loop {
+                let read = cache.get_with(1, never).await.unwrap();
+                assert!(read.served().is_cached(), "cycle {cycle}: {read:?}");
+                if *read.value() == cycle {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(loads.started(), 1, "cycle {cycle}");
+        }
+        let c = cache.counters();
+        assert_eq!((c.refreshes, c.loads, c.misses), (5, 5, 0));
+    });
+}

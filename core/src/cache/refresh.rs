@@ -28,6 +28,9 @@ pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>
 pub(crate) struct Refresh {
     nudge: Arc<Nudge>,
     fut: Mutex<Option<BoxFuture<()>>>,
+    /// Set once the future is over: the slot that holds the refresh (it may have moved into
+    /// the slot its own load wrote) lets it go at the next read, woken or not.
+    done: AtomicBool,
 }
 
 /// The waker of a kept refresh: raises the flag that tells the next read to poll it.
@@ -46,13 +49,20 @@ impl Wake for Nudge {
 impl Refresh {
     /// A refresh that has yet to be polled (its flag is raised).
     pub(crate) fn new(fut: BoxFuture<()>) -> Arc<Self> {
-        Arc::new(Self { nudge: Arc::new(Nudge(AtomicBool::new(true))), fut: Mutex::new(Some(fut)) })
+        Arc::new(Self {
+            nudge: Arc::new(Nudge(AtomicBool::new(true))),
+            fut: Mutex::new(Some(fut)),
+            done: AtomicBool::new(false),
+        })
     }
 
     /// Polls the refresh once if it was woken and nobody else is polling it. Returns whether it
     /// is over (finished, or ended by a panic, which the flight has already reported to its
     /// other waiters; the panic is not resumed in a read that did not ask for the load).
     pub(crate) fn drive(&self) -> bool {
+        if self.done.load(Ordering::Acquire) {
+            return true;
+        }
         if !self.nudge.0.swap(false, Ordering::AcqRel) {
             return false;
         }
@@ -71,9 +81,10 @@ impl Refresh {
         if let Ok(Poll::Pending) = polled {
             return false;
         }
-        let done = cell.take();
+        let over = cell.take();
+        self.done.store(true, Ordering::Release);
         drop(cell);
-        drop(done); // outside the lock
+        drop(over); // outside the lock
         true
     }
 }
