@@ -19,6 +19,14 @@ fn main() -> ExitCode {
     match stampede::run(&settings) {
         Ok(summary) => {
             print!("{}", stampede::table::render(&summary));
+            let load = stampede::edge::Load { rate: 1300, duration: std::time::Duration::from_secs(2) };
+            match stampede::edge::run(&settings, load) {
+                Ok(tables) => print!("{tables}"),
+                Err(e) => {
+                    eprintln!("stampede: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
