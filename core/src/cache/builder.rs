@@ -3,8 +3,8 @@
 use super::clock::{Clock, SystemClock, nanos};
 use super::refresh::{BoxSleep, BoxSpawn};
 use super::{Cache, Inner};
+use crate::DefaultHashBuilder;
 use crate::{Sleep, Spawn};
-use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::marker::PhantomData;
@@ -51,7 +51,7 @@ pub(crate) struct Config {
 ///     .build();
 /// assert_eq!(cache.len(), 0);
 /// ```
-pub struct CacheBuilder<K, V, E = std::convert::Infallible, S = RandomState> {
+pub struct CacheBuilder<K, V, E = std::convert::Infallible, S = DefaultHashBuilder> {
     capacity: usize,
     hasher: S,
     config: Config,
@@ -65,11 +65,11 @@ pub struct CacheBuilder<K, V, E = std::convert::Infallible, S = RandomState> {
 /// The builder's type parameters, held without owning them.
 type Types<K, V, E> = PhantomData<fn() -> (K, V, E)>;
 
-impl<K, V, E> CacheBuilder<K, V, E, RandomState> {
+impl<K, V, E> CacheBuilder<K, V, E, DefaultHashBuilder> {
     pub(crate) fn new() -> Self {
         Self {
             capacity: DEFAULT_MAX_CAPACITY,
-            hasher: RandomState::new(),
+            hasher: DefaultHashBuilder::default(),
             config: Config {
                 ttl: nanos(DEFAULT_TIME_TO_LIVE),
                 jitter: 0,
@@ -99,7 +99,8 @@ impl<K, V, E, S> CacheBuilder<K, V, E, S> {
         self
     }
 
-    /// A hasher for the keys (a fixed one makes runs reproducible).
+    /// A hasher for the keys (the default is the crate's [`DefaultHashBuilder`], as for
+    /// [`Group`](crate::Group); a fixed one makes runs reproducible).
     pub fn hasher<S2>(self, hasher: S2) -> CacheBuilder<K, V, E, S2> {
         CacheBuilder {
             capacity: self.capacity,

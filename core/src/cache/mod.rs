@@ -54,8 +54,8 @@ pub use error::Error;
 pub use served::{Read, Served};
 pub use stats::CacheCounters;
 
+use crate::DefaultHashBuilder;
 use load::Lookup;
-use std::collections::hash_map::RandomState;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
@@ -119,7 +119,7 @@ use store::Inner;
 /// A read fails with [`Error`]: the load's error ([`Error::Failed`], when no value within
 /// `max_stale` can be served instead), a negatively cached error ([`Error::Negative`]), a
 /// panicked load ([`Error::Aborted`]), or the hard timeout ([`Error::TimedOut`]).
-pub struct Cache<K, V, E = Infallible, S: BuildHasher = RandomState> {
+pub struct Cache<K, V, E = Infallible, S: BuildHasher = DefaultHashBuilder> {
     inner: Arc<Inner<K, V, E, S>>,
 }
 
@@ -129,7 +129,7 @@ impl<K, V, E, S: BuildHasher> Clone for Cache<K, V, E, S> {
     }
 }
 
-impl<K, V, E> Cache<K, V, E, RandomState> {
+impl<K, V, E> Cache<K, V, E, DefaultHashBuilder> {
     /// A builder with the defaults (see [`CacheBuilder`]).
     ///
     /// # Examples
@@ -138,7 +138,7 @@ impl<K, V, E> Cache<K, V, E, RandomState> {
     /// let cache = coalescer::cache::Cache::<u64, String>::builder().max_capacity(100).build();
     /// assert!(cache.is_empty());
     /// ```
-    pub fn builder() -> CacheBuilder<K, V, E, RandomState> {
+    pub fn builder() -> CacheBuilder<K, V, E, DefaultHashBuilder> {
         CacheBuilder::new()
     }
 }
