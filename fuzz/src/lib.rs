@@ -33,6 +33,7 @@
 //! targets, `forget_race` and `cancellation_race`, differ only in the operations their inputs
 //! can express.
 
+pub mod cache_ops;
 mod driver;
 mod input;
 mod model;

@@ -23,6 +23,14 @@ fn main() -> ExitCode {
     match stampede::run(&settings) {
         Ok(summary) => {
             print!("{}", stampede::table::render(&summary));
+            let load = stampede::edge::Load { rate: 1300, duration: std::time::Duration::from_secs(2) };
+            match stampede::edge::run(&settings, load) {
+                Ok(tables) => print!("{tables}"),
+                Err(e) => {
+                    eprintln!("stampede: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
             if let Some(metrics) = stampede::observe::metrics_text() {
                 println!("\n--metrics (Prometheus text format):\n{metrics}");
             }
