@@ -59,6 +59,7 @@ pub struct CacheBuilder<K, V, E = std::convert::Infallible, S = DefaultHashBuild
     random: Arc<dyn Fn() -> f64 + Send + Sync>,
     spawn: Option<BoxSpawn>,
     sleep: Option<BoxSleep>,
+    name: Option<std::borrow::Cow<'static, str>>,
     types: Types<K, V, E>,
 }
 
@@ -85,12 +86,29 @@ impl<K, V, E> CacheBuilder<K, V, E, DefaultHashBuilder> {
             random: Arc::new(fastrand::f64),
             spawn: None,
             sleep: None,
+            name: None,
             types: PhantomData,
         }
     }
 }
 
 impl<K, V, E, S> CacheBuilder<K, V, E, S> {
+    /// Names the cache for observability (features `metrics` and `tracing`): the `cache` label of
+    /// its metrics and the name of its loads' group (see
+    /// [`Group::named`](crate::Group::named)). With `metrics`, the handles are registered when
+    /// the cache is built, with the recorder installed then.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let cache = coalescer::cache::Cache::<u32, u32>::builder().named("reports").build();
+    /// # let _ = cache;
+    /// ```
+    pub fn named(mut self, name: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
     /// At most about `capacity` entries (rounded up to a power of two, at least 64), allocated
     /// up front. Eviction is per bucket of 32 entries: a full bucket drops its least recently
     /// written entry, so an entry can be evicted before the whole cache is full.
@@ -110,6 +128,7 @@ impl<K, V, E, S> CacheBuilder<K, V, E, S> {
             random: self.random,
             spawn: self.spawn,
             sleep: self.sleep,
+            name: self.name,
             types: PhantomData,
         }
     }
@@ -249,6 +268,7 @@ where
                 self.random,
                 self.spawn,
                 self.sleep,
+                self.name,
             )),
         }
     }

@@ -46,7 +46,28 @@ pub struct CacheCounters {
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
     stripes: [Stripe; STRIPES],
+    /// The cache's name, for its metrics' `cache` label and its events (`"default"` unnamed).
+    #[cfg(any(feature = "metrics", feature = "tracing"))]
+    name: std::borrow::Cow<'static, str>,
+    /// Registered when a named cache is built, or at the first event of an unnamed one.
+    #[cfg(feature = "metrics")]
+    metrics: std::sync::OnceLock<[metrics::Counter; COUNTS]>,
 }
+
+/// The metric of each count, in [`Count`]'s order (OpenTelemetry's style; the operators'
+/// figures follow from them: the hit ratio is `hits / (hits + stale_hits + misses)`, the
+/// fallback rate `loads / (hits + stale_hits + misses)`, rebuilds per second the rate of
+/// `refreshes`).
+#[cfg(feature = "metrics")]
+const METRICS: [(&str, &str); COUNTS] = [
+    ("coalescer.cache.hits", "reads served fresh"),
+    ("coalescer.cache.stale_hits", "reads served a stale value (while refreshing, or on failure)"),
+    ("coalescer.cache.misses", "reads that found nothing to serve and waited for a load"),
+    ("coalescer.cache.loads", "loads that wrote a value back"),
+    ("coalescer.cache.refreshes", "background refreshes started"),
+    ("coalescer.cache.fail_safe", "reads served the last good value after a failed load"),
+    ("coalescer.cache.evictions", "entries evicted for capacity"),
+];
 
 /// Threads are spread over this many stripes.
 const STRIPES: usize = 8;
@@ -78,8 +99,45 @@ pub(crate) enum Count {
 }
 
 impl Stats {
+    /// Counters for a cache called `name` (see the field); with `metrics`, a named cache's
+    /// handles are registered now.
+    #[cfg_attr(not(any(feature = "metrics", feature = "tracing")), allow(unused_variables))]
+    pub(crate) fn named(name: Option<std::borrow::Cow<'static, str>>) -> Self {
+        let stats = Self {
+            #[cfg(any(feature = "metrics", feature = "tracing"))]
+            name: name.clone().unwrap_or(std::borrow::Cow::Borrowed("default")),
+            ..Self::default()
+        };
+        #[cfg(feature = "metrics")]
+        if name.is_some() {
+            let _ = stats.metrics();
+        }
+        stats
+    }
+
+    #[cfg(feature = "metrics")]
+    fn metrics(&self) -> &[metrics::Counter; COUNTS] {
+        self.metrics.get_or_init(|| {
+            METRICS.map(|(metric, description)| {
+                metrics::describe_counter!(metric, metrics::Unit::Count, description);
+                metrics::counter!(metric, "cache" => self.name.to_string())
+            })
+        })
+    }
+
     pub(crate) fn record(&self, what: Count) {
         self.stripes[stripe()].0[what as usize].fetch_add(1, Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metrics()[what as usize].increment(1);
+        #[cfg(feature = "tracing")]
+        match what {
+            Count::Refresh => tracing::debug!(cache = %self.name, "coalescer: cache refresh started"),
+            Count::FailSafe => {
+                tracing::info!(cache = %self.name, "coalescer: cache served a stale value on failure")
+            }
+            Count::Eviction => tracing::debug!(cache = %self.name, "coalescer: cache evicted an entry"),
+            Count::Hit | Count::StaleHit | Count::Miss | Count::Load => {}
+        }
     }
 
     pub(crate) fn snapshot(&self) -> CacheCounters {

@@ -58,16 +58,21 @@ where
         random: Arc<dyn Fn() -> f64 + Send + Sync>,
         spawn: Option<BoxSpawn>,
         sleep: Option<BoxSleep>,
+        name: Option<std::borrow::Cow<'static, str>>,
     ) -> Self {
+        let mut group = Group::with_hasher(hasher.clone());
+        if let Some(name) = &name {
+            group = group.named(name.clone());
+        }
         Self {
             map: scc::HashCache::with_capacity_and_hasher(capacity, capacity, hasher.clone()),
-            group: Arc::new(Group::with_hasher(hasher.clone())),
+            group: Arc::new(group),
             config,
             clock,
             random,
             spawn,
             sleep,
-            stats: Stats::default(),
+            stats: Stats::named(name),
             generations: AtomicU64::new(0),
             marks: (0..MARKS).map(|_| AtomicU64::new(0)).collect(),
             hasher,
