@@ -50,6 +50,7 @@ where
     K: Hash + Eq + Clone,
     S: BuildHasher + Clone,
 {
+    #[allow(clippy::too_many_arguments)] // the builder's settings, handed over once
     pub(crate) fn new(
         capacity: usize,
         hasher: S,
