@@ -275,7 +275,9 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
                 // `Drop` panics (that panic goes on to the caller that dropped this one).
                 // Dropping an abortable task's handle aborts the task, whose own handle then
                 // ends the flight and frees the key. No lock is held.
-                let _closing = flight.is_shared().then_some(Closing { table, flight });
+                // (`then`, not `then_some`: the guard must not even be made for a task, whose
+                // own handle ends the flight once the runtime has dropped it.)
+                let _closing = flight.is_shared().then(|| Closing { table, flight });
                 drop(flight.take_work());
             }
             Mode::Shared(_) | Mode::Detached { .. } => {}

@@ -39,7 +39,6 @@ impl Spawn for SlowAbort {
 }
 
 #[test]
-#[ignore = "regression (found by the conformance suite, about 1 run in 5 on tokio multi-thread): the closing guard runs for detached flights too, freeing the key before the aborted task is dropped; fails until fixed"]
 fn an_abandoned_abortable_flight_keeps_its_key_until_its_task_is_dropped() {
     run(async {
         let group = Arc::new(Group::<u32, u32>::new());
