@@ -1020,3 +1020,121 @@ fn detached_work_finishes_after_its_caller_leaves() {
         probe.assert_clean();
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// 8. The races of issue 11: promotion under concurrent joins and leaves, two finishers.
+// ---------------------------------------------------------------------------------------------
+
+/// `group`, borrowed for `'static`, so that a call made (and polled) on the model's main thread
+/// can be moved to a loom thread and dropped there.
+///
+/// # Safety
+///
+/// Every future that borrows the returned reference must be dropped, and every thread that
+/// holds one joined, before `group` is dropped.
+unsafe fn for_threads(group: &Arc<TestGroup>) -> &'static TestGroup {
+    // SAFETY: the `Arc` keeps the group at this address until it is dropped; the caller keeps
+    // every borrower from outliving it.
+    unsafe { &*Arc::as_ptr(group) }
+}
+
+/// Three actors race on a work-mode flight: its leader is dropped (vacating the flight), its one
+/// follower is dropped on another thread (a leave, which notifies nobody), and a new caller
+/// joins. The joiner must end up running its work: promoted into the vacated flight (if the
+/// follower was still counted when it joined) or leading a new one (if the follower's leave had
+/// emptied the flight). It must never sleep with nobody left to wake it: a promotion that gives
+/// up when its compare-and-swap fails because the count changed (even a stale read of it),
+/// though the flight is still vacant, waits for a notification that never comes (loom reports
+/// the deadlock).
+///
+/// Fails on the commit before the fix of issue 11's defect 3 (a single compare-and-swap).
+#[test]
+#[ignore = "defect 3: fails until the fix; un-ignore after"]
+fn promotion_survives_concurrent_join_and_leave() {
+    check(&[0, 1], |seen| {
+        let (group, probe) = (new_group(), Probe::default());
+        // SAFETY: `leader` and `follower` are dropped on threads joined below, before
+        // `finish_group`.
+        let shared = unsafe { for_threads(&group) };
+        let leader = joined(shared.work(KEY, probe.work(1, Plan::Stuck)));
+        let follower = joined(shared.work(KEY, probe.work(2, Plan::Ready)));
+        let dropping = thread::spawn(move || drop(leader));
+        let leaving = thread::spawn(move || drop(follower));
+        let got = block_on(group.work(KEY, probe.work(3, Plan::Ready))).expect("nothing panics");
+        dropping.join().unwrap();
+        leaving.join().unwrap();
+        assert!(got.is_leader() && id(&got) == 3, "the joiner did not run its own work");
+        let c = group.counters();
+        assert_eq!(c.leaders + c.promotions, 2, "{c:?}");
+        seen.hit(usize::from(c.promotions == 0));
+        assert_eq!(probe.completed(), 1);
+        drop(got);
+        finish_group(group);
+        probe.assert_clean();
+    });
+}
+
+/// A `Spawn` that hands the task to a loom thread and then panics (a safe impl may do this).
+#[derive(Clone, Default)]
+struct HandOverThenPanic(LoomThreads);
+
+impl Spawn for HandOverThenPanic {
+    type Task = ();
+
+    fn spawn<Fut: Future<Output = ()> + Send + 'static>(&self, task: Fut) {
+        self.0.spawn(task);
+        std::panic::panic_any(DELIBERATE)
+    }
+
+    fn aborts_when_abandoned(&self) -> bool {
+        false
+    }
+}
+
+/// Detached work whose `Spawn` panics after it handed the task over: the leader's failure path
+/// (the spawn panicked) and the task's completion (the work ran) are two would-be finishers of
+/// one flight. Exactly one of them ends it: the result is written once (a second write while a
+/// follower clones the first is a data race, which loom reports), the leader resumes the spawn's
+/// panic, a follower that joined in time gets the work's value or `Aborted` (a panic), never a
+/// hang, and the key is free once the task is done.
+///
+/// Fails on the commit before the fix of issue 11's defect 4 ("is it finished?" and the publish
+/// were two steps).
+#[test]
+#[ignore = "defect 4: fails until the fix; un-ignore after"]
+fn detached_two_would_be_finishers_publish_once() {
+    check_bounded(HEAVY_PREEMPTION_BOUND, &[0, 1, 2], |seen| {
+        // Two probes: when the leader's failure ends the flight first, the key is free while the
+        // spawned task still runs the detached work, and the follower may lead a flight of its
+        // own meanwhile (the contract allows that overlap; what it forbids is a second result).
+        let (group, detached, mine) = (new_group(), Probe::default(), Probe::default());
+        let spawner = HandOverThenPanic::default();
+        let follower =
+            spawn_with(&group, &mine, |group, mine| block_on(group.work(KEY, mine.work(2, Plan::Ready))));
+        let call = group.work_detached(KEY, spawner.clone(), detached.work(1, Plan::Yield));
+        let payload = catch_unwind(AssertUnwindSafe(|| block_on(call)))
+            .expect_err("the spawn's panic is resumed in the leader");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&DELIBERATE));
+        let followed = follower.join().unwrap();
+        spawner.0.join_all();
+        match followed {
+            Ok(got) if id(&got) == 1 => {
+                assert!(!got.is_leader(), "the follower of the detached flight led it");
+                seen.hit(0);
+            }
+            Ok(got) => {
+                // Came after the detached flight had ended: led a flight of its own.
+                assert!(got.is_leader() && id(&got) == 2);
+                seen.hit(2);
+            }
+            Err(aborted) => {
+                assert_aborted_by_panic(&aborted);
+                seen.hit(1);
+            }
+        }
+        assert_eq!(detached.completed(), 1, "the handed-over task did not run the work to its end");
+        finish_group(group);
+        detached.assert_clean();
+        mine.assert_clean();
+    });
+}
