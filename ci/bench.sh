@@ -11,6 +11,9 @@
 #                          `cargo test` built and its figures mean nothing.
 #   ci/bench.sh [--quick] -- ARGS   passes ARGS to criterion (a filter such as "S2")
 #
+# The full run ends with instructions per call of every competitor in S1 and S4, counted by
+# callgrind (ci/instructions.sh): unlike the timings, they do not depend on the machine's load.
+#
 # Output goes under the cargo target directory ($CARGO_TARGET_DIR or ./target), in
 # coalescer-bench/: criterion/ (criterion's data), extras.tsv, allocs.md, report.md.
 set -euo pipefail
@@ -38,6 +41,7 @@ if [[ $quick == 1 ]]; then
     rm -rf "$CRITERION_HOME"
     cargo bench -p coalescer-benches --profile dev --bench coalesce --bench allocs -- \
         --noplot --nresamples 1000 "$@"
+    ci/instructions.sh --smoke
     echo "bench.sh --quick: every scenario ran"
     exit 0
 fi
@@ -55,6 +59,13 @@ cargo bench -p coalescer-benches --bench coalesce -- --noplot "$@"
 cargo bench -p coalescer-benches --bench allocs | tee "$out/allocs.md"
 cargo run --release -q -p coalescer-benches --bin bench-report -- "$CRITERION_HOME" "$COALESCER_BENCH_EXTRAS" \
     > "$out/report.md"
+# Instructions per call: the figures that hold whatever the load (callgrind), when valgrind is
+# there.
+if command -v valgrind >/dev/null; then
+    { echo; OUT="$out/instructions.md" ci/instructions.sh; } >> "$out/report.md"
+else
+    echo "(valgrind is missing: no instruction counts; apt-get install valgrind)" >> "$out/report.md"
+fi
 echo
 cat "$out/machine.txt" "$out/report.md"
 echo

@@ -2,7 +2,7 @@
 //! flight's `event-listener` event; async and blocking callers can share one flight.
 
 use crate::flight::Mode;
-use crate::handle::{Driven, Handle};
+use crate::handle::{Driven, Handle, NotJoined};
 use crate::outcome::{Aborted, Outcome};
 use crate::table::Table;
 use event_listener::{EventListener, Listener};
@@ -17,7 +17,7 @@ where
     G: Table,
     G::Value: Clone,
 {
-    let mut handle = join(table, key);
+    let mut handle = join(table, key)?;
     if !handle.is_leader() {
         match wait(&mut handle) {
             Waited::Finished(result) => return result,
@@ -26,20 +26,21 @@ where
     }
     // `catch` returns on a panic too, so the mark is always cleared.
     handle.flight().run_blocking_on_this_thread(true);
-    let result = crate::unwind::catch(work);
+    let result = handle.flight().obs().in_span(|| crate::sync::catch(work));
     handle.flight().run_blocking_on_this_thread(false);
     match result {
-        Ok(value) => Ok(handle.complete(value)),
+        Ok(value) => handle.finish(Ok(value)),
         Err(payload) => handle.fail(payload),
     }
 }
 
-/// Joins `key`'s flight, first waiting out a closing one.
-fn join<G: Table>(table: &G, mut key: G::Key) -> Handle<G, &G> {
+/// Joins `key`'s flight, first waiting out a closing one; refused when the group is full.
+fn join<G: Table>(table: &G, mut key: G::Key) -> Result<Handle<G, &G>, Aborted> {
     loop {
         match Handle::join(table, key, Mode::Work) {
-            Ok(handle) => return handle,
-            Err((_, k, flight)) => {
+            Ok(handle) => return Ok(handle),
+            Err(NotJoined::Full(aborted)) => return Err(aborted),
+            Err(NotJoined::Closing(k, flight)) => {
                 key = k;
                 let mut listener: Option<EventListener> = None;
                 while flight.load().is_closing() {

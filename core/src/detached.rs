@@ -3,13 +3,14 @@
 //!
 //! The task holds a counted handle of its own (with the table behind an `Arc`, as it outlives
 //! the callers), so the flight stays the key's current one until the work is done: a caller that
-//! arrives while it runs joins it, as in Go. With [`Spawn::ABORT_WHEN_ABANDONED`], the last
+//! arrives while it runs joins it, as in Go. With [`Spawn::aborts_when_abandoned`], the last
 //! caller out instead frees the key and drops the task's handle, which aborts the task.
 
 use crate::flight::{Flight, Owned};
 use crate::handle::Handle;
 use crate::outcome::Aborted;
 use crate::spawn::Spawn;
+use crate::stats::Event;
 use crate::sync::Arc;
 use crate::sync::StdArc;
 use crate::table::Table;
@@ -27,19 +28,17 @@ pub(crate) type SpawnFn<'a, V, Fut> = Box<dyn FnOnce(Fut, Arc<Flight<V>>) -> Own
 /// The [`SpawnFn`] of a call to `work_detached` on `table` for `key`.
 pub(crate) fn spawner<'a, G, Fut, S>(
     table: StdArc<G>,
-    key: G::Key,
     spawn: S,
     finish: fn(Fut::Output) -> Result<G::Value, Aborted>,
 ) -> SpawnFn<'a, G::Value, Fut>
 where
     G: Table + Send + Sync + 'static,
-    G::Key: Send + Sync + 'static,
     G::Value: Clone + Send + Sync + 'static,
     Fut: Future + Send + 'static,
     S: Spawn + Send + Sync + 'a,
 {
     Box::new(move |work, flight| {
-        let handle = Handle::for_task(table, key, flight);
+        let handle = Handle::for_task(table, flight);
         Owned::Task(Box::new(spawn.spawn(Completer { work: Some(work), finish, handle })))
     })
 }
@@ -67,26 +66,35 @@ where
         let Some(work) = this.work.as_mut().as_pin_mut() else {
             return Poll::Ready(()); // polled after it finished
         };
-        let polled = crate::unwind::catch(|| work.poll(cx));
-        if polled.as_ref().map_or(true, Poll::is_ready) {
-            // The work is done (or panicked): it goes before the key is free again.
-            this.work.set(None);
+        let polled = this.handle.flight().obs().in_span(|| crate::sync::catch(|| work.poll(cx)));
+        if matches!(polled, Ok(Poll::Pending)) {
+            return Poll::Pending;
         }
-        match polled {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(output)) => {
-                let _ = this.handle.finish((this.finish)(output));
-                Poll::Ready(())
-            }
+        // The work is done (or panicked): it goes before the key is free again. Its `Drop` is
+        // user code too: a panic there is counted, and the flight still ends with the result.
+        let dropped = crate::sync::catch(|| this.work.set(None)).is_err();
+        let (result, event) = match polled {
+            Ok(Poll::Ready(output)) => ((this.finish)(output), dropped.then_some(Event::Panic)),
+            Ok(Poll::Pending) => unreachable!("returned above"),
             // The panic hook has reported it; the waiters get it as `Aborted`. Resuming it
             // would only make the runtime report it again.
             #[allow(unreachable_patterns)]
-            Err(payload) => {
-                #[cfg(feature = "std")]
-                this.handle.abort(Aborted::panic(&*payload));
-                let _ = payload;
-                Poll::Ready(())
-            }
-        }
+            Err(payload) => (Err(panicked(payload)), Some(Event::Panic)),
+        };
+        // Loses only to a leader whose `Spawn` panicked after handing this task over.
+        this.handle.end(result, event);
+        Poll::Ready(())
+    }
+}
+
+/// The flight's outcome for a task whose work panicked.
+fn panicked(caught: crate::sync::Caught) -> Aborted {
+    #[cfg(feature = "std")]
+    {
+        Aborted::panic(&*caught)
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        match caught {}
     }
 }

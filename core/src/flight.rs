@@ -7,13 +7,18 @@
 //!
 //! * `state` is the authority (see [`crate::state`]). The waiter count changes only under the
 //!   table lock while the flight is current, so joins and "last one out" never race.
-//! * `result` is written once, by the caller that moves the phase to `DONE` or `ABORTED`, before
-//!   that release; it is read only after an acquire load has seen one of those phases.
-//! * `work` (shared work only) is touched by the holder of `DRIVING` alone, or by the last waiter
-//!   out once the count is zero and the flight is out of its table (nobody can take `DRIVING`).
+//! * `result` is written once, by the holder of `CLAIMED` (the one finisher), before the release
+//!   that moves the phase to `DONE` or `ABORTED`; it is read (cloned) only after an acquire load
+//!   has seen one of those phases, by a caller counted at that moment; the last of them (the
+//!   count at 1, every other reader's release seen) takes it instead of cloning. No user code
+//!   runs between the claim and the release: the value is moved in, never cloned there.
+//! * `work` (shared work only) is touched by the holder of `DRIVING` alone, by the holder of
+//!   `CLAIMED` (nobody takes `DRIVING` once it is set), or by the last waiter out once the count is
+//!   zero and the flight is closing (nobody can take `DRIVING`).
 //! * `event` wakes sleeping waiters: all of them when the flight finishes, when a work-mode
 //!   flight is vacated, and when shared work's waker fires while nobody is polling the work.
 
+use crate::observe::FlightObs;
 use crate::outcome::Aborted;
 use crate::state::{self, State};
 use crate::sync::{
@@ -23,6 +28,7 @@ use crate::sync::{
 };
 use alloc::boxed::Box;
 use core::future::Future;
+use core::mem::ManuallyDrop;
 use core::pin::Pin;
 use core::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 use event_listener::{Event, EventListener};
@@ -34,7 +40,7 @@ pub(crate) type BoxedWork<V> = Pin<Box<dyn Future<Output = Result<V, Aborted>> +
 /// (dropping that handle detaches or aborts the task, as its `Spawn` chose). Internal.
 #[doc(hidden)]
 #[allow(missing_debug_implementations)]
-pub enum Owned<V> {
+pub(crate) enum Owned<V> {
     Work(BoxedWork<V>),
     Task(#[allow(dead_code)] Box<dyn Send>),
 }
@@ -62,7 +68,7 @@ impl<V> Copy for Mode<V> {}
 /// Polls a shared flight's work once; the caller holds `DRIVING`. Made where the bounds that a
 /// waker needs (`V: Send + Sync + 'static`) are known, so that any waiter can call it.
 #[doc(hidden)]
-pub type DriveFn<V> = fn(&Arc<Flight<V>>) -> Poll<Result<V, Aborted>>;
+pub(crate) type DriveFn<V> = fn(&Arc<Flight<V>>) -> Poll<Result<V, Aborted>>;
 
 /// The state one execution of the work shares with its waiters (internal; public only so that
 /// it can appear in the bounds of the public futures).
@@ -73,6 +79,11 @@ pub struct Flight<V> {
     result: UnsafeCell<Option<Result<V, Aborted>>>,
     work: UnsafeCell<Option<Owned<V>>>,
     mode: Mode<V>,
+    /// The key's hash, computed once when the flight was created: the table removes the entry by
+    /// this and the flight's identity, without running the key's `Hash` or `Eq` again.
+    hash: u64,
+    /// Its span and start, for the observability features (empty without them).
+    obs: FlightObs,
     /// The thread running this flight's work through the blocking API (0 when none), so that a
     /// re-entrant blocking call on that thread panics instead of waiting on itself.
     #[cfg(feature = "std")]
@@ -87,19 +98,22 @@ unsafe impl<V: Send + Sync> Sync for Flight<V> {}
 impl<V> Flight<V> {
     /// A new flight with its leader counted (and, detached, its task). A shared flight starts
     /// with `DRIVING` held by the leader, which installs the work before anyone may poll it.
-    pub(crate) fn new(mode: Mode<V>) -> Self {
+    pub(crate) fn new(mode: Mode<V>, hash: u64, permit: bool, obs: FlightObs) -> Self {
         let state = match mode {
             Mode::Work => state::ONE_WAITER,
             Mode::Shared(_) => state::ONE_WAITER | state::DRIVING,
             // `DRIVING` marks a detached flight whose task is not installed yet.
             Mode::Detached { .. } => (2 * state::ONE_WAITER) | state::DRIVING,
         };
+        let permit = if permit { state::PERMIT } else { 0 };
         Self {
-            state: AtomicUsize::new(state | state::RUNNING),
+            state: AtomicUsize::new(state | permit | state::RUNNING),
             event: Event::new(),
             result: UnsafeCell::new(None),
             work: UnsafeCell::new(None),
             mode,
+            hash,
+            obs,
             #[cfg(feature = "std")]
             blocking_thread: AtomicUsize::new(0),
         }
@@ -107,6 +121,16 @@ impl<V> Flight<V> {
 
     pub(crate) fn mode(&self) -> Mode<V> {
         self.mode
+    }
+
+    /// What the flight carries for observability.
+    pub(crate) fn obs(&self) -> &FlightObs {
+        &self.obs
+    }
+
+    /// The hash of the flight's key (see the field).
+    pub(crate) fn hash(&self) -> u64 {
+        self.hash
     }
 
     /// Whether the flight owns its work and its waiters drive it (shared-work mode).
@@ -129,34 +153,57 @@ impl<V> Flight<V> {
         self.state.fetch_add(state::ONE_WAITER, Relaxed);
     }
 
-    /// One waiter leaves; returns the new state.
+    /// One waiter leaves; returns the new state. Leaving a finished flight gives up that
+    /// caller's read: the last reader out drops the stored result.
     pub(crate) fn leave(&self, vacate: bool) -> State {
-        let prev = self.state.fetch_update(AcqRel, Acquire, |s| Some(State(s).leave(vacate).0));
-        // The closure never declines, so `fetch_update` cannot fail.
-        State(prev.unwrap_or_else(|s| s)).leave(vacate)
+        let next = self.update(|s| Some(s.leave(vacate))).map_or_else(|s| s, |s| s.leave(vacate));
+        if next.is_finished() && next.waiters() == 0 {
+            drop(self.take_result());
+        }
+        next
     }
 
-    /// Marks an abandoned flight as closing; the caller holds the table lock, the flight is
-    /// current, and its owned work is about to be dropped.
-    pub(crate) fn close(&self) {
-        self.state.fetch_update(AcqRel, Acquire, |s| Some((s & !state::PHASE_MASK) | state::CLOSING)).ok();
+    /// One read-modify-write of the state word; returns the previous state (`Err` when `f`
+    /// declined).
+    fn update(&self, mut f: impl FnMut(State) -> Option<State>) -> Result<State, State> {
+        self.state.fetch_update(AcqRel, Acquire, |s| f(State(s)).map(|n| n.0)).map(State).map_err(State)
+    }
+
+    /// Marks an abandoned flight as closing, unless someone is already ending it. The caller is
+    /// the waiter whose leave abandoned it (under the table lock while it is current); its owned
+    /// work is about to be dropped.
+    pub(crate) fn close(&self) -> bool {
+        let closing = |s: State| {
+            (s.phase() == state::RUNNING && !s.is_claimed())
+                .then_some(State((s.0 & !state::PHASE_MASK) | state::CLOSING))
+        };
+        self.update(closing).is_ok()
     }
 
     /// Ends a closing flight once its work is dropped and its entry removed: it is final, with no
     /// result (nobody is counted to read one), and the callers waiting for the key are woken.
     pub(crate) fn closed(&self) {
-        self.state.fetch_update(AcqRel, Acquire, |s| Some(State(s).finish(state::ABORTED).0)).ok();
-        self.notify_all();
+        if self.claim() {
+            self.update(|s| Some(s.finish(state::ABORTED, true))).ok();
+            self.notify_all();
+        }
     }
 
-    /// Takes the lead of a vacated work-mode flight; true for the one waiter that wins.
+    /// Takes the lead of a vacated work-mode flight; true for the one waiter that wins. A change
+    /// of the count meanwhile (a join, a leave) does not make a vacant flight look taken.
     pub(crate) fn try_promote(&self) -> bool {
-        let s = self.load();
-        s.phase() == state::VACANT
-            && self
-                .state
-                .compare_exchange(s.0, (s.0 & !state::PHASE_MASK) | state::RUNNING, AcqRel, Acquire)
-                .is_ok()
+        self.update(State::promote).is_ok()
+    }
+
+    /// Clears `PERMIT`: true for the one caller that gives the flight's permit back.
+    pub(crate) fn take_permit(&self) -> bool {
+        self.state.fetch_and(!state::PERMIT, AcqRel) & state::PERMIT != 0
+    }
+
+    /// Claims the end of the flight: true for the one caller (or task) that will publish its
+    /// result. Every would-be finisher asks; the others leave the flight to the winner.
+    pub(crate) fn claim(&self) -> bool {
+        self.update(State::claim).is_ok()
     }
 
     /// A listener for the next notification; register it, then re-check the state.
@@ -169,40 +216,69 @@ impl<V> Flight<V> {
         self.event.notify(usize::MAX);
     }
 
-    /// Ends the flight in `phase`. The caller ran the work to its end and has already taken the
-    /// flight out of its table, so no waiter can join any more: the count can only fall. The
-    /// result is stored only when another waiter is counted, since nobody else could read it.
-    /// Returns whether another waiter was counted.
-    pub(crate) fn publish(&self, phase: usize, for_others: impl FnOnce() -> Result<V, Aborted>) -> bool {
-        let others = State(self.state.load(Relaxed)).waiters() > 1;
-        if others {
-            let result = for_others();
-            // SAFETY: the caller is the one finisher (it ran the work: the work-mode leader, or
-            // the holder of `DRIVING`), and readers wait for the release below.
-            self.result.with_mut(|slot| unsafe { *slot = Some(result) });
-        }
-        let prev = self.state.fetch_update(AcqRel, Acquire, |s| Some(State(s).finish(phase).0));
-        let prev = State(prev.unwrap_or_else(|s| s));
+    /// Ends the flight in `phase` with `result`; the caller holds `CLAIMED` and has already
+    /// taken the flight out of its table, so no waiter can join any more. The result is moved
+    /// in (no user code runs before the release), and every counted caller reads it from there:
+    /// the finisher too when `finisher_reads` (a caller; not a detached task). Returns the state
+    /// the flight ended in.
+    pub(crate) fn publish(&self, phase: usize, result: Result<V, Aborted>, finisher_reads: bool) -> State {
+        // SAFETY: the caller holds `CLAIMED`, so it is the one writer; readers wait for the
+        // release below.
+        self.result.with_mut(|slot| unsafe { *slot = Some(result) });
+        let prev = self.update(|s| Some(s.finish(phase, finisher_reads))).unwrap_or_else(|s| s);
+        let next = prev.finish(phase, finisher_reads);
         // Counted waiters to hand the result to, or callers waiting for a closing flight to go.
-        if prev.waiters() > 1 || prev.is_closing() {
+        if next.waiters() > usize::from(finisher_reads) || prev.is_closing() {
             self.notify_all();
         }
-        others
+        if next.waiters() == 0 {
+            drop(self.take_result()); // nobody reads it
+        }
+        next
     }
 
-    /// A clone of the published result, for a waiter that has seen a finished phase.
-    pub(crate) fn result(&self) -> Result<V, Aborted>
+    /// The published result, for a caller that was counted when the flight ended and has seen
+    /// it end (an acquire load of a final phase): a clone, or the stored value itself for the
+    /// last reader. With whether the result went to more than one caller.
+    ///
+    /// # Panics
+    ///
+    /// When `V::clone` panics; the read still counts (the last reader drops the stored value).
+    pub(crate) fn read(&self) -> (Result<V, Aborted>, bool)
     where
         V: Clone,
     {
-        // SAFETY: the caller saw `DONE`/`ABORTED` with an acquire load; the finisher wrote the
-        // slot before its release and nobody writes it again.
+        let s = self.load();
+        debug_assert!(s.is_finished() && s.waiters() > 0, "a reader was counted when the flight ended");
+        if s.waiters() == 1 {
+            // Every other reader has cloned and counted itself out: the value is this one's.
+            self.state.fetch_sub(state::ONE_WAITER, AcqRel);
+            let result = self.take_result().expect("a counted reader finds the result stored");
+            return (result, s.is_shared());
+        }
+        /// Counts the read out even when the clone unwinds.
+        struct Read<'a, V>(&'a Flight<V>);
+        impl<V> Drop for Read<'_, V> {
+            fn drop(&mut self) {
+                self.0.leave(false);
+            }
+        }
+        let _read = Read(self);
+        // SAFETY: the caller saw a final phase with an acquire load; the finisher wrote the slot
+        // before its release, and only the last reader (after this one's release) takes it.
         let result = self.result.with(|slot| unsafe { (*slot).clone() });
-        result.expect("a counted waiter saw a finished flight, so its result was stored")
+        (result.expect("a counted reader finds the result stored"), s.is_shared())
     }
 
-    /// Takes the owned work out, to drop it. The caller holds `DRIVING` (shared work), or is
-    /// the one waiter whose leave abandoned the flight (no other can reach the slot then).
+    /// Takes the stored result; the caller is the last reader, or the finisher of a flight that
+    /// nobody reads.
+    fn take_result(&self) -> Option<Result<V, Aborted>> {
+        // SAFETY: see the callers: no other reader or writer can reach the slot any more.
+        self.result.with_mut(|slot| unsafe { (*slot).take() })
+    }
+
+    /// Takes the owned work out, to drop it. The caller holds `CLAIMED` (shared work), or is
+    /// the one waiter whose leave closed the flight (no other can reach the slot then).
     pub(crate) fn take_work(&self) -> Option<Owned<V>> {
         // SAFETY: see the caller's obligation above: nobody else can reach the slot.
         self.work.with_mut(|slot| unsafe { (*slot).take() })
@@ -237,7 +313,7 @@ impl<V> Flight<V> {
     /// polling it.
     pub(crate) fn try_drive(&self) -> bool {
         let mut s = self.load();
-        while s.phase() == state::RUNNING && s.is_woken() && !s.is_driving() {
+        while s.phase() == state::RUNNING && s.is_woken() && !s.is_driving() && !s.is_claimed() {
             let next = (s.0 | state::DRIVING) & !state::WOKEN;
             match self.state.compare_exchange_weak(s.0, next, AcqRel, Acquire) {
                 Ok(_) => return true,
@@ -265,14 +341,14 @@ impl<V> Flight<V> {
     /// blocking API.
     #[cfg(feature = "std")]
     pub(crate) fn run_blocking_on_this_thread(&self, running: bool) {
-        let token = if running { crate::unwind::thread_token() } else { 0 };
+        let token = if running { crate::sync::thread_token() } else { 0 };
         self.blocking_thread.store(token, Relaxed);
     }
 
     /// Whether the calling thread is running this flight's work in the blocking API.
     #[cfg(feature = "std")]
     pub(crate) fn is_run_by_this_thread(&self) -> bool {
-        self.blocking_thread.load(Relaxed) == crate::unwind::thread_token()
+        self.blocking_thread.load(Relaxed) == crate::sync::thread_token()
     }
 }
 
@@ -281,7 +357,15 @@ impl<V: Send + Sync + 'static> Flight<V> {
     /// flight, not at whichever waiter happens to drive, so a wake reaches the flight even when
     /// that waiter's task has stalled.
     pub(crate) fn poll_work(this: &Arc<Self>) -> Poll<Result<V, Aborted>> {
-        let waker = Self::waker(this);
+        // A waker that borrows `this`'s count for the poll instead of taking one: it is never
+        // dropped (so it gives back nothing it did not take), and a clone the work keeps takes a
+        // count of its own through the vtable.
+        let data = Arc::as_ptr(this).cast::<()>();
+        // SAFETY: `data` points at the flight, which `this` keeps alive for the whole poll; the
+        // vtable's functions expect such a pointer; the waker is never dropped nor woken by
+        // value (`ManuallyDrop`, and `Context` lends it out as `&Waker` only), so no count is
+        // given back that this waker did not take. `Self: Send + Sync + 'static`.
+        let waker = ManuallyDrop::new(unsafe { Waker::from_raw(RawWaker::new(data, &Self::VTABLE)) });
         let mut cx = Context::from_waker(&waker);
         // SAFETY: the caller holds `DRIVING` (the `DriveFn` contract), so this is the one
         // reference to the slot; the future stays pinned in its box.
@@ -300,16 +384,10 @@ impl<V: Send + Sync + 'static> Flight<V> {
     /// sleep again without touching the work.
     fn wake_work(&self) {
         let prev = State(self.state.fetch_or(state::WOKEN, AcqRel));
-        if prev.phase() == state::RUNNING && !prev.is_driving() && !prev.is_woken() && prev.waiters() > 0 {
+        let idle = !prev.is_driving() && !prev.is_woken() && !prev.is_claimed();
+        if prev.phase() == state::RUNNING && idle && prev.waiters() > 0 {
             self.notify_all();
         }
-    }
-
-    fn waker(this: &Arc<Self>) -> Waker {
-        let data = Arc::into_raw(this.clone()).cast::<()>();
-        // SAFETY: `data` is an `Arc<Self>` turned into a raw pointer, which is what every
-        // function of `VTABLE` expects; `Self: Send + Sync + 'static`, as a `Waker` needs.
-        unsafe { Waker::from_raw(RawWaker::new(data, &Self::VTABLE)) }
     }
 
     const VTABLE: RawWakerVTable =

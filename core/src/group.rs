@@ -1,7 +1,10 @@
 //! [`Group`]: request coalescing for many keys, on `scc::HashMap`.
 
 use crate::flight::{Flight, Mode};
+use crate::limit::{Limit, WhenFull};
+use crate::observe::FlightObs;
 use crate::outcome::{Aborted, Error, Outcome, split_try};
+use crate::slot::{ById, ByKey, Slot, StoredHash};
 use crate::spawn::Spawn;
 use crate::start::{Start, TryStart};
 use crate::stats::{Counters, Event, Stats};
@@ -9,11 +12,10 @@ use crate::sync::Arc;
 use crate::sync::StdArc;
 use crate::table::{Joined, Table, sealed};
 use crate::work::{Lead, SharedOps, TryWork, Work};
+use core::borrow::Borrow;
 use core::fmt;
 use core::future::Future;
 use core::hash::{BuildHasher, Hash};
-use scc::hash_map::Entry;
-use std::collections::hash_map::RandomState;
 
 /// How many keys a [`Group::new`] is sized for before its map first grows.
 pub const DEFAULT_CAPACITY: usize = 128;
@@ -39,17 +41,44 @@ pub const DEFAULT_CAPACITY: usize = 128;
 /// # Locking
 ///
 /// Each key's flight lives in an [`scc::HashMap`], whose entries are guarded by per-bucket
-/// read-write locks (only its resizing is lock-free). A call takes its bucket's lock twice: once
-/// to join (insert a new flight, or clone the current one's `Arc` and count itself in), once to
-/// leave or to remove the finished flight. Each critical section is a few dozen instructions;
-/// no lock is held across an `.await`, while waiting, or while user code runs (the work, its
-/// drop, the value's clone). Calls for keys in different buckets never touch the same lock.
+/// read-write locks (only its resizing is lock-free). A call takes its bucket's lock to join (to
+/// clone the current flight's `Arc` and count itself in; a leader takes it once more to insert
+/// its new flight), and once more to leave or to remove the finished flight. Each critical
+/// section is a few dozen instructions; no lock is held across an `.await`, while waiting, or
+/// while user code runs (the work, its drop, the value's clone, the key's `Hash`, `Clone` or
+/// `Drop`), with one exception: the key's `Eq`, which compares it with the keys of its bucket at
+/// join and in [`forget`](Self::forget). The key is hashed once per call, by the group's hasher,
+/// before any lock; a flight's entry is then found by its identity, not by the key. Calls for
+/// keys in different buckets never touch the same lock.
 ///
 /// In the async path the bucket lock is taken with scc's synchronous method: a critical section
 /// this short costs less than a task switch, the named futures of this crate could not hold
 /// scc's unnameable futures without boxing each call, and a leave from `Drop` cannot await in
 /// any case. Waiting for a *flight* never blocks a thread: async waiters sleep on an
 /// `event-listener` event and are woken by the flight.
+///
+/// # Unwind safety
+///
+/// User code runs in many places; a panic in any of them is a documented outcome, never a hang,
+/// a stuck key, a flight ended twice, or undefined behaviour. Every role a caller claims (the
+/// one finisher, the driver of shared work, a promoted leader) is a single atomic transition
+/// held by a guard whose `Drop` releases it, so an unwind releases it too.
+///
+/// | user code that panics | outcome |
+/// |---|---|
+/// | the work (its `poll`, or the closure that makes it) | the flight ends: the other callers get [`Aborted::is_panic`], the key is free, and the panic is resumed in the caller that was running the work (a detached task reports it through the runtime's hook instead) |
+/// | the work's `Drop`, after it finished | the flight ends with the work's result all the same; the panic is counted in [`Counters::panics`] and resumed in the caller that dropped it |
+/// | the work's `Drop`, when the last caller abandons shared work | the key is still freed; the panic propagates out of that caller's drop of its future |
+/// | `V::clone`, as a caller reads the result | only that caller panics: the result was published before any clone, the others get theirs, and the last reader takes the stored value without cloning |
+/// | the key's `Hash` or `Clone` | the panic propagates to the caller that called; it joined nothing, and the group is unchanged. The key is hashed once per call, before any lock, and never cloned |
+/// | the key's `Eq` | the same: it runs only while a caller joins (and in [`forget`](Self::forget)); scc's bucket lock is released as it unwinds. A flight's entry is found again by its identity, so a key whose `Hash` or `Eq` panics only sometimes never strands a flight |
+/// | the key's `Drop` | runs outside every lock, in the caller that let go of the key |
+/// | a [`Spawn`] impl | before it handed the task over: the flight ends with [`Aborted::is_panic`], and the leader resumes the panic. After: the task and the leader race to end the flight, exactly one of them wins (the followers get the task's value or `Aborted`), and the leader resumes the panic |
+/// | a waker | the panic propagates out of the call that woke it (`event-listener`'s `notify`) |
+///
+/// Without the `std` feature panics cannot be caught: a panic in the work unwinds through the
+/// caller's future like a cancellation (a work-mode flight promotes a follower; shared work
+/// carries on with the callers that are left, the driver's guard giving its role back).
 ///
 /// # Examples
 ///
@@ -81,16 +110,31 @@ pub const DEFAULT_CAPACITY: usize = 128;
 /// assert!(group.is_idle());            // not a cache: the key is free again
 /// # });
 /// ```
-pub struct Group<K, V, S: BuildHasher = RandomState> {
-    map: scc::HashMap<K, Arc<Flight<V>>, S>,
+pub struct Group<K, V, S: BuildHasher = DefaultHashBuilder> {
+    map: scc::HashMap<Slot<K>, Arc<Flight<V>>, StoredHash>,
+    hasher: S,
+    limit: Option<Limit>,
+    /// Formats a key for the flight's span, when the user asked for keys in traces.
+    key_debug: Option<KeyDebug<K>>,
     stats: Stats,
 }
 
+/// Views a key as `Debug` (made where `K: Debug` is known).
+type KeyDebug<K> = fn(&K) -> &dyn fmt::Debug;
+
+/// The hasher a [`Group`] uses unless it is given another: [`foldhash`]'s fast, randomly seeded
+/// hasher (the default of `hashbrown`), several times cheaper than the standard library's
+/// SipHash on short keys, and seeded per group so that colliding keys cannot be precomputed.
+/// Where keys come from untrusted clients and a stronger guarantee against hash flooding is
+/// wanted, give the group `std::collections::hash_map::RandomState` with
+/// [`with_hasher`](Group::with_hasher).
+pub type DefaultHashBuilder = foldhash::fast::RandomState;
+
 /// A [`Group`] for fallible work: the value is `Result<T, Arc<E>>`, so that an error can be
 /// shared with the concurrent callers without `E: Clone`. Use it with the `try_*` methods.
-pub type TryGroup<K, T, E, S = RandomState> = Group<K, Result<T, StdArc<E>>, S>;
+pub type TryGroup<K, T, E, S = DefaultHashBuilder> = Group<K, Result<T, StdArc<E>>, S>;
 
-impl<K: Hash + Eq, V> Group<K, V, RandomState> {
+impl<K: Hash + Eq, V> Group<K, V, DefaultHashBuilder> {
     /// A group sized for [`DEFAULT_CAPACITY`] keys in flight at once.
     ///
     /// # Examples
@@ -113,11 +157,11 @@ impl<K: Hash + Eq, V> Group<K, V, RandomState> {
     /// assert_eq!(group.in_flight(), 0);
     /// ```
     pub fn with_capacity(capacity: usize) -> Self {
-        Self::with_capacity_and_hasher(capacity, RandomState::new())
+        Self::with_capacity_and_hasher(capacity, DefaultHashBuilder::default())
     }
 }
 
-impl<K: Hash + Eq, V> Default for Group<K, V, RandomState> {
+impl<K: Hash + Eq, V> Default for Group<K, V, DefaultHashBuilder> {
     fn default() -> Self {
         Self::new()
     }
@@ -147,7 +191,13 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     /// assert!(group.is_idle());
     /// ```
     pub fn with_capacity_and_hasher(capacity: usize, hasher: S) -> Self {
-        Self { map: scc::HashMap::with_capacity_and_hasher(capacity, hasher), stats: Stats::default() }
+        Self {
+            map: scc::HashMap::with_capacity_and_hasher(capacity, StoredHash),
+            hasher,
+            limit: None,
+            key_debug: None,
+            stats: Stats::default(),
+        }
     }
 
     /// How many keys have a flight in the air. Counts the map's entries, which reads the whole
@@ -186,6 +236,83 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
         self.stats.snapshot()
     }
 
+    /// Bounds the keys in flight at once to `limit` (the contract's "Bounds"): a call for a new
+    /// key beyond it is refused with [`Aborted`] whose cause is [`Cause::Full`](crate::Cause::Full),
+    /// or runs alone, uncoalesced, as `when_full` says. A call that joins a flight already in the
+    /// air is always allowed. A flight counts from its first caller until it ends, forgotten or
+    /// not; each call beyond the bound is counted in [`Counters::overflows`].
+    ///
+    /// A builder method: call it before the group is shared.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use coalescer::{Group, WhenFull};
+    /// # futures_lite::future::block_on(async {
+    /// let group = Group::<u32, u32>::new().max_in_flight(1, WhenFull::Reject);
+    /// let mut one = std::pin::pin!(group.work(1, || std::future::pending::<u32>()));
+    /// assert!(futures_lite::future::poll_once(one.as_mut()).await.is_none()); // key 1 in flight
+    /// let refused = group.work(2, || async { 2 }).await.unwrap_err();
+    /// assert!(refused.is_full());
+    /// let mut joiner = std::pin::pin!(group.work(1, || async { 1 }));
+    /// assert!(futures_lite::future::poll_once(joiner.as_mut()).await.is_none()); // joins key 1
+    /// assert_eq!(group.counters().overflows, 1);
+    /// # });
+    /// ```
+    pub fn max_in_flight(mut self, limit: usize, when_full: WhenFull) -> Self {
+        self.limit = Some(Limit::new(limit, when_full));
+        self
+    }
+
+    /// Names the group for observability: the `group` label of its metrics and the `group`
+    /// field of its flights' spans (`"default"` until named). With the `metrics` feature the
+    /// group's handles are registered here, with the recorder installed at this moment:
+    /// install the recorder first. A builder method: call it before the group is shared.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let group = coalescer::Group::<u32, u32>::new().named("orders");
+    /// # let _ = group;
+    /// ```
+    pub fn named(mut self, name: impl Into<alloc::borrow::Cow<'static, str>>) -> Self {
+        self.stats.rename(name.into());
+        self
+    }
+
+    /// Records each flight's key (its `Debug` form) as the `key` field of the flight's span
+    /// (`tracing` feature). Off by default: keys may be secret, and many. A builder method.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let group = coalescer::Group::<u32, u32>::new().named("orders").trace_keys();
+    /// # let _ = group;
+    /// ```
+    pub fn trace_keys(mut self) -> Self
+    where
+        K: fmt::Debug,
+    {
+        self.key_debug = Some(|key| key);
+        self
+    }
+
+    /// What a new flight for `key` carries for observability.
+    fn obs(&self, key: &K) -> FlightObs {
+        self.stats.observer().flight(self.key_debug.map(|debug| debug(key)))
+    }
+
+    /// The bound on keys in flight set by [`max_in_flight`](Self::max_in_flight), if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(coalescer::Group::<u8, u8>::new().max_keys_in_flight(), None);
+    /// ```
+    pub fn max_keys_in_flight(&self) -> Option<usize> {
+        self.limit.as_ref().map(Limit::max)
+    }
+
     /// Detaches `key`'s current flight (Go's `Forget`): the next call for `key` starts a new
     /// flight, while the callers of the old one still get the old flight's value. The old flight
     /// never removes the new one when it finishes (removal compares identity, not keys). Returns
@@ -201,17 +328,20 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     /// ```
     pub fn forget<Q>(&self, key: &Q) -> bool
     where
-        Q: Hash + scc::Equivalent<K> + ?Sized,
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
     {
-        let detached = self.map.remove_sync(key).is_some();
-        if detached {
-            self.stats.record(Event::Forget);
+        let hash = self.hasher.hash_one(key);
+        // The removed key (and its `Drop`) goes at the end of this function, outside the lock.
+        let removed = self.map.remove_sync(&ByKey { hash, key });
+        if let Some((_, flight)) = &removed {
+            self.stats.record(Event::Forget, Some(flight.obs()));
         }
-        detached
+        removed.is_some()
     }
 }
 
-impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher> Group<K, V, S> {
+impl<K: Hash + Eq, V: Clone, S: BuildHasher> Group<K, V, S> {
     /// Runs `work` once for all concurrent calls with this `key`; every caller gets a clone of
     /// its value. The work may borrow from the caller (it runs inside the leader's future).
     ///
@@ -233,6 +363,13 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher> Group<K, V, S> {
     /// When the work panics in this caller, the followers are released at once with
     /// [`Aborted`], the key is freed, and the panic is resumed here. Polling the future again
     /// after it completed panics.
+    ///
+    /// # Unwind safety
+    ///
+    /// The work's `Drop` runs in this caller when the work finishes (the flight still ends with
+    /// its value, then the panic is resumed here) or when the caller is dropped (a promotion
+    /// follows, as for any cancelled leader). See the [type's table](Self#unwind-safety) for
+    /// the value's `Clone` and the key.
     ///
     /// A call for a key whose work is running *in the same task* (the work awaits its own key)
     /// waits on itself forever; the blocking API detects that case, the async one cannot.
@@ -275,6 +412,14 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher> Group<K, V, S> {
     /// When the work panics, the panic is resumed in the caller that was polling it, and every
     /// other caller gets [`Aborted`]. Polling the future again after it completed panics.
     ///
+    /// # Unwind safety
+    ///
+    /// The work's `Drop` runs in the caller that drove it to its end (the flight still ends
+    /// with its value, then the panic is resumed in that caller), or in the last caller to
+    /// leave (the key is freed all the same, and the panic propagates out of that caller's
+    /// drop). A driver's poll that unwinds where panics cannot be caught (no `std`) gives the
+    /// driver's role back. See the [type's table](Self#unwind-safety).
+    ///
     /// # Examples
     ///
     /// ```
@@ -315,6 +460,11 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher> Group<K, V, S> {
     /// the panic is resumed here. A call for a key whose work this very thread is running (a
     /// re-entrant call from inside `work`) panics instead of waiting on itself forever.
     ///
+    /// # Unwind safety
+    ///
+    /// As for [`work`](Self::work): a panicking `work` releases the other callers and is
+    /// resumed on this thread; a panicking `V::clone` panics only in the caller that cloned.
+    ///
     /// # Examples
     ///
     /// ```
@@ -329,7 +479,7 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher> Group<K, V, S> {
 
 impl<K, V, S> Group<K, V, S>
 where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
+    K: Hash + Eq + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
     S: BuildHasher + Send + Sync + 'static,
 {
@@ -354,6 +504,13 @@ where
     ///
     /// A panic in the work is caught in the task; every caller gets [`Aborted`] with
     /// [`is_panic`](Aborted::is_panic). Polling the future again after it completed panics.
+    ///
+    /// # Unwind safety
+    ///
+    /// The task catches a panic of its work's `Drop` too, counts it, and ends the flight with
+    /// the work's value. A `spawn` that panics is resumed in the leader; if it had already
+    /// handed the task over, exactly one of the two ends the flight (see the
+    /// [type's table](Self#unwind-safety)).
     ///
     /// # Examples
     ///
@@ -391,14 +548,14 @@ where
         Sp: Spawn + Send + Sync + 'static,
     {
         let abort = spawn.aborts_when_abandoned();
-        let spawn = crate::detached::spawner(self.clone(), key.clone(), spawn, F::finish);
+        let spawn = crate::detached::spawner(self.clone(), spawn, F::finish);
         Work::new(self, key, start, Lead::Detached { spawn, abort })
     }
 }
 
 impl<K, T, E, S> Group<K, Result<T, StdArc<E>>, S>
 where
-    K: Hash + Eq + Clone,
+    K: Hash + Eq,
     T: Clone,
     S: BuildHasher,
 {
@@ -531,36 +688,63 @@ where
     }
 }
 
-impl<K: Hash + Eq + Clone, V, S: BuildHasher> sealed::Sealed for Group<K, V, S> {}
+impl<K: Hash + Eq, V, S: BuildHasher> sealed::Sealed for Group<K, V, S> {}
 
-impl<K: Hash + Eq + Clone, V, S: BuildHasher> Table for Group<K, V, S> {
+impl<K: Hash + Eq, V, S: BuildHasher> Table for Group<K, V, S> {
     type Key = K;
     type Value = V;
 
-    fn join(&self, key: &K, mode: Mode<V>) -> Joined<V> {
-        match self.map.entry_sync(key.clone()) {
-            Entry::Occupied(entry) => {
-                let flight = entry.get();
-                if flight.load().is_closing() {
-                    return Joined::Closing(flight.clone());
+    fn join(&self, key: K, mode: Mode<V>, _: sealed::Token) -> Joined<K, V> {
+        let hash = self.hasher.hash_one(&key); // the key's `Hash`: before any lock
+        let mut key = key;
+        loop {
+            if let Some(entry) = self.map.get_sync(&ByKey { hash, key: &key }) {
+                let flight = entry.get().clone();
+                let closing = flight.load().is_closing();
+                if !closing {
+                    flight.join();
                 }
-                flight.join();
-                Joined::Follow(flight.clone())
+                drop(entry); // the bucket lock; the key is dropped after it
+                return if closing { Joined::Closing(flight, key) } else { Joined::Follow(flight) };
             }
-            Entry::Vacant(entry) => {
-                let flight = Arc::new(Flight::new(mode));
-                entry.insert_entry(flight.clone());
-                Joined::Lead(flight)
+            let permit = match &self.limit {
+                None => false,
+                Some(limit) if limit.acquire() => true,
+                Some(limit) => {
+                    self.stats.record(Event::Overflow, None);
+                    return match limit.when_full() {
+                        WhenFull::Reject => Joined::Full(limit.max()),
+                        // A flight of its own, never in the map: nobody can join it.
+                        WhenFull::RunAlone => {
+                            Joined::Lead(Arc::new(Flight::new(mode, hash, false, self.obs(&key))))
+                        }
+                    };
+                }
+            };
+            let flight = Arc::new(Flight::new(mode, hash, permit, self.obs(&key)));
+            let id = Arc::as_ptr(&flight) as usize;
+            match self.map.insert_sync(Slot { hash, id, key }, flight.clone()) {
+                Ok(()) => return Joined::Lead(flight),
+                // Another caller inserted a flight for the key meanwhile: join that one. The
+                // key comes back, to be dropped outside the lock; so does the permit.
+                Err((slot, _)) => {
+                    if let Some(limit) = &self.limit {
+                        if flight.take_permit() {
+                            limit.release();
+                        }
+                    }
+                    key = slot.key;
+                }
             }
         }
     }
 
-    fn with_current(&self, key: &K, flight: &Arc<Flight<V>>, decide: &mut dyn FnMut(bool) -> bool) {
+    fn with_current(&self, flight: &Arc<Flight<V>>, decide: &mut dyn FnMut(bool) -> bool, _: sealed::Token) {
         let mut decided = false;
-        let removed = self.map.remove_if_sync(key, |current| {
+        let by_id = ById { hash: flight.hash(), id: Arc::as_ptr(flight) as usize };
+        let removed = self.map.remove_if_sync(&by_id, |_| {
             decided = true;
-            let is_current = Arc::ptr_eq(current, flight);
-            decide(is_current) && is_current
+            decide(true)
         });
         drop(removed); // outside the bucket lock
         if !decided {
@@ -568,7 +752,16 @@ impl<K: Hash + Eq + Clone, V, S: BuildHasher> Table for Group<K, V, S> {
         }
     }
 
-    fn stats(&self) -> &Stats {
+    fn ended(&self, flight: &Arc<Flight<V>>, waiters: usize, _: sealed::Token) {
+        if let Some(limit) = &self.limit {
+            if flight.take_permit() {
+                limit.release();
+            }
+        }
+        self.stats.observer().ended(flight.obs(), waiters);
+    }
+
+    fn stats(&self, _: sealed::Token) -> &Stats {
         &self.stats
     }
 }

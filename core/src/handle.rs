@@ -10,10 +10,18 @@ use crate::outcome::{Aborted, Outcome};
 use crate::state::{self, State};
 use crate::stats::Event;
 use crate::sync::Arc;
-use crate::table::{Joined, Table};
+use crate::table::{Joined, Table, TableExt};
 use core::future::Future;
 use core::ops::Deref;
 use core::task::Poll;
+
+/// Why [`Handle::join`] joined nothing.
+pub(crate) enum NotJoined<K, V> {
+    /// The key's flight is closing: wait for it to go, then join again with the key.
+    Closing(K, Arc<Flight<V>>),
+    /// The group's bound on keys in flight refused a new key.
+    Full(Aborted),
+}
 
 /// What one [`Handle::drive`] did.
 pub(crate) enum Driven<V> {
@@ -28,7 +36,6 @@ pub(crate) enum Driven<V> {
 /// Reaches a table: `&G` for callers, `Arc<G>` for a detached task that outlives them.
 pub(crate) struct Handle<G: Table, R: Deref<Target = G>> {
     table: R,
-    key: G::Key,
     flight: Arc<Flight<G::Value>>,
     /// This waiter started the work it runs or ran (the first caller, or a promoted one).
     leader: bool,
@@ -36,33 +43,37 @@ pub(crate) struct Handle<G: Table, R: Deref<Target = G>> {
     running: bool,
     /// This is a detached flight's task, made on the thread with this token (see `Drop`).
     task: Option<usize>,
-    /// The waiter has its result (or re-raised the work's panic): nothing to leave.
-    finished: bool,
+    /// Nothing is left to do on drop: the waiter has read its result, or left, or (a task)
+    /// ended the flight or lost it to another finisher.
+    done: bool,
 }
 
 impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
     /// Joins `key`'s flight, or starts one of the given mode. When the key's flight is closing,
     /// gives the key back with that flight, to wait for (see [`poll_closed`]) before retrying.
-    #[allow(clippy::type_complexity)]
     pub(crate) fn join(
         table: R,
         key: G::Key,
         mode: Mode<G::Value>,
-    ) -> Result<Self, (R, G::Key, Arc<Flight<G::Value>>)> {
-        let (flight, leader) = match table.join(&key, mode) {
+    ) -> Result<Self, NotJoined<G::Key, G::Value>> {
+        let (flight, leader) = match table.join_flight(key, mode) {
             Joined::Lead(flight) => (flight, true),
             Joined::Follow(flight) => (flight, false),
-            Joined::Closing(flight) => return Err((table, key, flight)),
+            Joined::Closing(flight, key) => return Err(NotJoined::Closing(key, flight)),
+            Joined::Full(limit) => return Err(NotJoined::Full(Aborted::full(limit))),
         };
-        table.stats().record(if leader { Event::Leader } else { Event::Follower });
+        table.counters_of().record(if leader { Event::Leader } else { Event::Follower }, Some(flight.obs()));
+        if !leader {
+            flight.obs().joined();
+        }
         let running = leader && matches!(flight.mode(), Mode::Work);
-        Ok(Self { table, key, flight, leader, running, task: None, finished: false })
+        Ok(Self { table, flight, leader, running, task: None, done: false })
     }
 
     /// The handle of a detached flight's task (counted when the flight was created).
-    pub(crate) fn for_task(table: R, key: G::Key, flight: Arc<Flight<G::Value>>) -> Self {
-        let task = Some(crate::unwind::thread_token());
-        Self { table, key, flight, leader: true, running: true, task, finished: false }
+    pub(crate) fn for_task(table: R, flight: Arc<Flight<G::Value>>) -> Self {
+        let task = Some(crate::sync::thread_token());
+        Self { table, flight, leader: true, running: true, task, done: false }
     }
 
     pub(crate) fn flight(&self) -> &Arc<Flight<G::Value>> {
@@ -73,93 +84,109 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
         self.leader
     }
 
+    /// Counts an event of this handle's table.
+    pub(crate) fn record(&self, event: Event) {
+        self.table.counters_of().record(event, Some(self.flight.obs()));
+    }
+
     /// Takes the lead of a vacated work-mode flight; the caller then runs its own work.
     pub(crate) fn try_promote(&mut self) -> bool {
         let won = self.flight.try_promote();
         if won {
             self.leader = true;
             self.running = true;
-            self.table.stats().record(Event::Promotion);
+            self.record(Event::Promotion);
         }
         won
     }
 
-    /// The result of a finished flight, for a waiter that did not finish it.
+    /// The result of a finished flight, for a waiter counted in it.
+    ///
+    /// # Panics
+    ///
+    /// When `V::clone` panics (the read is counted all the same).
     pub(crate) fn finished_result(&mut self) -> Option<Result<Outcome<G::Value>, Aborted>>
     where
         G::Value: Clone,
     {
-        let s = self.flight.load();
-        if !s.is_finished() {
+        if !self.flight.load().is_finished() {
             return None;
         }
-        self.finished = true;
-        // The count froze when the flight finished: it says how many got the value.
-        let callers = s.waiters() - usize::from(self.flight.is_detached());
-        let (leader, shared) = (self.leader, callers > 1);
-        Some(self.flight.result().map(|value| Outcome::new(value, leader, shared)))
+        self.done = true;
+        let (result, shared) = self.flight.read();
+        Some(result.map(|value| Outcome::new(value, self.leader, shared)))
     }
 
-    /// The work returned `value`: free the key, then hand the value to every waiter.
-    pub(crate) fn complete(&mut self, value: G::Value) -> Outcome<G::Value>
-    where
-        G::Value: Clone,
-    {
-        let others = self.end(state::DONE, || Ok(value.clone()));
-        Outcome::new(value, self.leader, others)
-    }
-
-    /// The work ended without a value: free the key, then release every waiter with `aborted`.
-    pub(crate) fn abort(&mut self, aborted: Aborted) -> Aborted {
-        let s = self.flight.load();
-        // Counted before the waiters are released, so that a released waiter sees it. A task
-        // dropped because its callers abandoned the flight was counted as a cancellation.
-        if !s.is_finished() && aborted.is_panic() {
-            self.table.stats().record(Event::Panic);
-        } else if !s.is_finished() && !s.is_closing() {
-            self.table.stats().record(Event::Shutdown);
-        }
-        self.end(state::ABORTED, || Err(aborted.clone()));
-        aborted
-    }
-
-    /// The work panicked in this caller: release every waiter with [`Aborted`], then resume
-    /// the panic here.
-    #[cfg(feature = "std")]
-    pub(crate) fn fail(&mut self, payload: crate::outcome::Payload) -> ! {
-        self.abort(Aborted::panic(&*payload));
-        std::panic::resume_unwind(payload)
-    }
-
-    /// The work returned: publish its value, or release the waiters with its abort.
+    /// The work this caller ran returned: end the flight with its result (this caller is its one
+    /// finisher), then read it back like every other caller.
     pub(crate) fn finish(&mut self, result: Result<G::Value, Aborted>) -> Result<Outcome<G::Value>, Aborted>
     where
         G::Value: Clone,
     {
-        match result {
-            Ok(value) => Ok(self.complete(value)),
-            Err(aborted) => Err(self.abort(aborted)),
-        }
+        self.finish_with(result, None)
     }
 
-    /// Ends the flight in `phase`: drops finished (or panicked) shared work, takes the flight out
-    /// of its table if it is still the key's current one, and publishes. The work goes first,
-    /// with no lock held, so that the key's next execution starts only after this one is gone.
-    /// Returns whether another waiter was counted.
-    fn end(&mut self, phase: usize, for_others: impl FnOnce() -> Result<G::Value, Aborted>) -> bool {
-        if self.flight.load().is_finished() {
-            // Only when spawning a detached task panicked after the task's handle had already
-            // ended the flight: nothing is left to publish.
-            self.finished = true;
+    /// [`finish`](Self::finish), counting `event` if this caller ends the flight.
+    pub(crate) fn finish_with(
+        &mut self,
+        result: Result<G::Value, Aborted>,
+        event: Option<Event>,
+    ) -> Result<Outcome<G::Value>, Aborted>
+    where
+        G::Value: Clone,
+    {
+        let won = self.end(result, event);
+        debug_assert!(
+            won,
+            "only a detached flight has two would-be finishers, and its callers never finish it"
+        );
+        self.finished_result().expect("the flight this caller ended is finished")
+    }
+
+    /// The work panicked in this caller: release every waiter with [`Aborted`], then resume
+    /// the panic here.
+    pub(crate) fn fail(&mut self, caught: crate::sync::Caught) -> ! {
+        #[cfg(feature = "std")]
+        self.end(Err(Aborted::panic(&*caught)), Some(Event::Panic));
+        crate::sync::resume(caught)
+    }
+
+    /// Ends the flight with `result` if this caller (or task) wins the claim; returns whether
+    /// it did. Counts `event` first, so that a released waiter sees it.
+    ///
+    /// The finisher drops finished (or panicked) shared work, takes the flight out of its table
+    /// if it is still the key's current one, and publishes: the work goes first, so that the
+    /// key's next execution starts only after this one is gone. A guard publishes even when the
+    /// work's `Drop` unwinds; with `std` that panic is caught, counted, and resumed here after
+    /// the flight has ended with the work's result.
+    pub(crate) fn end(&mut self, result: Result<G::Value, Aborted>, event: Option<Event>) -> bool {
+        if !self.flight.claim() {
+            // Another finisher ends the flight. A task gives its place up now; a caller reads
+            // the winner's result, or gives its place up when it is dropped.
+            if self.task.is_some() {
+                self.done = true;
+                self.flight.leave(false);
+            }
             return false;
         }
-        // Only shared work is the finisher's to take (it holds `DRIVING`).
-        if self.flight.is_shared() {
-            drop(self.flight.take_work());
+        if let Some(event) = event {
+            self.record(event);
         }
-        self.table.with_current(&self.key, &self.flight, &mut |current| current);
-        self.finished = true;
-        self.flight.publish(phase, for_others)
+        let reads = self.task.is_none();
+        self.done = !reads;
+        let finishing = Finishing { table: &*self.table, flight: &self.flight, result: Some(result), reads };
+        // Only shared work is the finisher's to take (it holds `CLAIMED`).
+        let dropped = if self.flight.is_shared() {
+            crate::sync::catch(|| drop(self.flight.take_work())).err()
+        } else {
+            None
+        };
+        drop(finishing);
+        if let Some(payload) = dropped {
+            self.record(Event::Panic);
+            crate::sync::resume(payload);
+        }
+        true
     }
 
     /// Polls a shared flight's work once, if it wants polling and nobody else is polling it.
@@ -170,7 +197,12 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
         if !self.flight.try_drive() {
             return Driven::Idle;
         }
-        match crate::unwind::catch(|| Flight::drive(&self.flight)) {
+        // Gives `DRIVING` back if the poll unwinds where panics cannot be caught (no `std`),
+        // so that the flight carries on with the waiters that are left.
+        let driving = Driving(&*self.flight);
+        let polled = self.flight.obs().in_span(|| crate::sync::catch(|| Flight::drive(&self.flight)));
+        core::mem::forget(driving);
+        match polled {
             Ok(Poll::Ready(result)) => Driven::Finished(self.finish(result)),
             // The work woke itself while it was polled (a cooperative yield). That wake found
             // `DRIVING` taken and told nobody; `WOKEN` stays set, and now the wake is delivered
@@ -181,64 +213,118 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
                 Driven::Yielded
             }
             Ok(Poll::Pending) => Driven::Idle,
-            Err(payload) => crate::unwind::fail(self, payload),
+            Err(payload) => self.fail(payload),
         }
     }
 
     /// Starts this caller's own work (user code: a panic in the closure is a panic of the work).
     pub(crate) fn start<F: crate::start::Start<G::Value>>(&mut self, start: F) -> F::Future {
-        match crate::unwind::catch(|| start.start()) {
+        match self.flight.obs().in_span(|| crate::sync::catch(|| start.start())) {
             Ok(work) => work,
-            Err(payload) => crate::unwind::fail(self, payload),
+            Err(payload) => self.fail(payload),
         }
     }
 
-    /// Leaves an unfinished flight (the caller was dropped, or gave up).
+    /// Leaves the flight (the caller was dropped, or gave up, or will not read its result).
     fn leave(&mut self) {
-        if self.flight.load().is_finished() {
+        self.done = true;
+        let flight = &self.flight;
+        if flight.load().is_finished() {
+            flight.leave(false); // gives up this caller's read
             return;
         }
+        let table = &*self.table;
         let vacate = self.running;
-        let mode = self.flight.mode();
+        let mode = flight.mode();
         let abandoned = |s: State| match mode {
             // A detached task counts as one waiter: the callers have all gone at one.
             Mode::Detached { abort } => abort && s.waiters() == 1,
             Mode::Work | Mode::Shared(_) => s.waiters() == 0,
         };
-        let flight = &self.flight;
-        let (mut next, mut closing) = (None, false);
-        self.table.with_current(&self.key, flight, &mut |current| {
+        let (mut next, mut closed) = (None, false);
+        self.table.with_current_flight(flight, &mut |current| {
             let n = flight.leave(vacate);
             next = Some(n);
-            if !current || !abandoned(n) || n.is_finished() {
+            if n.is_finished() || !abandoned(n) {
                 return false;
             }
             if matches!(mode, Mode::Work) {
-                return true; // nothing is owned: the key is free at once
+                return current; // nothing is owned: the key is free at once
             }
             // The flight owns work that must be dropped before the key's next execution can
-            // start: keep the entry, closed to joiners, until it is gone.
-            flight.close();
-            closing = true;
+            // start: keep the entry, closed to joiners, until it is gone. Not when a finisher
+            // has claimed the flight: it ends it.
+            closed = flight.close();
             false
         });
         let next = next.expect("with_current calls its closure once");
         if next.is_finished() {
             return;
         }
-        if abandoned(next) {
-            self.table.stats().record(Event::Cancellation);
-            // Dropping shared work cancels it; dropping an abortable task's handle aborts the
-            // task, whose own handle then ends the flight and frees the key. No lock is held.
-            drop(self.flight.take_work());
-            if closing && self.flight.is_shared() {
-                self.table.with_current(&self.key, &self.flight, &mut |current| current);
-                self.flight.closed();
+        match mode {
+            Mode::Work if abandoned(next) => {
+                table.counters_of().record(Event::Cancellation, Some(flight.obs()));
+                table.flight_ended(flight, 0);
             }
-        } else if vacate {
             // A work-mode leader left: wake the followers so that one of them takes the lead.
-            self.flight.notify_all();
+            Mode::Work if vacate => flight.notify_all(),
+            Mode::Work => {}
+            Mode::Shared(_) | Mode::Detached { .. } if closed => {
+                table.counters_of().record(Event::Cancellation, Some(flight.obs()));
+                // Shared work: the guard frees the key once the work is dropped, even if its
+                // `Drop` panics (that panic goes on to the caller that dropped this one).
+                // Dropping an abortable task's handle aborts the task, whose own handle then
+                // ends the flight and frees the key. No lock is held.
+                let _closing = flight.is_shared().then_some(Closing { table, flight });
+                drop(flight.take_work());
+            }
+            Mode::Shared(_) | Mode::Detached { .. } => {}
         }
+    }
+}
+
+/// The finisher's guard: takes the flight out of its table and publishes `result` when dropped,
+/// so that the flight ends even if the work's `Drop` unwinds past it.
+struct Finishing<'a, G: Table> {
+    table: &'a G,
+    flight: &'a Arc<Flight<G::Value>>,
+    result: Option<Result<G::Value, Aborted>>,
+    reads: bool,
+}
+
+impl<G: Table> Drop for Finishing<'_, G> {
+    fn drop(&mut self) {
+        let result = self.result.take().expect("a flight is published once");
+        let phase = if result.is_ok() { state::DONE } else { state::ABORTED };
+        self.table.with_current_flight(self.flight, &mut |current| current);
+        let ended = self.flight.publish(phase, result, self.reads);
+        self.table.flight_ended(self.flight, ended.waiters());
+    }
+}
+
+/// The closing waiter's guard: once the abandoned shared work is dropped (or its `Drop`
+/// unwinds), takes the flight out of its table and ends it, freeing the key.
+struct Closing<'a, G: Table> {
+    table: &'a G,
+    flight: &'a Arc<Flight<G::Value>>,
+}
+
+impl<G: Table> Drop for Closing<'_, G> {
+    fn drop(&mut self) {
+        self.table.with_current_flight(self.flight, &mut |current| current);
+        self.flight.closed();
+        self.table.flight_ended(self.flight, 0);
+    }
+}
+
+/// Held while a caller polls shared work: dropped only if that poll unwinds uncaught (no
+/// `std`), it gives `DRIVING` back and passes a pending wake on to the other waiters.
+struct Driving<'a, V>(&'a Flight<V>);
+
+impl<V> Drop for Driving<'_, V> {
+    fn drop(&mut self) {
+        self.0.stop_driving();
+        self.0.notify_all();
     }
 }
 
@@ -265,19 +351,22 @@ pub(crate) fn poll_closed<V>(
 
 impl<G: Table, R: Deref<Target = G>> Drop for Handle<G, R> {
     fn drop(&mut self) {
-        if self.finished {
+        if self.done {
             return;
         }
         match self.task {
             // Dropped inside `Spawn::spawn`, on the leader's thread before the leader installed
             // it: the leader ends the flight once `spawn` returns (with its panic, if it
             // panicked; as a shutdown if it returned).
-            Some(creator) if creator == crate::unwind::thread_token() && self.flight.load().is_driving() => {
+            Some(creator) if creator == crate::sync::thread_token() && self.flight.load().is_driving() => {
                 self.flight.task_dropped_in_spawn();
-                self.finished = true;
+                self.done = true;
             }
+            // The runtime dropped the task before it finished: a shutdown, unless the callers
+            // abandoned an abortable task (counted as their cancellation).
             Some(_) => {
-                self.abort(Aborted::shutdown());
+                let abandoned = self.flight.load().is_closing();
+                self.end(Err(Aborted::shutdown()), (!abandoned).then_some(Event::Shutdown));
             }
             None => self.leave(),
         }
@@ -291,7 +380,7 @@ impl<G: Table, R: Deref<Target = G>> core::fmt::Debug for Handle<G, R> {
             .field("leader", &self.leader)
             .field("running", &self.running)
             .field("task", &self.task)
-            .field("finished", &self.finished)
+            .field("done", &self.done)
             .finish()
     }
 }

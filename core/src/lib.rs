@@ -7,8 +7,13 @@ extern crate alloc;
 mod detached;
 mod flight;
 mod handle;
+#[cfg(feature = "std")]
+mod limit;
+mod observe;
 mod outcome;
 mod single;
+#[cfg(feature = "std")]
+mod slot;
 mod spawn;
 mod start;
 mod state;
@@ -16,7 +21,6 @@ mod stats;
 mod sync;
 mod table;
 mod timeout;
-mod unwind;
 mod work;
 
 #[cfg(feature = "std")]
@@ -25,7 +29,9 @@ mod blocking;
 mod group;
 
 #[cfg(feature = "std")]
-pub use group::{DEFAULT_CAPACITY, Group, TryGroup};
+pub use group::{DEFAULT_CAPACITY, DefaultHashBuilder, Group, TryGroup};
+#[cfg(feature = "std")]
+pub use limit::WhenFull;
 pub use outcome::{Aborted, Cause, Error, Outcome};
 pub use single::Single;
 pub use spawn::{Sleep, Spawn};
@@ -37,11 +43,4 @@ pub mod futures {
     pub use crate::start::{Start, TryStart};
     pub use crate::timeout::{TimedOut, Timeout};
     pub use crate::work::{TryWork, Work};
-}
-
-#[doc(hidden)]
-pub mod __private {
-    pub use crate::flight::{DriveFn, Flight, Mode, Owned};
-    pub use crate::stats::Stats;
-    pub use crate::table::Joined;
 }

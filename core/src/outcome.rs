@@ -61,7 +61,9 @@ impl<V> Outcome<V> {
 }
 
 /// The flight this caller joined ended without a value: its work panicked in another caller,
-/// or (detached work) the runtime shut down before the spawned work finished.
+/// or (detached work) the runtime shut down before the spawned work finished. Or the call
+/// joined no flight at all: its key was new and the group's bound on keys in flight was
+/// reached ([`Cause::Full`]).
 ///
 /// Every caller of such a flight is released at once with this error (the caller in which the
 /// work panicked sees the panic itself instead), and the key is free again: the next call
@@ -116,6 +118,13 @@ pub enum Cause {
     Panic,
     /// The runtime dropped the detached work before it finished (it is shutting down).
     Shutdown,
+    /// The call's key had no flight, and the group already had as many keys in flight as its
+    /// bound allows ([`Group::max_in_flight`](crate::Group::max_in_flight) with
+    /// [`WhenFull::Reject`](crate::WhenFull::Reject)); the call ran nothing.
+    Full {
+        /// The bound that was reached.
+        limit: usize,
+    },
 }
 
 impl Aborted {
@@ -135,6 +144,12 @@ impl Aborted {
         Self { cause: Cause::Shutdown, message: None }
     }
 
+    /// The group's bound on keys in flight (`limit`) was reached and the call's key was new. For
+    /// the group itself and for tests.
+    pub fn full(limit: usize) -> Self {
+        Self { cause: Cause::Full { limit }, message: None }
+    }
+
     /// Why the flight ended without a value.
     pub fn cause(&self) -> Cause {
         self.cause
@@ -148,6 +163,12 @@ impl Aborted {
     /// Whether the runtime dropped the detached work (it is shutting down).
     pub fn is_shutdown(&self) -> bool {
         self.cause == Cause::Shutdown
+    }
+
+    /// Whether the call was refused because the group's bound on keys in flight was reached
+    /// (nothing ran; retry later, or shed the request).
+    pub fn is_full(&self) -> bool {
+        matches!(self.cause, Cause::Full { .. })
     }
 
     /// The panic's message, when its payload was a string.
@@ -168,6 +189,9 @@ impl fmt::Display for Aborted {
             (Cause::Panic, Some(message)) => write!(f, "the coalesced work panicked: {message}"),
             (Cause::Panic, None) => f.write_str("the coalesced work panicked"),
             (Cause::Shutdown, _) => f.write_str("the runtime shut down before the detached work finished"),
+            (Cause::Full { limit }, _) => {
+                write!(f, "refused: the group already has {limit} keys in flight, its bound")
+            }
         }
     }
 }
@@ -236,11 +260,14 @@ impl<E> From<Aborted> for Error<E> {
     }
 }
 
-impl<E: fmt::Display> fmt::Display for Error<E> {
+/// Says which of the two it is; the cause itself is the [`source`](core::error::Error::source)
+/// (the work's error, or the [`Aborted`]), so that a report that walks the chain prints each
+/// once. [`failure`](Self::failure) gives the work's error directly.
+impl<E> fmt::Display for Error<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Failed(e) => write!(f, "the coalesced work failed: {e}"),
-            Self::Aborted(a) => fmt::Display::fmt(a, f),
+            Self::Failed(_) => f.write_str("the coalesced work failed"),
+            Self::Aborted(_) => f.write_str("the coalesced work ended without a value"),
         }
     }
 }
@@ -265,7 +292,3 @@ pub(crate) fn split_try<T, E>(
         Err(e) => Err(Error::Failed(e)),
     }
 }
-
-/// The payload type of a caught panic.
-#[cfg(feature = "std")]
-pub(crate) type Payload = alloc::boxed::Box<dyn core::any::Any + Send>;

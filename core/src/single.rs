@@ -21,6 +21,14 @@ use core::future::Future;
 /// Its slot is guarded by a lock held for an `Arc` clone or a pointer comparison, never while
 /// user code runs: `std::sync::Mutex` with `std`, a spin lock without it.
 ///
+/// # Unwind safety
+///
+/// As for [`Group`](crate::Group#unwind-safety), less the key (there is none): a panic in the
+/// work, its `Drop`, `V::clone` or a `Spawn` ends the flight once or stays with the caller whose
+/// code panicked, and the slot is always freed. Without `std`, a panic unwinds through the
+/// caller's future like a cancellation: the guards on the way give back what it held (the
+/// driver's role, the finisher's), and the slot's spin lock is never held while user code runs.
+///
 /// # Examples
 ///
 /// ```
@@ -84,7 +92,7 @@ impl<V> Single<V> {
         let was = detached.is_some();
         drop(detached); // outside the lock
         if was {
-            self.stats.record(Event::Forget);
+            self.stats.record(Event::Forget, None);
         }
         was
     }
@@ -201,7 +209,7 @@ impl<V: Clone + Send + Sync + 'static> Single<V> {
         Sp: Spawn + Send + Sync + 'static,
     {
         let abort = spawn.aborts_when_abandoned();
-        let spawn = crate::detached::spawner(self.clone(), (), spawn, <F as Start<V>>::finish);
+        let spawn = crate::detached::spawner(self.clone(), spawn, <F as Start<V>>::finish);
         Work::new(self, (), work, Lead::Detached { spawn, abort })
     }
 }
@@ -259,22 +267,22 @@ impl<V> Table for Single<V> {
     type Key = ();
     type Value = V;
 
-    fn join(&self, _: &(), mode: Mode<V>) -> Joined<V> {
+    fn join(&self, (): (), mode: Mode<V>, _: sealed::Token) -> Joined<(), V> {
         self.slot.with(|slot| match slot {
-            Some(flight) if flight.load().is_closing() => Joined::Closing(flight.clone()),
+            Some(flight) if flight.load().is_closing() => Joined::Closing(flight.clone(), ()),
             Some(flight) => {
                 flight.join();
                 Joined::Follow(flight.clone())
             }
             None => {
-                let flight = Arc::new(Flight::new(mode));
+                let flight = Arc::new(Flight::new(mode, 0, false, self.stats.observer().flight(None)));
                 *slot = Some(flight.clone());
                 Joined::Lead(flight)
             }
         })
     }
 
-    fn with_current(&self, _: &(), flight: &Arc<Flight<V>>, decide: &mut dyn FnMut(bool) -> bool) {
+    fn with_current(&self, flight: &Arc<Flight<V>>, decide: &mut dyn FnMut(bool) -> bool, _: sealed::Token) {
         let removed = self.slot.with(|slot| {
             let is_current = slot.as_ref().is_some_and(|current| Arc::ptr_eq(current, flight));
             if decide(is_current) && is_current { slot.take() } else { None }
@@ -282,7 +290,11 @@ impl<V> Table for Single<V> {
         drop(removed); // outside the lock
     }
 
-    fn stats(&self) -> &Stats {
+    fn ended(&self, flight: &Arc<Flight<V>>, waiters: usize, _: sealed::Token) {
+        self.stats.observer().ended(flight.obs(), waiters);
+    }
+
+    fn stats(&self, _: sealed::Token) -> &Stats {
         &self.stats
     }
 }

@@ -1,7 +1,8 @@
 //! Counters that are cheap enough to leave on: one relaxed increment per event, on the calling
 //! thread's own cache line.
 
-use crate::sync::{CounterAtomic as AtomicUsize, Ordering::Relaxed};
+use crate::observe::{FlightObs, Observer};
+use crate::sync::{CounterAtomic, Ordering::Relaxed};
 
 /// A snapshot of a group's counters, totals since it was created.
 ///
@@ -38,6 +39,9 @@ pub struct Counters {
     pub cancellations: u64,
     /// Calls to `forget` that detached a flight.
     pub forgets: u64,
+    /// Calls for a new key beyond the group's bound on keys in flight: refused, or run alone
+    /// (see [`WhenFull`](crate::WhenFull)).
+    pub overflows: u64,
 }
 
 impl Counters {
@@ -57,6 +61,7 @@ impl Counters {
 #[derive(Debug, Default)]
 pub struct Stats {
     stripes: [Stripe; STRIPES],
+    observer: Observer,
 }
 
 /// Threads are spread over this many stripes (one without `std`, which has no thread-locals).
@@ -65,13 +70,14 @@ const STRIPES: usize = if cfg!(feature = "std") { 8 } else { 1 };
 #[derive(Debug, Default)]
 #[repr(align(128))]
 struct Stripe {
-    leaders: AtomicUsize,
-    followers: AtomicUsize,
-    promotions: AtomicUsize,
-    panics: AtomicUsize,
-    shutdowns: AtomicUsize,
-    cancellations: AtomicUsize,
-    forgets: AtomicUsize,
+    leaders: CounterAtomic,
+    followers: CounterAtomic,
+    promotions: CounterAtomic,
+    panics: CounterAtomic,
+    shutdowns: CounterAtomic,
+    cancellations: CounterAtomic,
+    forgets: CounterAtomic,
+    overflows: CounterAtomic,
 }
 
 /// Which counter an event bumps.
@@ -85,13 +91,15 @@ pub(crate) enum Event {
     Shutdown,
     Cancellation,
     Forget,
+    #[cfg_attr(not(feature = "std"), allow(dead_code))] // only a `Group` has a bound
+    Overflow,
 }
 
 /// The calling thread's stripe: handed out round-robin the first time a thread counts.
 fn stripe() -> usize {
     #[cfg(feature = "std")]
     {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        static NEXT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
         std::thread_local!(static STRIPE: usize = NEXT.fetch_add(1, Relaxed) % STRIPES);
         STRIPE.with(|s| *s)
     }
@@ -102,7 +110,24 @@ fn stripe() -> usize {
 }
 
 impl Stats {
-    pub(crate) fn record(&self, event: Event) {
+    /// Counts `event` (of the flight that `obs` belongs to, if any) and reports it to the
+    /// observer (nothing, without the observability features).
+    pub(crate) fn record(&self, event: Event, obs: Option<&FlightObs>) {
+        self.count(event);
+        self.observer.event(event, obs);
+    }
+
+    /// The table's observer.
+    pub(crate) fn observer(&self) -> &Observer {
+        &self.observer
+    }
+
+    /// Reports under `name` from now on (registers its metrics handles anew).
+    pub(crate) fn rename(&mut self, name: alloc::borrow::Cow<'static, str>) {
+        self.observer = Observer::named(name);
+    }
+
+    fn count(&self, event: Event) {
         let s = &self.stripes[stripe()];
         let counter = match event {
             Event::Leader => &s.leaders,
@@ -112,13 +137,21 @@ impl Stats {
             Event::Shutdown => &s.shutdowns,
             Event::Cancellation => &s.cancellations,
             Event::Forget => &s.forgets,
+            Event::Overflow => &s.overflows,
         };
         counter.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn snapshot(&self) -> Counters {
-        let sum = |field: fn(&Stripe) -> &AtomicUsize| {
-            self.stripes.iter().map(|s| field(s).load(Relaxed) as u64).sum::<u64>()
+        let sum = |field: fn(&Stripe) -> &CounterAtomic| {
+            self.stripes
+                .iter()
+                // A no-op where the counters are `AtomicU64`; widens a `usize` elsewhere.
+                .map(|s| {
+                    #[allow(clippy::useless_conversion)]
+                    u64::try_from(field(s).load(Relaxed)).unwrap_or(u64::MAX)
+                })
+                .sum::<u64>()
         };
         Counters {
             leaders: sum(|s| &s.leaders),
@@ -128,6 +161,7 @@ impl Stats {
             shutdowns: sum(|s| &s.shutdowns),
             cancellations: sum(|s| &s.cancellations),
             forgets: sum(|s| &s.forgets),
+            overflows: sum(|s| &s.overflows),
         }
     }
 }

@@ -21,7 +21,12 @@ pub(crate) use core::sync::atomic::{AtomicUsize, Ordering};
 pub(crate) use alloc::sync::Arc as StdArc;
 
 /// The counters' atomic: always the platform's, even under loom, since the counters are not part
-/// of the flight protocol (a model need not explore their interleavings).
+/// of the flight protocol (a model need not explore their interleavings). 64 bits wherever the
+/// target has 64-bit atomics, so that a counter does not wrap on a 32-bit target.
+#[cfg(target_has_atomic = "64")]
+pub(crate) use core::sync::atomic::AtomicU64 as CounterAtomic;
+/// The counters' atomic (see above); a target without 64-bit atomics counts in a `usize`.
+#[cfg(not(target_has_atomic = "64"))]
 pub(crate) use core::sync::atomic::AtomicUsize as CounterAtomic;
 
 /// A number unique to the calling thread while it lives (the address of a thread-local).
@@ -39,6 +44,47 @@ pub(crate) fn thread_token() -> usize {
     static NEXT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(1);
     loom::thread_local!(static TOKEN: usize = NEXT.fetch_add(1, core::sync::atomic::Ordering::Relaxed));
     TOKEN.with(|t| *t)
+}
+
+/// A number unique to the calling thread while it lives; without `std` there are no threads
+/// to tell apart (0).
+#[cfg(not(feature = "std"))]
+pub(crate) fn thread_token() -> usize {
+    0
+}
+
+/// What [`catch`] caught: a panic's payload, or nothing at all where panics cannot be caught.
+#[cfg(feature = "std")]
+pub(crate) type Caught = alloc::boxed::Box<dyn core::any::Any + Send>;
+/// What [`catch`] caught: a panic's payload, or nothing at all where panics cannot be caught.
+#[cfg(not(feature = "std"))]
+pub(crate) type Caught = core::convert::Infallible;
+
+/// Runs `f`, catching a panic where the platform can. With `std`, user code (the work, its
+/// `Drop`, the blocking closure) runs under `catch_unwind`, which costs nothing until a panic.
+/// Without `std` a panic cannot be caught: it unwinds through the caller, and the guards on the
+/// way (a finisher's, a driver's, a handle's) release what that caller held.
+pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Caught> {
+    #[cfg(feature = "std")]
+    {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        Ok(f())
+    }
+}
+
+/// Resumes a panic that [`catch`] caught.
+pub(crate) fn resume(caught: Caught) -> ! {
+    #[cfg(feature = "std")]
+    {
+        std::panic::resume_unwind(caught)
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        match caught {}
+    }
 }
 
 /// `UnsafeCell` with loom's closure-based access API, so that loom can check every access.

@@ -24,39 +24,79 @@ pub trait Table: sealed::Sealed {
 
     /// Under the lock of `key`'s slot: follow the current flight (counting the caller), or
     /// insert a new one of the given mode and lead it. Returns the flight and whether the caller
-    /// leads. No user code runs under the lock.
+    /// leads. No user code runs under the lock but the key's `Eq`; the key's `Hash` runs before
+    /// it and its `Drop` after it.
     #[doc(hidden)]
-    fn join(&self, key: &Self::Key, mode: Mode<Self::Value>) -> Joined<Self::Value>;
+    fn join(
+        &self,
+        key: Self::Key,
+        mode: Mode<Self::Value>,
+        _: sealed::Token,
+    ) -> Joined<Self::Key, Self::Value>;
 
-    /// Calls `decide` exactly once, under the lock of `key`'s slot when `flight` is still that
-    /// key's current flight (argument `true`; the entry is removed when `decide` returns true),
-    /// or without the lock when it is not (argument `false`; nothing is removed).
+    /// Calls `decide` exactly once, under the lock of the flight's slot when `flight` is still
+    /// its key's current flight (argument `true`; the entry is removed when `decide` returns
+    /// true), or without the lock when it is not (argument `false`; nothing is removed). The
+    /// entry is found by the flight's identity: no user code runs.
     #[doc(hidden)]
     fn with_current(
         &self,
-        key: &Self::Key,
         flight: &Arc<Flight<Self::Value>>,
         decide: &mut dyn FnMut(bool) -> bool,
+        _: sealed::Token,
     );
+
+    /// The flight has ended (finished, closed, or abandoned with nothing owned), and `waiters`
+    /// callers received its result: gives back its permit for keys in flight, if it holds one,
+    /// and reports the end to the observer.
+    #[doc(hidden)]
+    fn ended(&self, flight: &Arc<Flight<Self::Value>>, waiters: usize, _: sealed::Token);
 
     /// The counters.
     #[doc(hidden)]
-    fn stats(&self) -> &Stats;
+    fn stats(&self, _: sealed::Token) -> &Stats;
 }
 
 /// What a join found (internal).
-#[doc(hidden)]
 #[derive(Debug)]
-pub enum Joined<V> {
+pub enum Joined<K, V> {
     /// No flight: the caller created this one and leads it.
     Lead(Arc<Flight<V>>),
     /// The caller was counted into this flight.
     Follow(Arc<Flight<V>>),
     /// This flight is closing (its abandoned work is being dropped); wait until it is gone,
-    /// then join again.
-    Closing(Arc<Flight<V>>),
+    /// then join again with the key given back.
+    Closing(Arc<Flight<V>>, K),
+    /// The key had no flight and the group's bound on keys in flight (this many) was reached.
+    Full(usize),
 }
 
 pub(crate) mod sealed {
     pub trait Sealed {}
+
+    /// Makes [`Table`](super::Table)'s methods uncallable from outside the crate: nobody else
+    /// can make one.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Token(pub(super) ());
+
+    /// The crate's one token.
+    pub(crate) const TOKEN: Token = Token(());
 }
+
+/// The table's methods for the crate, without the token.
+pub(crate) trait TableExt: Table {
+    fn join_flight(&self, key: Self::Key, mode: Mode<Self::Value>) -> Joined<Self::Key, Self::Value> {
+        self.join(key, mode, sealed::TOKEN)
+    }
+    fn with_current_flight(&self, flight: &Arc<Flight<Self::Value>>, decide: &mut dyn FnMut(bool) -> bool) {
+        self.with_current(flight, decide, sealed::TOKEN);
+    }
+    fn flight_ended(&self, flight: &Arc<Flight<Self::Value>>, waiters: usize) {
+        self.ended(flight, waiters, sealed::TOKEN);
+    }
+    fn counters_of(&self) -> &Stats {
+        self.stats(sealed::TOKEN)
+    }
+}
+
+impl<T: Table + ?Sized> TableExt for T {}

@@ -2,9 +2,10 @@
 
 use crate::detached::SpawnFn;
 use crate::flight::{BoxedWork, DriveFn, Flight, Mode, Owned};
-use crate::handle::{Driven, Handle};
+use crate::handle::{Driven, Handle, NotJoined};
 use crate::outcome::{Aborted, Error, Outcome, split_try};
 use crate::start::{Start, TryStart};
+use crate::stats::Event;
 use crate::sync::Arc;
 use crate::sync::StdArc;
 use crate::table::Table;
@@ -157,7 +158,11 @@ where
                     };
                     let joined = match Handle::join(*this.table, key, mode) {
                         Ok(joined) => joined,
-                        Err((_, key, flight)) => {
+                        Err(NotJoined::Full(aborted)) => {
+                            this.stage.set(Stage::Done);
+                            return Poll::Ready(Err(aborted));
+                        }
+                        Err(NotJoined::Closing(key, flight)) => {
                             *this.key = Some(key);
                             let start = start.take();
                             this.stage.set(Stage::Closing { start, flight, listener: None });
@@ -178,10 +183,17 @@ where
                             this.stage.set(Stage::Run { fut });
                             continue;
                         }
-                        Lead::Shared(ops) => crate::unwind::catch(|| Owned::Work((ops.boxed)(start.start()))),
+                        // The work is made inside the flight's span, so that its spans nest there.
+                        Lead::Shared(ops) => handle
+                            .flight()
+                            .obs()
+                            .in_span(|| crate::sync::catch(|| Owned::Work((ops.boxed)(start.start())))),
                         Lead::Detached { spawn, .. } => {
                             let flight = handle.flight().clone();
-                            crate::unwind::catch(|| spawn(start.start(), flight))
+                            handle
+                                .flight()
+                                .obs()
+                                .in_span(|| crate::sync::catch(|| spawn(start.start(), flight)))
                         }
                     };
                     match owned {
@@ -189,12 +201,13 @@ where
                             if handle.flight().install(owned) {
                                 // The runtime dropped the task inside `spawn` (it is shut down).
                                 this.stage.set(Stage::Done);
-                                return Poll::Ready(Err(handle.abort(crate::outcome::Aborted::shutdown())));
+                                let shutdown = Err(crate::outcome::Aborted::shutdown());
+                                return Poll::Ready(handle.finish_with(shutdown, Some(Event::Shutdown)));
                             }
                         }
                         Err(payload) => {
                             this.stage.set(Stage::Done);
-                            crate::unwind::fail(handle, payload)
+                            handle.fail(payload)
                         }
                     }
                     this.stage.set(Stage::Wait { start: None, listener: None });
@@ -208,17 +221,25 @@ where
                 }
                 StageProj::Run { fut } => {
                     let handle = this.handle.as_mut().expect("a running caller has joined");
-                    match crate::unwind::catch(|| fut.poll(cx)) {
-                        Ok(Poll::Pending) => return Poll::Pending,
-                        Ok(Poll::Ready(output)) => {
-                            this.stage.set(Stage::Done);
-                            return Poll::Ready(handle.finish(F::finish(output)));
-                        }
-                        Err(payload) => {
-                            this.stage.set(Stage::Done);
-                            crate::unwind::fail(handle, payload)
-                        }
+                    let polled = handle.flight().obs().in_span(|| crate::sync::catch(|| fut.poll(cx)));
+                    if matches!(polled, Ok(Poll::Pending)) {
+                        return Poll::Pending;
                     }
+                    // The work is done (or panicked): it goes before the key is free again. Its
+                    // `Drop` is user code too; the flight ends with the work's result all the
+                    // same, and that panic is resumed here afterwards.
+                    let dropped = crate::sync::catch(|| this.stage.set(Stage::Done)).err();
+                    let output = match polled {
+                        Ok(Poll::Ready(output)) => output,
+                        Ok(Poll::Pending) => unreachable!("returned above"),
+                        Err(payload) => handle.fail(payload),
+                    };
+                    let Some(payload) = dropped else {
+                        return Poll::Ready(handle.finish(F::finish(output)));
+                    };
+                    let won = handle.end(F::finish(output), Some(Event::Panic));
+                    debug_assert!(won, "a work-mode flight has one finisher");
+                    crate::sync::resume(payload)
                 }
                 StageProj::Wait { start, listener } => {
                     let handle = this.handle.as_mut().expect("a waiting caller has joined");

@@ -22,6 +22,8 @@ Flags:
                     leader-timeout scenarios; 0 skips them          [default: 10]
   --timeout-ms N    their deadline                 [default: a third of one report query]
   --no-progress     no progress bar while seeding
+  --http            serve the report over HTTP on loopback (axum) and load it with wrk
+                    (--requests connections, 3 s, key 0), without and with coalescer-tower
   -h, --help        this text
 ";
 
@@ -30,6 +32,8 @@ Flags:
 pub enum Command {
     /// Run the demo.
     Run(Settings),
+    /// Serve the report over HTTP and load it with `wrk` ([`crate::http`]).
+    Http(Settings),
     /// Print [`USAGE`].
     Help,
 }
@@ -48,15 +52,18 @@ pub enum Command {
 /// else { panic!() };
 /// assert_eq!((settings.requests, settings.keys), (50, 2));
 /// assert!(parse(["--nope".to_string()]).is_err());
+/// assert!(matches!(parse(["--http".to_string()]), Ok(Command::Http(_))));
 /// ```
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
     let mut settings = Settings::default();
     let mut args = args.into_iter();
+    let mut http = false;
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "--no-progress" => settings.progress = false,
+            "--http" => http = true,
             "--requests" => settings.requests = number(&flag, &value()?)?,
             "--keys" => settings.keys = number(&flag, &value()?)?,
             "--bursts" => settings.bursts = number(&flag, &value()?)?,
@@ -73,7 +80,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
     if settings.impatient_percent > 100 {
         return Err("--impatient is a percentage: at most 100".to_owned());
     }
-    Ok(Command::Run(settings))
+    Ok(if http { Command::Http(settings) } else { Command::Run(settings) })
 }
 
 fn number<T: FromStr>(flag: &str, value: &str) -> Result<T, String> {

@@ -17,6 +17,7 @@ pub mod args;
 pub mod burst;
 pub mod cache;
 pub mod db;
+pub mod http;
 pub mod table;
 
 use burst::{Plan, Row, Scenario};

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let settings = match parse(std::env::args().skip(1)) {
         Ok(Command::Run(settings)) => settings,
+        Ok(Command::Http(settings)) => return http(&settings),
         Ok(Command::Help) => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -22,6 +23,20 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("stampede: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--http`: the report over HTTP, loaded with `wrk`, with and without `coalescer-tower`.
+fn http(settings: &stampede::Settings) -> ExitCode {
+    match stampede::http::run(settings) {
+        Ok(table) => {
+            print!("{table}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("stampede --http: {e}");
             ExitCode::FAILURE
         }
     }

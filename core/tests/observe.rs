@@ -1,0 +1,264 @@
+//! Observability (features `tracing` and `metrics`): a span per flight, each follower's span
+//! following from it, the work polled inside it, events for what happens to a flight; metrics
+//! counted per group with the group's name as the only label. Checked with `tracing`'s own
+//! subscriber registry (a recording layer) and `metrics-util`'s debugging recorder, after
+//! scripted sequences on a real multi-threaded runtime.
+
+mod common;
+
+use coalescer::{Group, WhenFull};
+use common::{Gate, poll_once, until};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tracing::Instrument;
+use tracing::span::{Attributes, Id};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+
+/// A span as recorded: its name, its parent's name, its fields.
+type SpanSeen = (String, Option<String>, Vec<(String, String)>);
+
+/// What the recording layer saw.
+#[derive(Default, Debug)]
+struct Seen {
+    /// Span id -> (name, parent's name, fields).
+    spans: HashMap<u64, SpanSeen>,
+    /// (span's name, the name of the span it follows from).
+    follows: Vec<(u64, u64)>,
+    /// (message, the name of the event's parent span).
+    events: Vec<(String, Option<String>)>,
+}
+
+#[derive(Clone, Default)]
+struct Recording(Arc<Mutex<Seen>>);
+
+struct Fields(Vec<(String, String)>);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push((field.name().to_string(), format!("{value:?}")));
+    }
+}
+
+impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Recording {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let mut fields = Fields(Vec::new());
+        attrs.record(&mut fields);
+        let parent = ctx.span(id).and_then(|s| s.parent()).map(|p| p.name().to_string());
+        self.0
+            .lock()
+            .unwrap()
+            .spans
+            .insert(id.into_u64(), (attrs.metadata().name().to_string(), parent, fields.0));
+    }
+
+    fn on_record(&self, id: &Id, values: &tracing::span::Record<'_>, _: Context<'_, S>) {
+        let mut fields = Fields(Vec::new());
+        values.record(&mut fields);
+        if let Some(span) = self.0.lock().unwrap().spans.get_mut(&id.into_u64()) {
+            span.2.extend(fields.0);
+        }
+    }
+
+    fn on_follows_from(&self, span: &Id, follows: &Id, _: Context<'_, S>) {
+        self.0.lock().unwrap().follows.push((span.into_u64(), follows.into_u64()));
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+        let mut fields = Fields(Vec::new());
+        event.record(&mut fields);
+        let message =
+            fields.0.iter().find(|(k, _)| k == "message").map(|(_, v)| v.clone()).unwrap_or_default();
+        let parent = ctx.event_span(event).map(|s| s.name().to_string());
+        self.0.lock().unwrap().events.push((message, parent));
+    }
+}
+
+/// A two-worker runtime whose threads all report to `dispatch`.
+fn runtime_with(dispatch: &tracing::Dispatch) -> tokio::runtime::Runtime {
+    let dispatch = dispatch.clone();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(move || std::mem::forget(tracing::dispatcher::set_default(&dispatch)))
+        .build()
+        .unwrap()
+}
+
+fn run_traced(recording: &Recording, test: impl std::future::Future<Output = ()> + Send + 'static) {
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(recording.clone()));
+    let rt = runtime_with(&dispatch);
+    rt.block_on(async move {
+        tokio::time::timeout(common::WATCHDOG, tokio::spawn(test)).await.unwrap().unwrap();
+    });
+}
+
+#[test]
+fn each_follower_span_follows_from_the_flight_span_and_the_work_runs_inside_it() {
+    let recording = Recording::default();
+    run_traced(&recording, async {
+        let (group, gate) = (Arc::new(Group::<u32, u32>::new().named("orders").trace_keys()), Gate::new());
+        let leader = {
+            let (group, gate) = (group.clone(), gate.clone());
+            tokio::spawn(
+                async move {
+                    group
+                        .work(7, move || {
+                            async move {
+                                gate.wait().await;
+                                7
+                            }
+                            .instrument(tracing::info_span!("query"))
+                        })
+                        .await
+                }
+                .instrument(tracing::info_span!("request", id = 0)),
+            )
+        };
+        until(|| group.counters().leaders == 1).await;
+        let followers: Vec<_> = (1..=3)
+            .map(|id| {
+                let group = group.clone();
+                tokio::spawn(
+                    async move { group.work(7, || async { unreachable!() }).await }
+                        .instrument(tracing::info_span!("request", id)),
+                )
+            })
+            .collect();
+        until(|| group.counters().followers == 3).await;
+        gate.open();
+        assert!(leader.await.unwrap().unwrap().is_shared());
+        for f in followers {
+            assert_eq!(*f.await.unwrap().unwrap().value(), 7);
+        }
+    });
+    let seen = recording.0.lock().unwrap();
+    let flights: Vec<_> = seen.spans.iter().filter(|(_, s)| s.0 == "coalescer.flight").collect();
+    assert_eq!(flights.len(), 1, "one span per flight");
+    let (&flight_id, (_, parent, fields)) = flights[0];
+    assert_eq!(parent.as_deref(), Some("request"), "the flight's span is a child of the leader's");
+    assert!(fields.contains(&("group".into(), "orders".into())), "{fields:?}");
+    assert!(fields.contains(&("key".into(), "7".into())), "{fields:?}");
+    let query = seen.spans.values().find(|s| s.0 == "query").unwrap();
+    assert_eq!(query.1.as_deref(), Some("coalescer.flight"), "the work runs inside the flight's span");
+    let followers: Vec<_> = seen.follows.iter().filter(|(_, cause)| *cause == flight_id).collect();
+    assert_eq!(followers.len(), 3, "each follower's request follows from the flight");
+    for (span, _) in followers {
+        assert_eq!(seen.spans[span].0, "request");
+    }
+    assert!(
+        seen.events
+            .iter()
+            .any(|(m, p)| m.contains("flight ended") && p.as_deref() == Some("coalescer.flight"))
+    );
+}
+
+#[test]
+fn keys_are_not_span_fields_unless_asked_for_and_promotions_are_events() {
+    let recording = Recording::default();
+    run_traced(&recording, async {
+        let group = Arc::new(Group::<u32, u32>::new());
+        let mut leader = Box::pin(group.work(1, std::future::pending::<u32>));
+        assert!(poll_once(&mut leader).is_pending());
+        let follower = {
+            let group = group.clone();
+            tokio::spawn(async move { group.work(1, || async { 1 }).await })
+        };
+        until(|| group.counters().followers == 1).await;
+        drop(leader);
+        assert!(follower.await.unwrap().unwrap().is_leader());
+    });
+    let seen = recording.0.lock().unwrap();
+    let flight = seen.spans.values().find(|s| s.0 == "coalescer.flight").unwrap();
+    assert!(flight.2.iter().all(|(k, _)| k != "key"), "{:?}", flight.2);
+    assert!(flight.2.contains(&("group".into(), "default".into())));
+    assert!(
+        seen.events.iter().any(|(m, p)| m.contains("promoted") && p.as_deref() == Some("coalescer.flight"))
+    );
+}
+
+/// The value of `name{group=...}` in the snapshot.
+fn metric<'a>(snapshot: &'a [(String, String, DebugValue)], name: &str) -> Option<&'a DebugValue> {
+    snapshot.iter().find(|(n, _, _)| n == name).map(|(_, _, v)| v)
+}
+
+#[test]
+fn metrics_count_a_scripted_sequence_under_the_group_name() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // Handles are registered when the group is named, with the recorder of that moment.
+    let group = metrics::with_local_recorder(&recorder, || {
+        Arc::new(Group::<u32, u32>::new().named("orders").max_in_flight(2, WhenFull::Reject))
+    });
+    common::run({
+        let group = group.clone();
+        async move {
+            // One flight, three followers.
+            let gate = Gate::new();
+            let calls: Vec<_> = (0..4)
+                .map(|_| {
+                    let (group, gate) = (group.clone(), gate.clone());
+                    tokio::spawn(async move {
+                        group
+                            .work(1, move || async move {
+                                gate.wait().await;
+                                1
+                            })
+                            .await
+                    })
+                })
+                .collect();
+            until(|| group.counters().followers == 3).await;
+            gate.open();
+            for c in calls {
+                assert_eq!(*c.await.unwrap().unwrap().value(), 1);
+            }
+            // A panic, a cancellation, a forget, an overflow.
+            let g = group.clone();
+            assert!(tokio::spawn(async move { g.work(2, || async { panic!("boom") }).await }).await.is_err());
+            let mut abandoned = Box::pin(group.work(3, std::future::pending::<u32>));
+            assert!(poll_once(&mut abandoned).is_pending());
+            drop(abandoned);
+            let mut a = Box::pin(group.work(4, std::future::pending::<u32>));
+            let mut b = Box::pin(group.work(5, std::future::pending::<u32>));
+            assert!(poll_once(&mut a).is_pending() && poll_once(&mut b).is_pending());
+            assert!(group.work(6, || async { 6 }).await.unwrap_err().is_full());
+            assert!(group.forget(&4));
+            drop((a, b));
+        }
+    });
+    let snapshot: Vec<(String, String, DebugValue)> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let labels: Vec<_> = key.key().labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+            assert_eq!(labels, ["group=orders"], "the group's name is the only label");
+            (key.key().name().to_string(), labels.join(","), value)
+        })
+        .collect();
+    let count = |name| match metric(&snapshot, name) {
+        Some(&DebugValue::Counter(n)) => n,
+        other => panic!("{name}: {other:?}"),
+    };
+    // Flights: keys 1, 2, 3, 4, 5 (key 6 was refused).
+    assert_eq!(count("coalescer.flights"), 5);
+    assert_eq!(count("coalescer.joins"), 3);
+    assert_eq!(count("coalescer.panics"), 1);
+    assert_eq!(count("coalescer.cancellations"), 3); // key 3, then the forgotten 4 and 5 dropped
+    assert_eq!(count("coalescer.forgets"), 1);
+    assert_eq!(count("coalescer.overflows"), 1);
+    let Some(DebugValue::Histogram(waiters)) = metric(&snapshot, "coalescer.flight.waiters") else {
+        panic!("no waiters histogram")
+    };
+    // Flights that ended: key 1 (4 callers), key 2 (its panicking caller), 3, 4, 5 (abandoned).
+    let mut waiters: Vec<f64> = waiters.iter().map(|w| w.0).collect();
+    waiters.sort_by(f64::total_cmp);
+    assert_eq!(waiters, [0.0, 0.0, 0.0, 1.0, 4.0]);
+    let Some(DebugValue::Histogram(durations)) = metric(&snapshot, "coalescer.flight.duration") else {
+        panic!("no duration histogram")
+    };
+    assert_eq!(durations.len(), 5);
+    assert!(durations.iter().all(|d| d.0 >= 0.0));
+}
