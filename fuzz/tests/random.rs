@@ -52,19 +52,16 @@ fn cancellation_race_random_inputs_keep_the_contract() {
     smoke::<CancellationRace>(CancellationRace::scenario);
 }
 
-// The two targets below find issue 11's defects on the core before its fix (a follower stranded
-// by a panicking clone, a key wedged by a panicking drop, a key hashed after the join), so they
-// stay ignored until the fix lands: then remove the `#[ignore]`s (and run them with
-// `cargo test --manifest-path fuzz/Cargo.toml -- --include-ignored` meanwhile).
+// The two targets below found issue 11's defects on the core before its fix (a follower stranded
+// by a panicking clone, a key wedged by a panicking drop, a key hashed after the join); they
+// were ignored until the fix (ff8dad2) landed.
 
 #[test]
-#[ignore = "issue 11 defects 1 and 2: fails until the fix; un-ignore after"]
 fn unwind_race_random_inputs_keep_the_contract() {
     smoke::<UnwindRace>(UnwindRace::scenario);
 }
 
 #[test]
-#[ignore = "issue 11 (keys hashed after the join): fails until the fix; un-ignore after"]
 fn key_race_random_inputs_keep_the_contract() {
     smoke::<KeyRace>(KeyRace::scenario);
 }

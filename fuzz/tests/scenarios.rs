@@ -168,15 +168,13 @@ fn a_wake_during_the_shared_work_poll_with_the_driver_stalled_afterwards() {
     assert_eq!(s.pauses, 1);
 }
 
-// Issue 11: user code that panics outside the work's poll. These fail on the core before the
-// fix (the messages below are what they print there), so they are ignored until it lands:
-// then remove the `#[ignore]`s.
+// Issue 11: user code that panics outside the work's poll. These failed on the core before the
+// fix (the messages below are what they printed there) and were ignored until it landed.
 
 /// A clone of the value panics while the result is handed out: only the caller whose clone
 /// panicked sees the panic; the other callers still get the value, and the key is free.
 /// Before the fix: "flight 0 ended (Some(Value(0))) but waiting caller 1 was not woken".
 #[test]
-#[ignore = "issue 11 defect 1: fails until the fix; un-ignore after"]
 fn a_panicking_clone_of_the_value_strands_nobody() {
     for shared in [false, true] {
         let ops = vec![
@@ -199,7 +197,6 @@ fn a_panicking_clone_of_the_value_strands_nobody() {
 /// followers get it), the panic goes to the caller that ran the work and counts as a panic,
 /// and the key is free.
 #[test]
-#[ignore = "issue 11 defect 2: fails until the fix; un-ignore after"]
 fn a_panicking_drop_after_completion_keeps_the_value_and_frees_the_key() {
     for shared in [false, true] {
         let ops = vec![
@@ -222,7 +219,6 @@ fn a_panicking_drop_after_completion_keeps_the_value_and_frees_the_key() {
 /// its value), and it counts as a cancellation.
 /// Before the fix: "in_flight() is 1; 0 key(s) have a flight" (the key is wedged).
 #[test]
-#[ignore = "issue 11 defect 2: fails until the fix; un-ignore after"]
 fn a_panicking_drop_of_abandoned_shared_work_frees_the_key() {
     let ops = vec![
         join(0, true),
@@ -264,7 +260,6 @@ fn a_waker_that_changes_between_polls_is_the_one_woken() {
 /// Before the fix: "the group ran the key's Hash while caller 0 left flight Some(0), after it
 /// had joined" (the leave hashes the key again to remove the entry).
 #[test]
-#[ignore = "issue 11 (key hashed after the join): fails until the fix; un-ignore after"]
 fn a_panicking_key_method_at_the_join_leaves_the_group_unchanged() {
     for what in [KeyFn::Hash, KeyFn::Eq, KeyFn::Clone] {
         let ops = vec![

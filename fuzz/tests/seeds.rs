@@ -451,9 +451,8 @@ fn replay<T: for<'a> Arbitrary<'a>>(target: &str, scenario: impl Fn(&T) -> Scena
 
 /// The inputs with which libFuzzer found issue 11's defects on the core before its fix,
 /// committed as it wrote them (`corpus/<target>/seed-defect-N-*`, N the defect): each keeps the
-/// contract once the fix is in. Ignored until then (they fail before it); un-ignore after.
+/// contract with the fix in (they failed before it, and were ignored until it landed).
 #[test]
-#[ignore = "issue 11 defects 1 and 2: fails until the fix; un-ignore after"]
 fn defect_seeds_keep_the_contract() {
     let replayed = replay("unwind_race", UnwindRace::scenario) + replay("key_race", KeyRace::scenario);
     assert!(replayed > 0, "no seed-defect-* file found");
