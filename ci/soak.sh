@@ -26,8 +26,8 @@ usage() {
 seconds=$1
 
 # Issue 11's mix of panicking clones and drops: the core before the fix hangs on it (the
-# watchdog ends the run), so it is off by default until the fix lands. Once it has, flip the
-# default to 1 here (SOAK_USER_PANICS=0 still turns it off).
+# watchdog ends the run); the fixed core passes it. Off by default until the lead turns it on:
+# then flip the default to 1 here (SOAK_USER_PANICS=0 still turns it off).
 user_panics="${SOAK_USER_PANICS:-0}"
 
 echo "==> soak: SOAK_USER_PANICS=$user_panics"

@@ -34,10 +34,12 @@
 //! leaves the flight with its value (the followers get it) and resumes the panic in the caller
 //! that ran the work; a panicking drop of abandoned shared work comes out of the last caller's
 //! drop of its future; never `Aborted` for either, and never a hang or a stuck key (the
-//! watchdog and the quiet points). Off by default: the core before issue 11's fix hangs on it.
+//! watchdog and the quiet points). Off by default (`ci/soak.sh` says how to flip it): the core
+//! before issue 11's fix hangs on it, the fixed core passes.
 //!
 //! For diagnosis, `COALESCER_SOAK_KNOBS` (comma-separated) narrows the mix: `noforget`,
-//! `nopanic`, `nocancel` (async callers wait to the end), `noblocking` (plain threads only block
+//! `nopanic`, `noclonepanic` and `nodroppanic` (with `SOAK_USER_PANICS=1`), `nocancel` (async
+//! callers wait to the end), `noblocking` (plain threads only block
 //! on async calls), `shared` or `work` (the async callers' mode); and `trace` keeps the last 200
 //! events of each key (calls, executions, forgets) and prints the key's on a violation.
 
@@ -320,8 +322,9 @@ impl Call {
             forgets_seen: self.forgets_finished,
             yields: rng.below(24) as u32,
             panics: !knob("nopanic") && rng.below(300) == 0,
-            clone_panics: user_panics() && rng.below(200) == 0,
-            drop_panics: user_panics() && rng.below(200) == 0,
+            clone_panics: user_panics() && !knob("noclonepanic") && rng.below(200) == 0,
+            drop_panics: user_panics() && !knob("nodroppanic") && rng.below(200) == 0,
+            started: false,
             returned: false,
             mode: Mode::Work,
             running: None,
@@ -408,6 +411,8 @@ struct Job {
     clone_panics: bool,
     /// Its `Drop` panics after it returned, or (shared work) when it is dropped unfinished.
     drop_panics: bool,
+    /// It was polled (the work began).
+    started: bool,
     /// It returned its value.
     returned: bool,
     mode: Mode,
@@ -417,6 +422,7 @@ struct Job {
 
 impl Job {
     fn start(&mut self) {
+        self.started = true;
         let soak = &self.soak;
         let id = soak.exec_ids.fetch_add(1, SeqCst);
         soak.tally.executions.fetch_add(1, SeqCst);
@@ -514,7 +520,8 @@ impl Drop for Job {
     fn drop(&mut self) {
         self.stop();
         let shared = matches!(self.mode, Mode::Shared | Mode::SharedOnThread);
-        let abandoned = shared && !self.returned && !self.panics;
+        // Started and dropped unfinished (a follower's closure, never called, is no work).
+        let abandoned = shared && self.started && !self.returned && !self.panics;
         if self.drop_panics && (self.returned || abandoned) && !std::thread::panicking() {
             std::panic::panic_any(DROP_INJECTED);
         }
