@@ -39,9 +39,13 @@ if [[ $quick == 1 ]]; then
     # No baseline to compare with, and few bootstrap resamples: criterion's analysis is built
     # unoptimized here, and at its default 100,000 resamples it would take most of the time.
     rm -rf "$CRITERION_HOME"
-    cargo bench -p coalescer-benches --profile dev --bench coalesce --bench allocs -- \
+    cargo bench -p coalescer-benches --profile dev --bench coalesce --bench allocs --bench cache -- \
         --noplot --nresamples 1000 "$@"
     ci/instructions.sh --smoke
+    # The adapters' benches: coalescer-tower against a busy-polling layer, coalescer-redis's wake
+    # latency across 4 processes against a polling lock (needs redis-server: ci/redis.sh).
+    cargo bench -p coalescer-tower --profile dev --bench http
+    WAKE_ROUNDS=2 cargo bench -p coalescer-redis --profile dev --bench wake
     echo "bench.sh --quick: every scenario ran"
     exit 0
 fi
@@ -57,6 +61,7 @@ rm -rf "$CRITERION_HOME" "$COALESCER_BENCH_EXTRAS"
 } > "$out/machine.txt"
 cargo bench -p coalescer-benches --bench coalesce -- --noplot "$@"
 cargo bench -p coalescer-benches --bench allocs | tee "$out/allocs.md"
+cargo bench -p coalescer-benches --bench cache -- --noplot "$@" | tee "$out/cache.md"
 cargo run --release -q -p coalescer-benches --bin bench-report -- "$CRITERION_HOME" "$COALESCER_BENCH_EXTRAS" \
     > "$out/report.md"
 # Instructions per call: the figures that hold whatever the load (callgrind), when valgrind is

@@ -7,4 +7,4 @@ cargo fmt --all --check
 echo "==> cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "==> cargo doc for the published crates (warnings are errors)"
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p coalescer -p coalescer-tokio -p coalescer-smol -p coalescer-async-std -p coalescer-tower
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p coalescer -p coalescer-tokio -p coalescer-smol -p coalescer-async-std -p coalescer-tower -p coalescer-redis

@@ -28,6 +28,9 @@ mod blocking;
 #[cfg(feature = "std")]
 mod group;
 
+#[cfg(feature = "cache")]
+pub mod cache;
+
 #[cfg(feature = "std")]
 pub use group::{DEFAULT_CAPACITY, DefaultHashBuilder, Group, TryGroup};
 #[cfg(feature = "std")]

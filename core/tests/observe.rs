@@ -19,6 +19,15 @@ use tracing_subscriber::registry::LookupSpan;
 /// A span as recorded: its name, its parent's name, its fields.
 type SpanSeen = (String, Option<String>, Vec<(String, String)>);
 
+/// The tests take turns: `tracing` caches each callsite's interest for every dispatcher at
+/// once, so a flight made on a thread with no subscriber (another test's) while a test's
+/// scoped subscriber is being set up could leave that test's callsites uninterested.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// What the recording layer saw.
 #[derive(Default, Debug)]
 struct Seen {
@@ -96,6 +105,7 @@ fn run_traced(recording: &Recording, test: impl std::future::Future<Output = ()>
 
 #[test]
 fn each_follower_span_follows_from_the_flight_span_and_the_work_runs_inside_it() {
+    let _serial = serial();
     let recording = Recording::default();
     run_traced(&recording, async {
         let (group, gate) = (Arc::new(Group::<u32, u32>::new().named("orders").trace_keys()), Gate::new());
@@ -156,6 +166,7 @@ fn each_follower_span_follows_from_the_flight_span_and_the_work_runs_inside_it()
 
 #[test]
 fn keys_are_not_span_fields_unless_asked_for_and_promotions_are_events() {
+    let _serial = serial();
     let recording = Recording::default();
     run_traced(&recording, async {
         let group = Arc::new(Group::<u32, u32>::new());
@@ -185,6 +196,7 @@ fn metric<'a>(snapshot: &'a [(String, String, DebugValue)], name: &str) -> Optio
 
 #[test]
 fn metrics_count_a_scripted_sequence_under_the_group_name() {
+    let _serial = serial();
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     // Handles are registered when the group is named, with the recorder of that moment.
@@ -261,4 +273,37 @@ fn metrics_count_a_scripted_sequence_under_the_group_name() {
     };
     assert_eq!(durations.len(), 5);
     assert!(durations.iter().all(|d| d.0 >= 0.0));
+}
+
+#[test]
+fn a_named_cache_counts_hits_misses_and_loads_under_its_name() {
+    let _serial = serial();
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let cache = metrics::with_local_recorder(&recorder, || {
+        coalescer::cache::Cache::<u32, u32>::builder().named("reports").build()
+    });
+    common::run({
+        let cache = cache.clone();
+        async move {
+            for _ in 0..3 {
+                assert_eq!(*cache.get_with(1, || async { 10 }).await.unwrap().value(), 10);
+            }
+        }
+    });
+    let snapshot = snapshotter.snapshot().into_vec();
+    let count = |name: &str| {
+        let (key, _, _, value) = snapshot.iter().find(|(k, _, _, _)| k.key().name() == name).expect(name);
+        let labels: Vec<_> = key.key().labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+        assert!(labels.contains(&"cache=reports".to_string()), "{labels:?}");
+        match value {
+            DebugValue::Counter(n) => *n,
+            other => panic!("{name}: {other:?}"),
+        }
+    };
+    assert_eq!((count("coalescer.cache.misses"), count("coalescer.cache.loads")), (1, 1));
+    assert_eq!(count("coalescer.cache.hits"), 2);
+    // The cache's loads are a group named after it.
+    let flights = snapshot.iter().find(|(k, _, _, _)| k.key().name() == "coalescer.flights").unwrap();
+    assert!(flights.0.key().labels().any(|l| l.key() == "group" && l.value() == "reports"));
 }

@@ -43,6 +43,7 @@
 //! promises are. The targets, `forget_race`, `cancellation_race`, `unwind_race` and
 //! `key_race`, differ only in the operations their inputs can express.
 
+pub mod cache_ops;
 mod driver;
 mod input;
 mod model;

@@ -22,8 +22,13 @@ Flags:
                     leader-timeout scenarios; 0 skips them          [default: 10]
   --timeout-ms N    their deadline                 [default: a third of one report query]
   --no-progress     no progress bar while seeding
+  --trace           print the flight spans (tracing) of one burst of the coalesced scenario
+  --metrics         print the run's metrics (the `metrics` crate) in Prometheus's text format
   --http            serve the report over HTTP on loopback (axum) and load it with wrk
                     (--requests connections, 3 s, key 0), without and with coalescer-tower
+  --processes N     across processes: N demo processes on one report key, coalesced
+                    locally only, then with coalescer-redis (src/redis.rs)
+  --redis URL       the Redis for --processes [default: a local redis-server it starts]
   -h, --help        this text
 ";
 
@@ -63,6 +68,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "--no-progress" => settings.progress = false,
+            "--trace" => settings.trace = true,
+            "--metrics" => settings.metrics = true,
             "--http" => http = true,
             "--requests" => settings.requests = number(&flag, &value()?)?,
             "--keys" => settings.keys = number(&flag, &value()?)?,

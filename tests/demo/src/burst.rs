@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Barrier;
+use tracing::Instrument;
 
 /// How long the patient requests of a timeout scenario wait after the impatient ones are let go,
 /// so that the first request for every key (the leader) is one that will give up.
@@ -60,6 +61,17 @@ impl Scenario {
     pub const BASIC: [Self; 3] = [Self::Naive, Self::Coalesced, Self::Cached];
     /// The leader-cancellation scenarios.
     pub const TIMEOUTS: [Self; 2] = [Self::TimeoutWork, Self::TimeoutShared];
+
+    /// A short name, for the group's metrics label and span field.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Self::Naive => "naive",
+            Self::Coalesced => "coalesced",
+            Self::Cached => "cached",
+            Self::TimeoutWork => "timeout-work",
+            Self::TimeoutShared => "timeout-shared",
+        }
+    }
 
     /// A short name for the table.
     pub fn label(self) -> &'static str {
@@ -165,14 +177,22 @@ pub async fn run(
         db: db.clone(),
         scenario,
         timeout: plan.timeout,
-        group: TryGroup::new(),
+        // The group's name: the `group` label of its metrics and field of its flights' spans.
+        group: TryGroup::new().named(scenario.slug()),
         loader: StableLoader::new(db.clone(), plan.ttl),
     });
     let (queries_before, per_key_before) = (db.log().total(), db.log().per_key());
     let mut samples = Vec::with_capacity(plan.requests * plan.bursts);
     let mut wall = Duration::ZERO;
     for _ in 0..plan.bursts {
-        let (burst_samples, burst_wall) = burst(&state, plan).await;
+        let (burst_samples, burst_wall) =
+            if scenario == Scenario::Coalesced && crate::observe::wants_a_trace() {
+                let (result, trace) = crate::observe::trace_burst(burst(&state, plan)).await;
+                println!("--trace: the flight spans of one burst of \"{}\"\n{trace}", scenario.label());
+                result
+            } else {
+                burst(&state, plan).await
+            };
         samples.extend(burst_samples);
         wall += burst_wall;
         // A query whose callers all left may still be unwinding on the blocking pool.
@@ -209,7 +229,10 @@ async fn burst(state: &Arc<State>, plan: &Plan) -> (Vec<Sample>, Duration) {
                     tokio::time::sleep(STAGGER).await;
                 }
                 let start = Instant::now();
-                let answer = request(&state, key, impatient).await;
+                // Each request in a span of its own, as a service's request handler would be:
+                // a follower's span follows from the flight it joined.
+                let span = tracing::info_span!("request", n = i, key);
+                let answer = request(&state, key, impatient).instrument(span).await;
                 let latency = start.elapsed();
                 Sample { key, latency, answer }
             })

@@ -66,7 +66,7 @@ pub struct StableLoader {
 impl StableLoader {
     /// A loader over `db` whose reports stay fresh for `ttl`.
     pub fn new(db: Arc<Db>, ttl: Duration) -> Self {
-        Self { db, cache: Arc::new(TtlCache::new(ttl)), group: TryGroup::new() }
+        Self { db, cache: Arc::new(TtlCache::new(ttl)), group: TryGroup::new().named("cached") }
     }
 
     /// The group behind the cache, for its counters.

@@ -17,7 +17,10 @@ pub mod args;
 pub mod burst;
 pub mod cache;
 pub mod db;
+pub mod edge;
 pub mod http;
+pub mod observe;
+pub mod redis;
 pub mod table;
 
 use burst::{Plan, Row, Scenario};
@@ -53,6 +56,10 @@ pub struct Settings {
     pub timeout: Option<Duration>,
     /// Whether to draw a progress bar while seeding.
     pub progress: bool,
+    /// `--trace`: print the flight spans of one burst of the coalesced scenario.
+    pub trace: bool,
+    /// `--metrics`: print the run's metrics in Prometheus's text format.
+    pub metrics: bool,
 }
 
 impl Default for Settings {
@@ -67,6 +74,8 @@ impl Default for Settings {
             impatient_percent: 10,
             timeout: None,
             progress: true,
+            trace: false,
+            metrics: false,
         }
     }
 }
@@ -106,6 +115,7 @@ pub struct Summary {
 /// When the settings are inconsistent, the runtime cannot start, or the database fails.
 pub fn run(settings: &Settings) -> Result<Summary, BoxError> {
     check(settings)?;
+    observe::install(settings.trace, settings.metrics)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // Room for every naive request of a burst to hold a connection and query at once.

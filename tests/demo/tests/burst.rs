@@ -22,6 +22,8 @@ fn settings(dir: &tempfile::TempDir) -> Settings {
         impatient_percent: 10,
         timeout: None,
         progress: false,
+        trace: false,
+        metrics: false,
     }
 }
 
