@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fuzzes the core's forget and cancellation races: the cargo-fuzz targets in fuzz/, each run
-# against a reference model of the contract (fuzz/src/lib.rs says what they check).
+# Fuzzes the core's forget and cancellation races and user code that panics (values' clones,
+# the work's drop, keys' Hash/Eq/Clone): the cargo-fuzz targets in fuzz/, each run against a
+# reference model of the contract (fuzz/src/lib.rs says what they check).
 #
 #   ci/fuzz.sh SECONDS        build the targets, then run each for SECONDS, one after the other
 #   ci/fuzz.sh --build-only   plain `cargo build` of the targets and `cargo test` of the fuzz
@@ -12,7 +13,8 @@
 # unlocked with RUSTC_BOOTSTRAP=1 on it. Set FUZZ_TOOLCHAIN=nightly to use a nightly instead.
 #
 # Environment:
-#   FUZZ_TARGETS     targets to run, space-separated (default: every target of fuzz/)
+#   FUZZ_TARGETS     targets to run, space-separated (default: every target of fuzz/ but those
+#                    in AWAITING_FIX below, none at present)
 #   FUZZ_TOOLCHAIN   a rustup toolchain for cargo-fuzz (default: the default one + RUSTC_BOOTSTRAP=1)
 #   FUZZ_SANITIZER   address (default) or none (faster, for very long runs)
 #   FUZZ_ARGS        extra libFuzzer flags, e.g. "-seed=1 -max_len=2048"
@@ -24,6 +26,12 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Targets left out of the default run because they find known, unfixed defects (so that CI
+# stays green), space-separated; FUZZ_TARGETS still runs them. It held "unwind_race key_race"
+# (issue 11's defects: a panicking clone strands followers, a panicking drop wedges the key,
+# the key is hashed again after the join) until the fix landed; empty since.
+AWAITING_FIX=""
 
 usage() {
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
@@ -56,7 +64,20 @@ fuzz() {
     fi
     local flags=(--debug-assertions --sanitizer "${FUZZ_SANITIZER:-address}")
     local targets
-    read -r -a targets <<<"${FUZZ_TARGETS:-$("${cargo[@]}" fuzz list | tr '\n' ' ')}"
+    if [[ -n ${FUZZ_TARGETS:-} ]]; then
+        read -r -a targets <<<"${FUZZ_TARGETS}"
+    else
+        local all target
+        read -r -a all <<<"$("${cargo[@]}" fuzz list | tr '\n' ' ')"
+        targets=()
+        for target in "${all[@]}"; do
+            if [[ " ${AWAITING_FIX} " == *" ${target} "* ]]; then
+                echo "==> fuzz: skipping ${target} (finds a known, unfixed defect; see AWAITING_FIX)"
+            else
+                targets+=("${target}")
+            fi
+        done
+    fi
 
     echo "==> fuzz: building ${targets[*]} (release, debug assertions, sanitizer ${FUZZ_SANITIZER:-address})"
     "${cargo[@]}" fuzz build "${flags[@]}"

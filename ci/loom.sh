@@ -4,6 +4,12 @@
 # promoted, forget racing completion, the last waiter leaving, shared-work driver handover and
 # cancellation, blocking callers, detached work).
 #
+# Issue 11's models, promotion_survives_concurrent_join_and_leave (defect 3: a lost wake-up at
+# promotion; on Single, three threads) and detached_two_would_be_finishers_publish_once (defect
+# 4: a Spawn that hands the task over and then panics), failed on the core before the fix
+# (a deadlock; a concurrent write to the result's UnsafeCell). The latter is the longest model:
+# about 90 s at bound 2.
+#
 #   ci/loom.sh                 run every model
 #   ci/loom.sh NAME...         run the models whose names contain NAME (cargo test filters)
 #

@@ -1020,3 +1020,130 @@ fn detached_work_finishes_after_its_caller_leaves() {
         probe.assert_clean();
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// 8. The races of issue 11: promotion under concurrent joins and leaves, two finishers.
+// ---------------------------------------------------------------------------------------------
+
+/// Three actors race on a work-mode flight: its leader is dropped (vacating the flight), its one
+/// follower is dropped (a leave, which notifies nobody), each on a thread of its own, and a new
+/// caller joins (before, between or after the two drops). The joiner must end up running its
+/// own work: promoted into the vacated flight, or leading a new one once the follower's leave
+/// emptied it. It must never sleep with nobody left to wake it: a promotion that gives up when
+/// its compare-and-swap fails because the waiter count changed, though the flight is still
+/// vacant, waits for a notification that never comes (loom reports the deadlock).
+///
+/// On `Single`, whose slot is a mutex: the flight protocol is the same as a `Group`'s, and the
+/// state space small enough for three threads at bound 3 (a `Group`'s scc map under loom did
+/// not finish in 6 minutes). Failed on the commit before the fix of issue 11's defect 3 (a single
+/// compare-and-swap): "deadlock; threads = [(Id(0), Blocked), (Id(1), Terminated), (Id(2),
+/// Terminated)]", the joiner asleep after both drops.
+#[test]
+fn promotion_survives_concurrent_join_and_leave() {
+    check(&[0, 1], |seen| {
+        let (single, probe) = (Arc::new(Single::<Val>::new()), Probe::default());
+        // SAFETY: `single` outlives `leader` and `follower`, which are dropped on threads joined
+        // below, before it is dropped.
+        let shared: &'static Single<Val> = unsafe { &*Arc::as_ptr(&single) };
+        let leader = joined(shared.work(probe.work(1, Plan::Stuck)));
+        let follower = joined(shared.work(probe.work(2, Plan::Ready)));
+        let dropping = thread::spawn(move || drop(leader));
+        let leaving = thread::spawn(move || drop(follower));
+        let got = block_on(single.work(probe.work(3, Plan::Ready))).expect("nothing panics");
+        dropping.join().unwrap();
+        leaving.join().unwrap();
+        assert!(got.is_leader() && id(&got) == 3, "the joiner did not run its own work");
+        let c = single.counters();
+        assert_eq!(c.leaders + c.promotions, 2, "{c:?}");
+        seen.hit(usize::from(c.promotions == 0));
+        drop(got);
+        assert!(single.is_idle());
+        drop(single);
+        probe.assert_clean();
+    });
+}
+
+/// A `Spawn` that hands the task to a loom thread and then panics (a safe impl may do this).
+#[derive(Clone, Default)]
+struct HandOverThenPanic(LoomThreads);
+
+impl Spawn for HandOverThenPanic {
+    type Task = ();
+
+    fn spawn<Fut: Future<Output = ()> + Send + 'static>(&self, task: Fut) {
+        self.0.spawn(task);
+        std::panic::panic_any(DELIBERATE)
+    }
+
+    fn aborts_when_abandoned(&self) -> bool {
+        false
+    }
+}
+
+/// Detached work whose `Spawn` panics after it handed the task over: the leader's failure path
+/// (the spawn panicked) and the task's completion (the work ran) are two would-be finishers of
+/// one flight. Exactly one of them ends it: the result is written once (a second write while a
+/// follower clones the first is a data race, which loom reports), the leader resumes the spawn's
+/// panic, a follower that joined in time gets the work's value or `Aborted` (a panic), never a
+/// hang, and the key is free once the task is done.
+///
+/// Failed on the commit before the fix of issue 11's defect 4 ("is it finished?" and the
+/// publish were two steps): "Causality violation: Concurrent write accesses to `UnsafeCell`" in
+/// `Flight::publish`, from the task's completion racing the leader's failure path. At bound 2:
+/// about 790,000 executions, 90 s on two cores.
+#[test]
+fn detached_two_would_be_finishers_publish_once() {
+    check_bounded(HEAVY_PREEMPTION_BOUND, &[0, 1, 2], |seen| {
+        // Two probes: when the leader's failure ends the flight first, the key is free while the
+        // spawned task still runs the detached work, and the follower may lead a flight of its
+        // own meanwhile (the contract allows that overlap; what it forbids is a second result).
+        let (group, detached, mine) = (new_group(), Probe::default(), Probe::default());
+        let spawner = HandOverThenPanic::default();
+        let follower =
+            spawn_with(&group, &mine, |group, mine| block_on(group.work(KEY, mine.work(2, Plan::Ready))));
+        let call = group.work_detached(KEY, spawner.clone(), detached.work(1, Plan::Yield));
+        let led = catch_unwind(AssertUnwindSafe(|| block_on(call)));
+        let followed = follower.join().unwrap();
+        spawner.0.join_all();
+        let payload = match led {
+            Err(payload) => payload,
+            Ok(led) => {
+                // The other caller led first, and the detached call joined its flight: no spawn
+                // ran (not the race this model is about, but a legal interleaving).
+                let (led, followed) = (led.expect("nothing panics"), followed.expect("nothing panics"));
+                assert!(!led.is_leader() && id(&led) == 2 && followed.is_leader() && id(&followed) == 2);
+                assert_eq!(detached.created(), 0);
+                seen.hit(3);
+                drop((led, followed));
+                finish_group(group);
+                detached.assert_clean();
+                mine.assert_clean();
+                return;
+            }
+        };
+        assert_eq!(
+            payload.downcast_ref::<&str>(),
+            Some(&DELIBERATE),
+            "the spawn's panic is resumed in the leader"
+        );
+        match followed {
+            Ok(got) if id(&got) == 1 => {
+                assert!(!got.is_leader(), "the follower of the detached flight led it");
+                seen.hit(0);
+            }
+            Ok(got) => {
+                // Came after the detached flight had ended: led a flight of its own.
+                assert!(got.is_leader() && id(&got) == 2);
+                seen.hit(2);
+            }
+            Err(aborted) => {
+                assert_aborted_by_panic(&aborted);
+                seen.hit(1);
+            }
+        }
+        assert_eq!(detached.completed(), 1, "the handed-over task did not run the work to its end");
+        finish_group(group);
+        detached.assert_clean();
+        mine.assert_clean();
+    });
+}

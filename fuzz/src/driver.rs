@@ -4,7 +4,8 @@
 use crate::input::{Ending, Op, Scenario, Start};
 use crate::model::{CallerState, End, FlightId, LeaveEffect, Mode, Model};
 use crate::probe::{
-    CallerId, CountingWaker, Event, ExecId, Plan, Probe, Signal, StartFn, Timer, Val, work_panic_message,
+    CallerId, CountingWaker, Event, ExecId, Key, Plan, Probe, Signal, StartFn, Timer, Val,
+    clone_panic_message, drop_panic_message, key_panic_message, planned_message, work_panic_message,
 };
 use coalescer::futures::{TimedOut, Timeout, Work};
 use coalescer::{Aborted, Group, Outcome};
@@ -20,7 +21,7 @@ use std::task::{Context, Poll, Waker};
 const MAX_LIVE_CALLERS: usize = 24;
 
 type Hasher = BuildHasherDefault<DefaultHasher>;
-type TestGroup = Group<u8, Val, Hasher>;
+type TestGroup = Group<Key, Val, Hasher>;
 type Call<'g> = Work<'g, TestGroup, StartFn>;
 type CallOutput = Result<Result<Outcome<Val>, Aborted>, TimedOut>;
 
@@ -46,6 +47,8 @@ struct Caller<'g> {
     waker: Waker,
     /// The wake count when its last poll started: a wake after that schedules it again.
     wakes_at_poll: usize,
+    /// Its next poll gets a new waker ([`Op::NewWaker`]).
+    renew_waker: bool,
     timer: Option<Timer>,
 }
 
@@ -111,6 +114,23 @@ struct PollCtx {
     panicked: Option<ExecId>,
     /// The last execution that yielded in it.
     yielded: Option<ExecId>,
+    /// The execution a clone of whose value panicked in it.
+    clone_panicked: Option<ExecId>,
+    /// The execution whose `Drop` panicked in it.
+    drop_panicked: Option<ExecId>,
+    /// The key method that panicked in it.
+    key_panicked: Option<crate::input::KeyFn>,
+}
+
+impl PollCtx {
+    /// The messages of the planned panics that happened in this poll: it must panic with one.
+    fn planned_panics(&self) -> Vec<String> {
+        let work = self.panicked.map(work_panic_message);
+        let clone = self.clone_panicked.map(clone_panic_message);
+        let dropped = self.drop_panicked.map(drop_panic_message);
+        let key = self.key_panicked.map(key_panic_message);
+        [work, clone, dropped, key].into_iter().flatten().collect()
+    }
 }
 
 /// Resumes a paused execution when dropped.
@@ -139,10 +159,18 @@ pub fn run(scenario: &Scenario) -> Result<Summary, Violation> {
     // Sized for the scenario's few keys: the default capacity would dominate a short run.
     let group = TestGroup::with_capacity_and_hasher(4, Hasher::default());
     let mut driver = Driver::new(&group, scenario.keys.clamp(1, 4), &scenario.ops);
+    if scenario.check_keys {
+        driver.probe.check_keys();
+    }
     let result = driver.run_ops().and_then(|()| {
         driver.next += 1;
         driver.end(scenario.ending)
     });
+    if result.is_err() {
+        // The group broke a promise: its state is unknown, and dropping the callers that are
+        // left would run more user code (armed to panic) against it. They are leaked instead.
+        std::mem::forget(std::mem::take(&mut driver.callers));
+    }
     result.map(|()| driver.summary).map_err(|message| {
         let ops = scenario.ops.iter().map(|op| format!("{op:?}"));
         let ending = format!("end: {:?}", scenario.ending);
@@ -259,13 +287,58 @@ impl<'g> Driver<'g> {
             }
             Op::Forget { key } => {
                 let key = key % self.keys;
-                let expected = self.model.forget(key);
-                let forgot = self.group.forget(&key);
-                ensure!(
-                    forgot == expected,
-                    "forget({key}) returned {forgot}; the key {} a flight",
-                    if expected { "had" } else { "had no" }
-                );
+                let probe_key = Key::new(key, &self.probe);
+                self.probe.set_current(None, false);
+                let forgot = catch_unwind(AssertUnwindSafe(|| self.group.forget(&probe_key)));
+                let mut key_panicked = None;
+                for event in self.probe.drain() {
+                    match event {
+                        // `forget` hashes and compares the key it is given: user code that may
+                        // panic, out of `forget`, leaving the group as it was.
+                        Event::KeyUsed { what, by: None, panicked } => {
+                            if panicked {
+                                key_panicked = Some(what);
+                            }
+                        }
+                        event => return Err(format!("forget({key}) did {event:?}")),
+                    }
+                }
+                match forgot {
+                    Ok(forgot) => {
+                        ensure!(
+                            key_panicked.is_none(),
+                            "the key's {key_panicked:?} panicked in forget({key}), which returned"
+                        );
+                        let expected = self.model.forget(key);
+                        ensure!(
+                            forgot == expected,
+                            "forget({key}) returned {forgot}; the key {} a flight",
+                            if expected { "had" } else { "had no" }
+                        );
+                    }
+                    Err(payload) => {
+                        let planned = key_panicked.map(key_panic_message);
+                        if planned.as_deref() != planned_message(&*payload) {
+                            resume_unwind(payload);
+                        }
+                    }
+                }
+            }
+            Op::ClonePanics { exec } => {
+                if let Some(e) = self.pick_exec(exec) {
+                    self.probe.arm_clone(e);
+                }
+            }
+            Op::DropPanics { exec } => {
+                if let Some(e) = self.pick_exec(exec) {
+                    self.probe.arm_drop(e);
+                }
+            }
+            Op::KeyPanics { what } => self.probe.arm_key(what),
+            Op::NewWaker { caller } => {
+                if let Some(c) = self.pick_caller(caller, |_| true) {
+                    self.callers[c].renew_waker = true;
+                }
             }
         }
         // Polls and drops check their own events; whatever is left came from a wake, a timer
@@ -278,6 +351,12 @@ impl<'g> Driver<'g> {
     /// Execution `e`'s waker is about to be woken.
     fn woke(&mut self, e: ExecId) {
         self.model.execs[e].woken = true;
+    }
+
+    /// One of the running executions, picked by `index`.
+    fn pick_exec(&self, index: u8) -> Option<ExecId> {
+        let running: Vec<ExecId> = self.model.running().collect();
+        (!running.is_empty()).then(|| running[usize::from(index) % running.len()])
     }
 
     /// Whether `c` may be picked by an operation: not while its poll is paused.
@@ -317,7 +396,8 @@ impl<'g> Driver<'g> {
             Start::PanicOnPoll => (Plan::Panic, false),
             Start::PanicInClosure => (Plan::Panic, true),
         };
-        let closure = self.probe.closure(c, plan, closure_panics);
+        let closure = self.probe.closure(c, plan, closure_panics, shared);
+        let key = Key::new(key, &self.probe);
         let call = if shared { self.group.work_shared(key, closure) } else { self.group.work(key, closure) };
         let timer = timed.then(Timer::default);
         let fut = match &timer {
@@ -330,6 +410,7 @@ impl<'g> Driver<'g> {
             waker: Waker::from(wakes.clone()),
             wakes,
             wakes_at_poll: 0,
+            renew_waker: false,
             timer,
         });
         c
@@ -365,7 +446,23 @@ impl<'g> Driver<'g> {
             _ => None,
         };
         let leads_new = first && flight.leader == c && !flight.started;
-        let mut ctx = PollCtx { c, f, first, polled: None, panicked: None, yielded: None };
+        let mut ctx = PollCtx {
+            c,
+            f,
+            first,
+            polled: None,
+            panicked: None,
+            yielded: None,
+            clone_panicked: None,
+            drop_panicked: None,
+            key_panicked: None,
+        };
+        if std::mem::take(&mut self.callers[c].renew_waker) {
+            // The task moved: from this poll on, only the new waker schedules it.
+            let wakes = Arc::new(CountingWaker::default());
+            self.callers[c].waker = Waker::from(wakes.clone());
+            self.callers[c].wakes = wakes;
+        }
 
         // A closure may panic in either mode: that is a panic of the work.
         self.probe.set_current(Some(c), true);
@@ -385,8 +482,10 @@ impl<'g> Driver<'g> {
             Some((e, ops)) => self.poll_on_worker(&mut ctx, e, ops)?,
         };
         self.absorb(&mut ctx)?;
+        let planned_panics = ctx.planned_panics();
         let PollCtx { polled, panicked, .. } = ctx;
-        if let Some(e) = must_poll {
+        // A join that panicked in the key's methods joined nothing: it owes the work nothing.
+        if let Some(e) = must_poll.filter(|_| ctx.key_panicked.is_none()) {
             ensure!(
                 polled == Some(e) || self.model.execs[e].dropped,
                 "polling caller {c} did not poll execution {e} ({})",
@@ -402,20 +501,37 @@ impl<'g> Driver<'g> {
         let timed_out = self.model.callers[c].timer_fired;
         match result {
             Err(payload) => {
-                let planned = panicked.map(work_panic_message);
-                let message = payload.downcast_ref::<String>();
-                if planned.is_none() || message != planned.as_ref() {
-                    // Not the work's planned panic: the group itself panicked. A crash.
+                let message = planned_message(&*payload);
+                if !message.is_some_and(|m| planned_panics.iter().any(|p| p == m)) {
+                    // Not a planned panic of this poll: the group itself panicked. A crash.
                     resume_unwind(payload);
+                }
+                if let Some(e) = ctx.clone_panicked {
+                    ensure!(
+                        end == Some(End::Value(e)),
+                        "a clone of execution {e}'s value panicked in caller {c} of flight {f}, \
+                         which ended with {end:?}"
+                    );
+                }
+                if let Some(what) = ctx.key_panicked {
+                    // A panic at the join: the caller joined nothing, the group is unchanged.
+                    ensure!(first, "the key's {what:?} panicked in caller {c}'s poll after it joined");
+                    ensure!(
+                        panicked.is_none() && ctx.polled.is_none(),
+                        "caller {c}'s join panicked in the key's {what:?}, yet its poll ran work"
+                    );
+                    self.model.unjoin(c, f);
+                    return self.discard(c);
                 }
                 self.model.finished(c);
                 self.discard(c)?;
+                return self.check_woken(f, ended_before);
             }
             Ok(poll) => {
                 ensure!(
-                    panicked.is_none(),
-                    "execution {panicked:?} panicked while caller {c} polled it, but the panic \
-                     did not propagate to the caller"
+                    planned_panics.is_empty(),
+                    "{planned_panics:?} happened while caller {c} was polled, but the panic did \
+                     not propagate to the caller"
                 );
                 match poll {
                     Poll::Pending => {
@@ -444,8 +560,13 @@ impl<'g> Driver<'g> {
             }
         }
 
+        self.check_woken(f, ended_before)
+    }
+
+    /// If flight `f` ended in this step (it had not before), everybody still waiting must hear
+    /// of it (contract: released at once).
+    fn check_woken(&self, f: FlightId, ended_before: bool) -> Checked {
         if !ended_before && self.model.flights[f].end.is_some() {
-            // Everybody still waiting must hear of it (contract: released at once).
             for &m in &self.model.flights[f].members {
                 ensure!(
                     self.scheduled(m),
@@ -578,6 +699,36 @@ impl<'g> Driver<'g> {
                     );
                     self.model.dropped(exec);
                 }
+                Event::DropPanicked { exec } => {
+                    // After the work returned (it was dropped just now, see above): the flight
+                    // keeps its value, the panic goes to this caller and counts as a panic.
+                    ensure!(
+                        self.model.flights[self.model.execs[exec].flight].end == Some(End::Value(exec)),
+                        "execution {exec}'s drop panicked in caller {c}'s poll, but it had not \
+                         returned its value"
+                    );
+                    self.model.counts.panics += 1;
+                    ctx.drop_panicked = Some(exec);
+                }
+                Event::ClonePanicked { exec, by } => {
+                    ensure!(
+                        by == Some(c),
+                        "a clone of execution {exec}'s value ran for {by:?} in {c}'s poll"
+                    );
+                    ctx.clone_panicked = Some(exec);
+                }
+                Event::KeyUsed { what, by, panicked } => {
+                    ensure!(by == Some(c), "the key's {what:?} ran for {by:?} in {c}'s poll");
+                    ensure!(
+                        first && self.model.flights[f].end.is_none() && ctx.polled.is_none(),
+                        "the group ran the key's {what:?} in caller {c}'s poll after the caller \
+                         had joined flight {f}: a key whose {what:?} panics only sometimes would \
+                         wedge the flight (removal must go by the flight's identity)"
+                    );
+                    if panicked {
+                        ctx.key_panicked = Some(what);
+                    }
+                }
             }
         }
         Ok(())
@@ -640,14 +791,28 @@ impl<'g> Driver<'g> {
         let f = self.model.flight_of(c);
         let effect = self.model.leave(c);
         self.probe.set_current(Some(c), false);
-        drop(self.callers[c].fut.take());
+        let fut = self.callers[c].fut.take();
+        let dropped = catch_unwind(AssertUnwindSafe(move || drop(fut)));
         self.probe.set_current(None, false);
         let mut cancelled = false;
+        let mut drop_panicked = None;
         for event in self.probe.drain() {
             match event {
                 Event::Dropped { exec } if effect == LeaveEffect::Cancel(exec) => {
                     cancelled = true;
                     self.model.dropped(exec);
+                }
+                // Abandoned shared work whose `Drop` panics: the panic comes out of this drop,
+                // the key is free all the same (the model counts the cancellation).
+                Event::DropPanicked { exec } if effect == LeaveEffect::Cancel(exec) => {
+                    drop_panicked = Some(exec);
+                }
+                Event::KeyUsed { what, .. } => {
+                    return Err(format!(
+                        "the group ran the key's {what:?} while caller {c} left flight {f:?}, after \
+                         it had joined: a key whose {what:?} panics only sometimes would wedge the \
+                         flight (removal must go by the flight's identity)"
+                    ));
                 }
                 event => {
                     return Err(format!(
@@ -655,6 +820,18 @@ impl<'g> Driver<'g> {
                     ));
                 }
             }
+        }
+        if let Err(payload) = dropped {
+            let planned = drop_panicked.map(drop_panic_message);
+            if planned.is_none() || planned.as_deref() != planned_message(&*payload) {
+                resume_unwind(payload);
+            }
+        } else {
+            ensure!(
+                drop_panicked.is_none(),
+                "execution {drop_panicked:?}'s drop panicked while caller {c} was dropped, but \
+                 the panic did not come out of the drop"
+            );
         }
         if let LeaveEffect::Cancel(e) = effect {
             ensure!(

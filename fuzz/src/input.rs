@@ -155,6 +155,40 @@ pub enum Op {
         /// How many of the following operations run while it is paused (1 to 4).
         ops: u8,
     },
+    /// Makes the next clone of a running execution's value panic (when the value is handed
+    /// out to the callers of its flight).
+    ClonePanics {
+        /// Which running execution.
+        exec: u8,
+    },
+    /// Makes a running execution's `Drop` panic: after it returned its value, or (shared
+    /// work) when its last caller leaves and the work is dropped unfinished.
+    DropPanics {
+        /// Which running execution.
+        exec: u8,
+    },
+    /// Makes the next call of the keys' `what` (on any key) panic.
+    KeyPanics {
+        /// `Hash`, `Eq` or `Clone`.
+        what: KeyFn,
+    },
+    /// The caller's executor gives it a new waker from its next poll on (the task moved): only
+    /// the newest waker counts after that poll.
+    NewWaker {
+        /// Which live caller.
+        caller: u8,
+    },
+}
+
+/// Which of the key's trait methods an [`Op::KeyPanics`] makes panic.
+#[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyFn {
+    /// `Hash::hash`.
+    Hash,
+    /// `PartialEq::eq`.
+    Eq,
+    /// `Clone::clone`.
+    Clone,
 }
 
 /// A whole run: the key count, the operations, and how the run ends.
@@ -166,6 +200,9 @@ pub struct Scenario {
     pub ops: Vec<Op>,
     /// What happens to the callers that are left.
     pub ending: Ending,
+    /// Check that the group runs the key's `Hash`, `Eq` and `Clone` only while a caller joins
+    /// (its first poll) or in `forget`, never after (the `key_race` target).
+    pub check_keys: bool,
 }
 
 /// Decodes operations until the input runs out (or [`MAX_OPS`]), with no length prefix or
@@ -250,7 +287,7 @@ impl ForgetRace {
             ForgetOp::Drop { caller } => Op::Drop { caller },
             ForgetOp::Arm { exec, ops } => Op::Arm { exec, ops: 1 + ops % 4 },
         });
-        Scenario { keys: 2 + self.keys % 3, ops: ops.collect(), ending: self.ending }
+        Scenario { keys: 2 + self.keys % 3, ops: ops.collect(), ending: self.ending, check_keys: false }
     }
 }
 
@@ -374,6 +411,232 @@ impl CancellationRace {
             CancelOp::Arm { exec, ops } => Op::Arm { exec, ops: 1 + ops % 4 },
             CancelOp::Yield { exec, times } => Op::Yield { exec, times: 1 + times % 4 },
         });
-        Scenario { keys: 1 + u8::from(self.two_keys), ops: ops.collect(), ending: self.ending }
+        Scenario {
+            keys: 1 + u8::from(self.two_keys),
+            ops: ops.collect(),
+            ending: self.ending,
+            check_keys: false,
+        }
+    }
+}
+
+/// The `unwind_race` target's input: the cancellation race's operations plus user code that
+/// panics outside the work's poll (a value's `Clone` while the result is handed out, the work's
+/// `Drop` after it returned or when it is abandoned) and wakers that change between polls.
+#[derive(Clone, Debug)]
+pub struct UnwindRace {
+    /// Two keys rather than one.
+    pub two_keys: bool,
+    /// Which method the callers use.
+    pub modes: Modes,
+    /// How the scenario ends.
+    pub ending: Ending,
+    /// The operations (decoded until the input runs out).
+    pub ops: Vec<UnwindOp>,
+}
+
+/// An operation of the `unwind_race` target.
+#[derive(Arbitrary, Clone, Copy, Debug)]
+pub enum UnwindOp {
+    /// A new call.
+    Join {
+        /// The key.
+        key: u8,
+        /// `work_shared` (in mixed mode).
+        shared: bool,
+        /// Wrapped in a `Timeout`.
+        timed: bool,
+        /// Polled at once.
+        poll: bool,
+        /// What its work does.
+        start: Start,
+    },
+    /// A poll of one caller.
+    Poll {
+        /// Which caller.
+        caller: u8,
+    },
+    /// An executor's turn.
+    Settle,
+    /// A caller stops being polled.
+    Stall {
+        /// Which caller.
+        caller: u8,
+    },
+    /// A caller is dropped.
+    Drop {
+        /// Which caller.
+        caller: u8,
+    },
+    /// The leader of a key's flight is dropped.
+    DropLeader {
+        /// The key.
+        key: u8,
+    },
+    /// An execution completes.
+    Complete {
+        /// Which execution.
+        exec: u8,
+    },
+    /// An execution panics.
+    Panic {
+        /// Which execution.
+        exec: u8,
+    },
+    /// An execution yields on its next polls.
+    Yield {
+        /// Which execution.
+        exec: u8,
+        /// How many polls yield (1 + this modulo 4).
+        times: u8,
+    },
+    /// The next operations run while an execution is inside its poll.
+    Arm {
+        /// Which execution.
+        exec: u8,
+        /// How many operations (1 + this modulo 4).
+        ops: u8,
+    },
+    /// The next clone of an execution's value panics.
+    ClonePanics {
+        /// Which execution.
+        exec: u8,
+    },
+    /// An execution's `Drop` panics.
+    DropPanics {
+        /// Which execution.
+        exec: u8,
+    },
+    /// A caller gets a new waker.
+    NewWaker {
+        /// Which caller.
+        caller: u8,
+    },
+    /// A timed caller's timer fires.
+    Timeout {
+        /// Which timed caller.
+        caller: u8,
+    },
+}
+
+impl<'a> Arbitrary<'a> for UnwindRace {
+    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+        Ok(Self { two_keys: u.arbitrary()?, modes: u.arbitrary()?, ending: u.arbitrary()?, ops: ops(u)? })
+    }
+}
+
+impl UnwindRace {
+    /// The scenario this input stands for.
+    pub fn scenario(&self) -> Scenario {
+        let ops = self.ops.iter().map(|op| match *op {
+            UnwindOp::Join { key, shared, timed, poll, start } => {
+                Op::Join { key, shared: self.modes.shared(shared), timed, poll, start }
+            }
+            UnwindOp::Poll { caller } => Op::Poll { caller },
+            UnwindOp::Settle => Op::Settle,
+            UnwindOp::Stall { caller } => Op::Stall { caller },
+            UnwindOp::Drop { caller } => Op::Drop { caller },
+            UnwindOp::DropLeader { key } => Op::DropLeader { key },
+            UnwindOp::Complete { exec } => Op::Complete { exec },
+            UnwindOp::Panic { exec } => Op::Panic { exec },
+            UnwindOp::Yield { exec, times } => Op::Yield { exec, times: 1 + times % 4 },
+            UnwindOp::Arm { exec, ops } => Op::Arm { exec, ops: 1 + ops % 4 },
+            UnwindOp::ClonePanics { exec } => Op::ClonePanics { exec },
+            UnwindOp::DropPanics { exec } => Op::DropPanics { exec },
+            UnwindOp::NewWaker { caller } => Op::NewWaker { caller },
+            UnwindOp::Timeout { caller } => Op::FireTimer { caller },
+        });
+        Scenario {
+            keys: 1 + u8::from(self.two_keys),
+            ops: ops.collect(),
+            ending: self.ending,
+            check_keys: false,
+        }
+    }
+}
+
+/// The `key_race` target's input: joins, leaves, completions and forgets over 2 to 4 keys
+/// whose `Hash`, `Eq` or `Clone` panic when armed; the group must run them only while a caller
+/// joins (or in `forget`), never once a caller is in a flight.
+#[derive(Clone, Debug)]
+pub struct KeyRace {
+    /// The key count, as 2 plus this modulo 3.
+    pub keys: u8,
+    /// Which method the callers use.
+    pub modes: Modes,
+    /// How the scenario ends.
+    pub ending: Ending,
+    /// The operations (decoded until the input runs out).
+    pub ops: Vec<KeyOp>,
+}
+
+/// An operation of the `key_race` target.
+#[derive(Arbitrary, Clone, Copy, Debug)]
+pub enum KeyOp {
+    /// A new call, polled at once or later.
+    Join {
+        /// The key.
+        key: u8,
+        /// `work_shared` (in mixed mode).
+        shared: bool,
+        /// Polled at once.
+        poll: bool,
+    },
+    /// A poll of one caller.
+    Poll {
+        /// Which caller.
+        caller: u8,
+    },
+    /// An executor's turn.
+    Settle,
+    /// A caller is dropped.
+    Drop {
+        /// Which caller.
+        caller: u8,
+    },
+    /// The leader of a key's flight is dropped.
+    DropLeader {
+        /// The key.
+        key: u8,
+    },
+    /// An execution completes.
+    Complete {
+        /// Which execution.
+        exec: u8,
+    },
+    /// `forget(key)`.
+    Forget {
+        /// The key.
+        key: u8,
+    },
+    /// The next call of the keys' `what` panics.
+    KeyPanics {
+        /// Which method.
+        what: KeyFn,
+    },
+}
+
+impl<'a> Arbitrary<'a> for KeyRace {
+    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+        Ok(Self { keys: u.arbitrary()?, modes: u.arbitrary()?, ending: u.arbitrary()?, ops: ops(u)? })
+    }
+}
+
+impl KeyRace {
+    /// The scenario this input stands for.
+    pub fn scenario(&self) -> Scenario {
+        let ops = self.ops.iter().map(|op| match *op {
+            KeyOp::Join { key, shared, poll } => {
+                Op::Join { key, shared: self.modes.shared(shared), timed: false, poll, start: Start::Pending }
+            }
+            KeyOp::Poll { caller } => Op::Poll { caller },
+            KeyOp::Settle => Op::Settle,
+            KeyOp::Drop { caller } => Op::Drop { caller },
+            KeyOp::DropLeader { key } => Op::DropLeader { key },
+            KeyOp::Complete { exec } => Op::Complete { exec },
+            KeyOp::Forget { key } => Op::Forget { key },
+            KeyOp::KeyPanics { what } => Op::KeyPanics { what },
+        });
+        Scenario { keys: 2 + self.keys % 3, ops: ops.collect(), ending: self.ending, check_keys: true }
     }
 }

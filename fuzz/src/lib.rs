@@ -29,9 +29,19 @@
 //!   caller has finished or was dropped the group is idle and no execution, closure or value
 //!   is left alive.
 //!
-//! A panic of the work is an operation, not a failure; only broken promises are. The two
-//! targets, `forget_race` and `cancellation_race`, differ only in the operations their inputs
-//! can express.
+//! * user code that panics outside the work's poll (issue 11's contract): a clone of the value
+//!   that panics while the result is handed out reaches only the caller whose clone it was,
+//!   every other caller still gets the value; the work's `Drop` that panics after the work
+//!   returned leaves the flight with its value, resumes the panic in the caller that ran the
+//!   work and counts as a panic; abandoned shared work whose `Drop` panics frees the key all
+//!   the same, the panic coming out of the last caller's drop; a key's `Hash`, `Eq` or
+//!   `Clone` that panics at the join reaches that caller, which joined nothing, and (in
+//!   `key_race`) the group runs them only while a caller joins or in `forget`;
+//! * wakers that change between polls: only the newest waker of a caller counts.
+//!
+//! A panic of the work (or of armed user code) is an operation, not a failure; only broken
+//! promises are. The targets, `forget_race`, `cancellation_race`, `unwind_race` and
+//! `key_race`, differ only in the operations their inputs can express.
 
 pub mod cache_ops;
 mod driver;
@@ -41,7 +51,8 @@ mod probe;
 
 pub use driver::{Summary, Violation, run};
 pub use input::{
-    CancelOp, CancellationRace, Ending, ForgetOp, ForgetRace, MAX_OPS, Modes, Op, Scenario, Start,
+    CancelOp, CancellationRace, Ending, ForgetOp, ForgetRace, KeyFn, KeyOp, KeyRace, MAX_OPS, Modes, Op,
+    Scenario, Start, UnwindOp, UnwindRace,
 };
 
 /// Runs `scenario` and panics with the violation, if any: the fuzz targets' body.
@@ -59,12 +70,7 @@ pub fn install_panic_hook() {
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let message = payload
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| payload.downcast_ref::<&str>().copied());
-            if !message.is_some_and(|m| m.starts_with(probe::WORK_PANIC_PREFIX)) {
+            if probe::planned_message(info.payload()).is_none() {
                 previous(info);
             }
         }));

@@ -300,6 +300,22 @@ impl Model {
         }
     }
 
+    /// `c`'s join (its first poll) panicked in the key's `Hash`, `Eq` or `Clone`: it joined
+    /// nothing and the group is as it was before ([`Model::join`] is undone).
+    pub(crate) fn unjoin(&mut self, c: CallerId, f: FlightId) {
+        self.callers[c].state = CallerState::Gone;
+        let flight = &self.flights[f];
+        if flight.leader == c && flight.members == [c] && !flight.started && f + 1 == self.flights.len() {
+            let key = usize::from(flight.key);
+            self.flights.pop();
+            self.current[key] = None;
+            self.counts.leaders -= 1;
+        } else {
+            self.flights[f].members.retain(|&m| m != c);
+            self.counts.followers -= 1;
+        }
+    }
+
     /// `c` got its result (or its poll re-raised the work's panic).
     pub(crate) fn finished(&mut self, c: CallerId) {
         if let Some(f) = self.flight_of(c) {

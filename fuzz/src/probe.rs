@@ -4,6 +4,7 @@
 //! Everything the code under test does to these objects is written to one event log, which
 //! the driver reads after each step and checks against the model.
 
+use crate::input::KeyFn;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -12,11 +13,35 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
 /// Every planned panic's message starts with this; the panic hook stays silent for them.
-pub(crate) const WORK_PANIC_PREFIX: &str = "coalescer-fuzz: planned panic in execution ";
+pub(crate) const PLANNED_PANIC_PREFIX: &str = "coalescer-fuzz: planned panic in ";
 
 /// The message of execution `exec`'s planned panic.
 pub(crate) fn work_panic_message(exec: usize) -> String {
-    format!("{WORK_PANIC_PREFIX}{exec}")
+    format!("{PLANNED_PANIC_PREFIX}execution {exec}")
+}
+
+/// The message of the planned panic of a clone of execution `exec`'s value.
+pub(crate) fn clone_panic_message(exec: usize) -> String {
+    format!("{PLANNED_PANIC_PREFIX}a clone of execution {exec}'s value")
+}
+
+/// The message of the planned panic of execution `exec`'s `Drop`.
+pub(crate) fn drop_panic_message(exec: usize) -> String {
+    format!("{PLANNED_PANIC_PREFIX}the drop of execution {exec}")
+}
+
+/// The message of the planned panic of a key's `Hash`, `Eq` or `Clone`.
+pub(crate) fn key_panic_message(what: KeyFn) -> String {
+    format!("{PLANNED_PANIC_PREFIX}the key's {what:?}")
+}
+
+/// The message of a planned panic, if `payload` is one.
+pub(crate) fn planned_message(payload: &(dyn std::any::Any + Send)) -> Option<&str> {
+    let message = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())?;
+    message.starts_with(PLANNED_PANIC_PREFIX).then_some(message)
 }
 
 /// Index of one execution of the work (one call of a caller's closure).
@@ -25,11 +50,31 @@ pub(crate) type ExecId = usize;
 pub(crate) type CallerId = usize;
 
 /// The flight's value: which execution produced it, and a token that counts live clones, so
-/// that a result kept alive after everybody left shows up as a leak.
-#[derive(Clone, Debug)]
+/// that a result kept alive after everybody left shows up as a leak. Its `Clone` panics when
+/// the driver armed it ([`Probe::arm_clone`]).
+#[derive(Debug)]
 pub(crate) struct Val {
     pub(crate) exec: ExecId,
-    _live: Arc<()>,
+    live: Arc<()>,
+    probe: Arc<Probe>,
+}
+
+impl Clone for Val {
+    fn clone(&self) -> Self {
+        let armed = {
+            let mut s = self.probe.lock();
+            let armed = std::mem::take(&mut s.execs[self.exec].clone_panics);
+            if armed {
+                let by = s.current;
+                s.events.push(Event::ClonePanicked { exec: self.exec, by });
+            }
+            armed
+        };
+        if armed {
+            panic!("{}", clone_panic_message(self.exec));
+        }
+        Self { exec: self.exec, live: self.live.clone(), probe: self.probe.clone() }
+    }
 }
 
 /// What an execution does when it is next polled.
@@ -60,6 +105,14 @@ pub(crate) enum Event {
     Panicked { exec: ExecId },
     /// `exec` was dropped.
     Dropped { exec: ExecId },
+    /// A clone of `exec`'s value panicked (as armed) while the driver was polling or dropping
+    /// `by`.
+    ClonePanicked { exec: ExecId, by: Option<CallerId> },
+    /// `exec`'s `Drop` panicked (as armed), right after its `Dropped` event.
+    DropPanicked { exec: ExecId },
+    /// A key's `what` ran (and `panicked`, as armed) while the driver was polling or dropping
+    /// `by` (`None`: in a direct call of the group, such as `forget`).
+    KeyUsed { what: KeyFn, by: Option<CallerId>, panicked: bool },
 }
 
 #[derive(Debug)]
@@ -68,6 +121,18 @@ struct Exec {
     waker: Option<Waker>,
     /// How many of its next pending polls yield (wake their own waker) instead of waiting.
     yields: u8,
+    /// Made by a `work_shared` call (the flight owns it).
+    shared: bool,
+    /// The next clone of its value panics.
+    clone_panics: bool,
+    /// Its `Drop` panics, when it runs after the work returned its value, or (shared work)
+    /// when the work is dropped unfinished (abandoned). Not after a panic of the work, nor for
+    /// a work-mode caller's work dropped with its caller: the contract leaves those open.
+    drop_panics: bool,
+    /// It returned its value.
+    completed: bool,
+    /// It panicked.
+    panicked: bool,
 }
 
 /// What a poll running on a worker thread tells the driver.
@@ -98,6 +163,10 @@ struct State {
     closure_panics_allowed: bool,
     /// The execution to pause at its next poll, if any.
     gate: Option<Gate>,
+    /// The keys record their `Hash`/`Eq`/`Clone` calls.
+    key_checks: bool,
+    /// The next call of this key method panics.
+    key_armed: Option<KeyFn>,
 }
 
 /// The shared instrumentation of one run.
@@ -117,7 +186,13 @@ impl Probe {
 
     /// `caller`'s closure: makes a new execution with `plan`, or panics when `closure_panics`
     /// (and the driver allows it at the time of the call).
-    pub(crate) fn closure(self: &Arc<Self>, caller: CallerId, plan: Plan, closure_panics: bool) -> StartFn {
+    pub(crate) fn closure(
+        self: &Arc<Self>,
+        caller: CallerId,
+        plan: Plan,
+        closure_panics: bool,
+        shared: bool,
+    ) -> StartFn {
         let probe = self.clone();
         Box::new(move || {
             let (exec, panics) = {
@@ -125,7 +200,16 @@ impl Probe {
                 let exec = s.execs.len();
                 let panics = closure_panics && s.closure_panics_allowed;
                 let plan = if closure_panics { Plan::Panic } else { plan };
-                s.execs.push(Exec { plan, waker: None, yields: 0 });
+                s.execs.push(Exec {
+                    plan,
+                    waker: None,
+                    yields: 0,
+                    shared,
+                    clone_panics: false,
+                    drop_panics: false,
+                    completed: false,
+                    panicked: false,
+                });
                 if panics {
                     s.events.push(Event::ClosurePanicked { exec, caller });
                 } else {
@@ -181,6 +265,16 @@ impl Probe {
         self.lock().gate = Some(Gate { exec, to_driver, resume });
     }
 
+    /// Makes the next clone of `exec`'s value panic.
+    pub(crate) fn arm_clone(&self, exec: ExecId) {
+        self.lock().execs[exec].clone_panics = true;
+    }
+
+    /// Makes `exec`'s `Drop` panic (see [`Exec::drop_panics`] for when).
+    pub(crate) fn arm_drop(&self, exec: ExecId) {
+        self.lock().execs[exec].drop_panics = true;
+    }
+
     /// Removes a gate that did not trigger.
     pub(crate) fn disarm(&self) {
         self.lock().gate = None;
@@ -229,10 +323,13 @@ impl Future for ExecFuture {
                 Plan::Pending => s.execs[exec].waker.replace(cx.waker().clone()),
                 Plan::Complete => {
                     s.events.push(Event::Completed { exec });
-                    return Poll::Ready(Val { exec, _live: self.probe.live.clone() });
+                    s.execs[exec].completed = true;
+                    let (live, probe) = (self.probe.live.clone(), self.probe.clone());
+                    return Poll::Ready(Val { exec, live, probe });
                 }
                 Plan::Panic => {
                     s.events.push(Event::Panicked { exec });
+                    s.execs[exec].panicked = true;
                     drop(s);
                     panic!("{}", work_panic_message(exec));
                 }
@@ -245,12 +342,23 @@ impl Future for ExecFuture {
 
 impl Drop for ExecFuture {
     fn drop(&mut self) {
-        let waker = {
+        let exec = self.exec;
+        let (waker, panics) = {
             let mut s = self.probe.lock();
-            s.events.push(Event::Dropped { exec: self.exec });
-            s.execs[self.exec].waker.take()
+            s.events.push(Event::Dropped { exec });
+            let x = &mut s.execs[exec];
+            let panics = x.drop_panics && !x.panicked && (x.completed || x.shared);
+            // Never while unwinding: that would abort the process, which no contract covers.
+            let panics = panics && !std::thread::panicking();
+            if panics {
+                s.events.push(Event::DropPanicked { exec });
+            }
+            (s.execs[exec].waker.take(), panics)
         };
         drop(waker);
+        if panics {
+            panic!("{}", drop_panic_message(exec));
+        }
     }
 }
 
@@ -309,6 +417,74 @@ impl Future for Timer {
         } else {
             s.waker = Some(cx.waker().clone());
             Poll::Pending
+        }
+    }
+}
+
+/// The group's key: a small id whose `Hash`, `Eq` and `Clone` tell the probe that they ran
+/// (when the run checks key use, see [`Probe::check_keys`]) and panic when armed
+/// ([`Probe::arm_key`]).
+#[derive(Debug)]
+pub(crate) struct Key {
+    pub(crate) id: u8,
+    probe: Arc<Probe>,
+}
+
+impl Key {
+    pub(crate) fn new(id: u8, probe: &Arc<Probe>) -> Self {
+        Self { id, probe: probe.clone() }
+    }
+}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.probe.key_used(KeyFn::Hash);
+        self.id.hash(state);
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.probe.key_used(KeyFn::Eq);
+        self.id == other.id
+    }
+}
+
+impl Eq for Key {}
+
+impl Clone for Key {
+    fn clone(&self) -> Self {
+        self.probe.key_used(KeyFn::Clone);
+        Self { id: self.id, probe: self.probe.clone() }
+    }
+}
+
+impl Probe {
+    /// Records the keys' `Hash`/`Eq`/`Clone` calls as [`Event::KeyUsed`] from now on.
+    pub(crate) fn check_keys(&self) {
+        self.lock().key_checks = true;
+    }
+
+    /// Makes the next call of `what` on any key panic.
+    pub(crate) fn arm_key(&self, what: KeyFn) {
+        self.lock().key_armed = Some(what);
+    }
+
+    fn key_used(&self, what: KeyFn) {
+        let panics = {
+            let mut s = self.lock();
+            let panics = s.key_armed == Some(what);
+            if panics {
+                s.key_armed = None;
+            }
+            if s.key_checks || panics {
+                let by = s.current;
+                s.events.push(Event::KeyUsed { what, by, panicked: panics });
+            }
+            panics
+        };
+        if panics {
+            panic!("{}", key_panic_message(what));
         }
     }
 }

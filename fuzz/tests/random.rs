@@ -1,7 +1,7 @@
 //! Random inputs through both targets' decoders, without libFuzzer: a quick smoke run.
 
 use arbitrary::{Arbitrary, Unstructured};
-use coalescer_fuzz::{CancellationRace, ForgetRace, Scenario, Summary, run};
+use coalescer_fuzz::{CancellationRace, ForgetRace, KeyRace, Scenario, Summary, UnwindRace, run};
 
 fn bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -50,4 +50,18 @@ fn forget_race_random_inputs_keep_the_contract() {
 #[test]
 fn cancellation_race_random_inputs_keep_the_contract() {
     smoke::<CancellationRace>(CancellationRace::scenario);
+}
+
+// The two targets below found issue 11's defects on the core before its fix (a follower stranded
+// by a panicking clone, a key wedged by a panicking drop, a key hashed after the join); they
+// were ignored until the fix (ff8dad2) landed.
+
+#[test]
+fn unwind_race_random_inputs_keep_the_contract() {
+    smoke::<UnwindRace>(UnwindRace::scenario);
+}
+
+#[test]
+fn key_race_random_inputs_keep_the_contract() {
+    smoke::<KeyRace>(KeyRace::scenario);
 }

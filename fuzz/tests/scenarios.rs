@@ -1,7 +1,7 @@
 //! Hand-written scenarios through the driver: each must keep the contract and reach the state
 //! it is about (the summary says so), so that the model's checks are known to be exercised.
 
-use coalescer_fuzz::{Ending, Op, Scenario, Start, Summary, run};
+use coalescer_fuzz::{Ending, KeyFn, Op, Scenario, Start, Summary, run};
 
 fn join(key: u8, shared: bool) -> Op {
     Op::Join { key, shared, timed: false, poll: true, start: Start::Pending }
@@ -12,7 +12,7 @@ fn timed(key: u8, shared: bool) -> Op {
 }
 
 fn ok(keys: u8, ending: Ending, ops: Vec<Op>) -> Summary {
-    let scenario = Scenario { keys, ops, ending };
+    let scenario = Scenario { keys, ops, ending, check_keys: false };
     run(&scenario).unwrap_or_else(|violation| panic!("{violation}"))
 }
 
@@ -166,4 +166,112 @@ fn a_wake_during_the_shared_work_poll_with_the_driver_stalled_afterwards() {
     ];
     let s = ok(1, Ending::AbandonOldestFirst, ops);
     assert_eq!(s.pauses, 1);
+}
+
+// Issue 11: user code that panics outside the work's poll. These failed on the core before the
+// fix (the messages below are what they printed there) and were ignored until it landed.
+
+/// A clone of the value panics while the result is handed out: only the caller whose clone
+/// panicked sees the panic; the other callers still get the value, and the key is free.
+/// Before the fix: "flight 0 ended (Some(Value(0))) but waiting caller 1 was not woken".
+#[test]
+fn a_panicking_clone_of_the_value_strands_nobody() {
+    for shared in [false, true] {
+        let ops = vec![
+            join(0, shared),
+            join(0, shared),
+            join(0, shared),
+            Op::ClonePanics { exec: 0 },
+            Op::Complete { exec: 0 },
+            Op::Settle,
+            join(0, shared),
+            Op::Complete { exec: 0 },
+            Op::Settle,
+        ];
+        let s = ok(1, Ending::Drain, ops);
+        assert_eq!((s.leaders, s.followers), (2, 2), "shared: {shared}");
+    }
+}
+
+/// The work's `Drop` panics after the work returned: the flight still ends with its value (the
+/// followers get it), the panic goes to the caller that ran the work and counts as a panic,
+/// and the key is free.
+#[test]
+fn a_panicking_drop_after_completion_keeps_the_value_and_frees_the_key() {
+    for shared in [false, true] {
+        let ops = vec![
+            join(0, shared),
+            join(0, shared),
+            Op::DropPanics { exec: 0 },
+            Op::Complete { exec: 0 },
+            Op::Settle,
+            join(0, shared),
+            Op::Complete { exec: 0 },
+            Op::Settle,
+        ];
+        let s = ok(1, Ending::Drain, ops);
+        assert_eq!((s.leaders, s.followers, s.panics), (2, 1, 1), "shared: {shared}");
+    }
+}
+
+/// The last caller leaves abandoned shared work whose `Drop` panics: the panic comes out of
+/// that caller's drop, the key is free all the same (a new caller leads a new flight and gets
+/// its value), and it counts as a cancellation.
+/// Before the fix: "in_flight() is 1; 0 key(s) have a flight" (the key is wedged).
+#[test]
+fn a_panicking_drop_of_abandoned_shared_work_frees_the_key() {
+    let ops = vec![
+        join(0, true),
+        join(0, true),
+        Op::DropPanics { exec: 0 },
+        Op::Drop { caller: 0 },
+        Op::Drop { caller: 0 },
+        join(0, true),
+        Op::Complete { exec: 0 },
+        Op::Settle,
+    ];
+    let s = ok(1, Ending::Drain, ops);
+    assert_eq!((s.leaders, s.cancellations), (2, 1));
+}
+
+/// A caller gets a new waker between two polls (its task moved): a flight that ends later
+/// wakes the new one.
+#[test]
+fn a_waker_that_changes_between_polls_is_the_one_woken() {
+    for shared in [false, true] {
+        let ops = vec![
+            join(0, shared),
+            join(0, shared),
+            Op::NewWaker { caller: 1 },
+            Op::Poll { caller: 1 },
+            Op::NewWaker { caller: 0 },
+            Op::Poll { caller: 0 },
+            Op::Complete { exec: 0 },
+            Op::Settle,
+        ];
+        let s = ok(1, Ending::Drain, ops);
+        assert_eq!((s.leaders, s.followers), (1, 1), "shared: {shared}");
+    }
+}
+
+/// The key's `Hash`, `Eq` or `Clone` panics when a caller joins: the panic comes out of that
+/// caller's poll, it joined nothing, and the group is as it was. Then nothing runs the key's
+/// methods again until the next join.
+/// Before the fix: "the group ran the key's Hash while caller 0 left flight Some(0), after it
+/// had joined" (the leave hashes the key again to remove the entry).
+#[test]
+fn a_panicking_key_method_at_the_join_leaves_the_group_unchanged() {
+    for what in [KeyFn::Hash, KeyFn::Eq, KeyFn::Clone] {
+        let ops = vec![
+            join(0, false),
+            Op::KeyPanics { what },
+            join(0, false),
+            join(0, false),
+            Op::Complete { exec: 0 },
+            Op::Settle,
+        ];
+        let scenario = Scenario { keys: 1, ops, ending: Ending::Drain, check_keys: true };
+        let s = run(&scenario).unwrap_or_else(|violation| panic!("{what:?}: {violation}"));
+        assert_eq!(s.leaders, 1, "{what:?}");
+    }
 }
