@@ -25,10 +25,10 @@ usage() {
 [[ $# -eq 1 && $1 =~ ^[0-9]+$ && $1 -gt 0 ]] || usage
 seconds=$1
 
-# Issue 11's mix of panicking clones and drops: the core before the fix hangs on it (the
-# watchdog ends the run); the fixed core passes it. Off by default until the lead turns it on:
-# then flip the default to 1 here (SOAK_USER_PANICS=0 still turns it off).
-user_panics="${SOAK_USER_PANICS:-0}"
+# Issue 11's mix of panicking clones and drops: the core before its fix hangs on it (the
+# watchdog ends the run); the fixed core passes it. On by default; SOAK_USER_PANICS=0 turns it
+# off.
+user_panics="${SOAK_USER_PANICS:-1}"
 
 echo "==> soak: SOAK_USER_PANICS=$user_panics"
 echo "==> soak: cargo test -p coalescer --release --test soak -- --ignored (COALESCER_SOAK_SECS=$seconds)"
