@@ -47,7 +47,7 @@ pub enum Scenario {
     Naive,
     /// Requests for the same key share one query (`try_work_shared`).
     Coalesced,
-    /// A TTL cache in front of the group: the stable loader.
+    /// `coalescer::cache` (a TTL cache whose loads are flights): the stable loader.
     Cached,
     /// Coalesced in work mode, with some requests (every key's leader among them) giving up at
     /// a deadline.
@@ -78,7 +78,7 @@ impl Scenario {
         match self {
             Self::Naive => "naive: every request queries",
             Self::Coalesced => "coalesced: try_work_shared",
-            Self::Cached => "TTL cache + coalesced",
+            Self::Cached => "coalescer::cache (TTL)",
             Self::TimeoutWork => "leaders time out: try_work",
             Self::TimeoutShared => "leaders time out: try_work_shared",
         }
@@ -207,7 +207,8 @@ pub async fn run(
     per_key.retain(|_, n| *n > 0);
     let counters = match scenario {
         Scenario::Naive => None,
-        Scenario::Cached => Some(state.loader.group().counters()),
+        // The cache's own loads are not counted as a group's leaders and followers.
+        Scenario::Cached => None,
         _ => Some(state.group.counters()),
     };
     tally(scenario, samples, reference, wall, counters)

@@ -1,8 +1,9 @@
-//! A small TTL cache, and the *stable loader*: a cache whose misses go through a coalescing
-//! group, so that an expired hot key costs one query however many requests miss at once.
+//! A small TTL cache (the naive one), and the *stable loader*: `coalescer::cache`, whose misses
+//! go through a coalescing group, so that an expired hot key costs one query however many
+//! requests miss at once.
 
 use crate::db::{Db, QueryError, Report};
-use coalescer::TryGroup;
+use coalescer::cache::Served;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -50,52 +51,41 @@ pub enum Source {
     Flight,
 }
 
-/// The stable loader: cache first; on a miss, one coalesced query per key, whose leader fills
-/// the cache.
+/// The stable loader: [`coalescer::cache::Cache`], whose every load is a coalesced flight.
 ///
 /// A miss alone is not enough to stop a stampede: a burst of misses would each query. A group
 /// alone is not enough either: it is not a cache, and every request that arrives after a flight
-/// lands starts a new one. Together, a key costs one query per TTL.
+/// lands starts a new one. The cache is both: a key costs one query per TTL, whatever the burst.
+/// (The hand-written [`TtlCache`] above is the naive cache of the expiry-edge scenario.)
 #[derive(Debug)]
 pub struct StableLoader {
     db: Arc<Db>,
-    cache: Arc<TtlCache<i64, Arc<Report>>>,
-    group: TryGroup<i64, Arc<Report>, QueryError>,
+    cache: coalescer::cache::Cache<i64, Arc<Report>, QueryError>,
 }
 
 impl StableLoader {
     /// A loader over `db` whose reports stay fresh for `ttl`.
     pub fn new(db: Arc<Db>, ttl: Duration) -> Self {
-        Self { db, cache: Arc::new(TtlCache::new(ttl)), group: TryGroup::new().named("cached") }
+        let cache = coalescer::cache::Cache::builder().named("cached").time_to_live(ttl).build();
+        Self { db, cache }
     }
 
-    /// The group behind the cache, for its counters.
-    pub fn group(&self) -> &TryGroup<i64, Arc<Report>, QueryError> {
-        &self.group
+    /// The cache, for its counters.
+    pub fn cache(&self) -> &coalescer::cache::Cache<i64, Arc<Report>, QueryError> {
+        &self.cache
     }
 
     /// The report for `category`, from the cache or from a coalesced query.
-    pub async fn load(&self, category: i64) -> Result<(Arc<Report>, Source), coalescer::Error<QueryError>> {
-        if let Some(report) = self.cache.get(&category) {
-            return Ok((report, Source::Cache));
-        }
-        let (db, cache) = (self.db.clone(), self.cache.clone());
-        let outcome = self
-            .group
-            .try_work_shared(category, move || async move {
-                // Check again inside the flight: between this caller's miss and its joining,
-                // the previous flight may have landed, filled the cache and left the group.
-                // Without this check that caller would start a second query for a fresh key.
-                if let Some(report) = cache.get(&category) {
-                    return Ok(report);
-                }
-                let report = crate::burst::query(db, category).await?;
-                // Filled once, by whichever caller drives the flight, before any waiter
-                // is released: a request arriving after this line hits the cache.
-                cache.insert(category, report.clone());
-                Ok(report)
-            })
-            .await?;
-        Ok((outcome.into_value(), Source::Flight))
+    pub async fn load(
+        &self,
+        category: i64,
+    ) -> Result<(Arc<Report>, Source), coalescer::cache::Error<QueryError>> {
+        let db = self.db.clone();
+        let read = self.cache.try_get_with(category, move || crate::burst::query(db, category)).await?;
+        let source = match read.served() {
+            Served::Loaded | Served::Joined => Source::Flight,
+            _ => Source::Cache,
+        };
+        Ok((read.into_value(), source))
     }
 }

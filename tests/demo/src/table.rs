@@ -100,7 +100,7 @@ fn notes(out: &mut String, summary: &Summary) {
             Scenario::Cached => {
                 let _ = writeln!(
                     out,
-                    "TTL cache: {} of {} answers came from the cache; SQL queries per key {per_key}.",
+                    "coalescer::cache: {} of {} answers came from the cache; SQL queries per key {per_key}.",
                     row.cache_hits, row.values
                 );
             }
