@@ -51,6 +51,8 @@ pub struct EdgeRow {
     pub stale: usize,
     /// Requests that got an error.
     pub failed: usize,
+    /// Each request: when it started and how long it took, in seconds (for the chart).
+    pub points: Vec<(f64, f64)>,
 }
 
 /// How a request was answered.
@@ -218,7 +220,49 @@ fn summarize(label: &'static str, answers: Vec<Answer>, queries: u64, expiry: Du
         waited: answers.iter().filter(|a| a.answered.waited).count(),
         stale: answers.iter().filter(|a| a.answered.stale).count(),
         failed: answers.iter().filter(|a| a.answered.failed).count(),
+        points: answers.iter().map(|a| (a.started.as_secs_f64(), a.took.as_secs_f64())).collect(),
     }
+}
+
+/// Draws each request's latency over time across the edge, one series per cache (the naive TTL
+/// cache against `refresh_after`), as an SVG file at `path`.
+///
+/// # Errors
+///
+/// When the file cannot be written.
+pub fn chart(path: &std::path::Path, load: Load, rows: &[&EdgeRow]) -> Result<(), crate::BoxError> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (960, 540)).into_drawing_area();
+    root.fill(&WHITE)?;
+    // Latency in milliseconds on a log scale, from 1 µs: a hit and a wait for a query differ by
+    // four orders of magnitude.
+    let max_ms = rows.iter().flat_map(|r| &r.points).map(|p| p.1 * 1e3).fold(1.0_f64, f64::max);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("Latency of each request across the expiry edge ({} requests/s, one key)", load.rate),
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..load.duration.as_secs_f64(), (0.001..max_ms * 2.0).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("time since the load started (s); the TTL runs out half way")
+        .y_desc("latency (ms, log)")
+        .draw()?;
+    let colors = [RED, BLUE, GREEN];
+    for (row, color) in rows.iter().zip(colors) {
+        chart
+            .draw_series(
+                row.points.iter().map(|&(t, d)| Circle::new((t, (d * 1e3).max(0.001)), 2, color.filled())),
+            )?
+            .label(row.label)
+            .legend(move |(x, y)| Circle::new((x, y), 4, color.filled()));
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    root.present()?;
+    Ok(())
 }
 
 /// Opens the database of `settings` and runs both scenarios at `load` on a runtime of their
@@ -241,6 +285,16 @@ pub fn run(settings: &crate::Settings, load: Load) -> Result<String, crate::BoxE
         let mut rows = expiry_edge(&db, load).await;
         rows.push(fail_safe(&db, load).await);
         let mut out = render(load, &rows);
+        // The naive TTL cache against refresh_after, drawn beside the database.
+        let svg = settings.db_path.with_file_name("expiry-edge.svg");
+        match chart(&svg, load, &[&rows[0], &rows[2]]) {
+            Ok(()) => {
+                let _ = writeln!(out, "chart of every request's latency across the edge: {}", svg.display());
+            }
+            Err(e) => {
+                let _ = writeln!(out, "(no chart: {e})");
+            }
+        }
         let _ = writeln!(
             out,
             "(one report query alone: {query_time:.1?}; the TTL runs out half way through the load)"

@@ -54,3 +54,30 @@ fn while_the_query_fails_callers_keep_getting_the_last_good_report() {
     assert_eq!(row.failed, 0, "{row:?}");
     assert!(row.stale > 0, "{row:?}");
 }
+
+#[test]
+fn the_expiry_edge_chart_is_an_svg_with_one_series_per_cache() {
+    use stampede::edge::{EdgeRow, chart};
+    let row = |label, points| EdgeRow {
+        label,
+        requests: 3,
+        queries: 1,
+        at_edge: 1,
+        edge_latency: [Duration::ZERO; 3],
+        median: Duration::ZERO,
+        waited: 1,
+        stale: 0,
+        failed: 0,
+        points,
+    };
+    let naive = row("naive TTL cache", vec![(0.1, 0.000_001), (1.0, 0.4), (1.5, 0.000_001)]);
+    let ahead = row("coalescer::cache, refresh_after", vec![(0.1, 0.000_001), (1.0, 0.000_002)]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge.svg");
+    let load = Load { rate: 3, duration: Duration::from_secs(2) };
+    chart(&path, load, &[&naive, &ahead]).unwrap();
+    let svg = std::fs::read_to_string(&path).unwrap();
+    assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(80)]);
+    assert!(svg.contains("naive TTL cache") && svg.contains("coalescer::cache, refresh_after"));
+    assert_eq!(svg.matches("<circle").count(), 5 + 2, "one dot per request, one per legend entry");
+}
