@@ -31,7 +31,7 @@
 //!   them: a model that never reaches the race it is named after proves nothing.
 #![cfg(loom)]
 
-use coalescer::{Aborted, Group, Outcome, Single, Spawn};
+use coalescer::{Aborted, Group, Outcome, Single, Spawn, WhenFull};
 use loom::future::block_on;
 use loom::sync::atomic::{AtomicBool, AtomicUsize as LoomUsize};
 use loom::thread;
@@ -1145,5 +1145,79 @@ fn detached_two_would_be_finishers_publish_once() {
         finish_group(group);
         detached.assert_clean();
         mine.assert_clean();
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bounds: a group with at most one key in flight (`max_in_flight(1, WhenFull::Reject)`).
+// ---------------------------------------------------------------------------------------------
+
+fn new_bounded_group() -> Arc<TestGroup> {
+    Arc::new(Group::with_capacity_and_hasher(1, Fixed::default()).max_in_flight(1, WhenFull::Reject))
+}
+
+/// A call for a new key, made on a loom thread: `Some(id)` if it ran, `None` if refused.
+fn new_key(group: &Arc<TestGroup>, probe: &Probe, key: u8, id: u32) -> thread::JoinHandle<Option<u32>> {
+    spawn_with(group, probe, move |group, probe| {
+        match block_on(group.work(key, probe.work(id, Plan::Ready))) {
+            Ok(outcome) => Some(self::id(&outcome)),
+            Err(aborted) => {
+                assert!(aborted.is_full(), "only the bound may refuse: {aborted}");
+                None
+            }
+        }
+    })
+}
+
+/// While one key is in flight a call for another key is refused; once that flight has ended
+/// its permit is back (exactly once): a later key is admitted. Never two keys in flight.
+#[test]
+fn bound_admits_a_new_key_only_once_the_flight_in_the_air_ended() {
+    check(&[0, 1], |seen| {
+        let (group, probe) = (new_bounded_group(), Probe::default());
+        let first = joined(group.work(KEY, probe.work(1, Plan::Yield)));
+        let other = new_key(&group, &probe, KEY + 1, 2);
+        let led = block_on(first).expect("nothing panics");
+        assert_eq!(id(&led), 1);
+        match other.join().unwrap() {
+            None => seen.hit(0),
+            Some(id) => {
+                assert_eq!(id, 2);
+                seen.hit(1);
+            }
+        }
+        assert_eq!(group.counters().overflows, u64::from(probe.completed() == 1));
+        // Every permit is back: a third key is admitted.
+        let third = block_on(group.work(KEY + 2, probe.work(3, Plan::Ready))).expect("admitted");
+        assert_eq!(id(&third), 3);
+        drop((led, third));
+        finish_group(group);
+        probe.assert_clean();
+    });
+}
+
+/// `forget` detaches the flight in the air while it ends: a forgotten flight still holds its
+/// permit until it ends, and the permit comes back exactly once, whichever comes first.
+#[test]
+fn bound_permit_comes_back_once_when_forget_races_the_end() {
+    check(&[0, 1], |seen| {
+        let (group, probe) = (new_bounded_group(), Probe::default());
+        let first = joined(group.work(KEY, probe.work(1, Plan::Yield)));
+        let forgetter = {
+            let group = group.clone();
+            thread::spawn(move || group.forget(&KEY))
+        };
+        let led = block_on(first).expect("nothing panics");
+        if forgetter.join().unwrap() {
+            seen.hit(0); // forgotten while in the air
+        } else {
+            seen.hit(1); // it had ended already
+        }
+        let second = block_on(group.work(KEY + 1, probe.work(2, Plan::Ready))).expect("admitted");
+        assert_eq!((id(&led), id(&second)), (1, 2));
+        assert_eq!(group.counters().overflows, 0);
+        drop((led, second));
+        finish_group(group);
+        probe.assert_clean();
     });
 }
