@@ -18,13 +18,17 @@
 //! | `coalescer.shutdowns` | counter | detached flights whose task the runtime dropped |
 //! | `coalescer.forgets` | counter | flights detached from their key by `forget` |
 //! | `coalescer.overflows` | counter | calls for a new key beyond the bound on keys in flight |
-//! | `coalescer.flight.duration` | histogram, seconds | from a flight's start to its end |
-//! | `coalescer.flight.waiters` | histogram | callers that received each flight's result |
+//! | `coalescer.flight.duration` | histogram, seconds | from a flight's start to its end (named groups) |
+//! | `coalescer.flight.waiters` | histogram | callers that received each flight's result (named groups) |
 //!
 //! Every metric carries one label, `group`, with the name given to
 //! [`Group::named`](crate::Group::named) (`"default"` for a group never named). A named group
 //! registers its handles when it is named, with the recorder installed then; one never named,
-//! at its first event. Keys are never labels or span
+//! at its first event, and only the counters: the histograms time each flight, so they are
+//! kept for the groups that were named (what a group that nobody watches need not pay).
+//!
+//! A flight's span is made only when a subscriber is interested in it (and kept boxed), so with
+//! the feature on and no subscriber a flight pays the callsite's check and nothing else. Keys are never labels or span
 //! fields unless the user asks for them ([`Group::trace_keys`](crate::Group::trace_keys)), for
 //! cardinality and for secrecy.
 
@@ -35,13 +39,15 @@ use crate::stats::Event;
 /// The name a group reports under until it is given one.
 pub(crate) const DEFAULT_NAME: &str = "default";
 
-/// What one flight carries for observability: its span, its start.
+/// What one flight carries for observability: its span (boxed, and only when a subscriber
+/// wants it: a flight stays small and a disabled span costs nothing to carry), and its start
+/// (only for a named group, which records the duration histogram).
 #[derive(Debug)]
 pub(crate) struct FlightObs {
     #[cfg(feature = "tracing")]
-    span: tracing::Span,
+    span: Option<alloc::boxed::Box<tracing::Span>>,
     #[cfg(feature = "metrics")]
-    started: std::time::Instant,
+    started: Option<std::time::Instant>,
 }
 
 /// A table's instruments: its name and its metrics handles.
@@ -52,6 +58,9 @@ pub(crate) struct Observer {
     /// Registered when the table is named, or at its first event if it never is.
     #[cfg(feature = "metrics")]
     metrics: std::sync::OnceLock<Metrics>,
+    /// The table was named: its flights are timed for the histograms.
+    #[cfg(feature = "metrics")]
+    histograms: bool,
 }
 
 // Not derived: without the features the struct is empty and a derive would do; with them the
@@ -64,6 +73,8 @@ impl Default for Observer {
             name: alloc::borrow::Cow::Borrowed(DEFAULT_NAME),
             #[cfg(feature = "metrics")]
             metrics: std::sync::OnceLock::new(),
+            #[cfg(feature = "metrics")]
+            histograms: false,
         }
     }
 }
@@ -76,6 +87,8 @@ impl Observer {
         Self {
             #[cfg(feature = "metrics")]
             metrics: Metrics::register(&name).into(),
+            #[cfg(feature = "metrics")]
+            histograms: true,
             #[cfg(any(feature = "tracing", feature = "metrics"))]
             name,
         }
@@ -96,13 +109,13 @@ impl Observer {
             span: {
                 let span =
                     tracing::info_span!("coalescer.flight", group = %self.name, key = tracing::field::Empty);
-                if let Some(key) = key {
+                if let Some(key) = key.filter(|_| !span.is_disabled()) {
                     span.record("key", tracing::field::debug(key));
                 }
-                span
+                (!span.is_disabled()).then(|| alloc::boxed::Box::new(span))
             },
             #[cfg(feature = "metrics")]
-            started: std::time::Instant::now(),
+            started: self.histograms.then(std::time::Instant::now),
         }
     }
 
@@ -112,21 +125,27 @@ impl Observer {
         #[cfg(feature = "metrics")]
         self.metrics().count(event);
         #[cfg(feature = "tracing")]
-        trace_event(event, obs.map(|o| &o.span));
+        if let Some(span) = obs.and_then(|o| o.span.as_deref()) {
+            trace_event(event, Some(span));
+        } else if obs.is_none() {
+            trace_event(event, None);
+        }
     }
 
     /// A flight ended; `waiters` callers received its result.
     #[allow(unused_variables)]
     pub(crate) fn ended(&self, obs: &FlightObs, waiters: usize) {
         #[cfg(feature = "metrics")]
-        {
+        if let Some(started) = obs.started {
             let metrics = self.metrics();
-            metrics.duration.record(obs.started.elapsed().as_secs_f64());
+            metrics.duration.record(started.elapsed().as_secs_f64());
             #[allow(clippy::cast_precision_loss)] // a count of callers
             metrics.waiters.record(waiters as f64);
         }
         #[cfg(feature = "tracing")]
-        tracing::debug!(parent: &obs.span, waiters, "coalescer: flight ended");
+        if let Some(span) = &obs.span {
+            tracing::debug!(parent: &**span, waiters, "coalescer: flight ended");
+        }
     }
 }
 
@@ -135,17 +154,16 @@ impl FlightObs {
     /// nest under the flight).
     pub(crate) fn in_span<R>(&self, f: impl FnOnce() -> R) -> R {
         #[cfg(feature = "tracing")]
-        let _entered = self.span.enter();
+        let _entered = self.span.as_deref().map(tracing::Span::enter);
         f()
     }
 
     /// A caller joined this flight: its current span follows from the flight's.
     pub(crate) fn joined(&self) {
         #[cfg(feature = "tracing")]
-        {
-            let current = tracing::Span::current();
-            current.follows_from(&self.span);
-            tracing::debug!(parent: &self.span, "coalescer: a caller joined");
+        if let Some(span) = &self.span {
+            tracing::Span::current().follows_from(&**span);
+            tracing::debug!(parent: &**span, "coalescer: a caller joined");
         }
     }
 }
