@@ -4,9 +4,8 @@
 
 mod common;
 
-use coalescer::{Group, Spawn};
+use coalescer::Group;
 use common::{poll_once, run, until};
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::task::Poll;
@@ -27,19 +26,6 @@ fn counted() -> (Counted, Arc<AtomicUsize>) {
     (Counted(clones.clone()), clones)
 }
 
-/// Spawns on tokio and detaches.
-struct Detach;
-
-impl Spawn for Detach {
-    type Task = ();
-    fn spawn<Fut: Future<Output = ()> + Send + 'static>(&self, task: Fut) {
-        drop(tokio::spawn(task));
-    }
-    fn aborts_when_abandoned(&self) -> bool {
-        false
-    }
-}
-
 #[test]
 fn a_lone_caller_gets_its_value_without_a_clone_in_every_mode() {
     run(async {
@@ -49,7 +35,7 @@ fn a_lone_caller_gets_its_value_without_a_clone_in_every_mode() {
         let (v, shared) = counted();
         assert!(group.work_shared(2, || async { v }).await.unwrap().is_leader());
         let (v, detached) = counted();
-        assert!(group.work_detached(3, Detach, || async { v }).await.unwrap().is_leader());
+        assert!(group.work_detached(3, common::Detach, || async { v }).await.unwrap().is_leader());
         let (v, blocking) = counted();
         let g = group.clone();
         assert!(
@@ -109,7 +95,7 @@ fn concurrent_followers_cost_at_most_one_clone_each_plus_one() {
             let group = group.clone();
             tokio::spawn(async move {
                 group
-                    .work_detached(1, Detach, move || async move {
+                    .work_detached(1, common::Detach, move || async move {
                         rx.await.unwrap();
                         v
                     })

@@ -153,20 +153,6 @@ fn value_clone_panic_with_a_blocking_leader_releases_the_followers() {
     });
 }
 
-/// Spawns on tokio; the task handle detaches on drop.
-#[derive(Clone)]
-struct TokioSpawn;
-
-impl Spawn for TokioSpawn {
-    type Task = ();
-    fn spawn<Fut: Future<Output = ()> + Send + 'static>(&self, task: Fut) {
-        drop(tokio::spawn(task));
-    }
-    fn aborts_when_abandoned(&self) -> bool {
-        false
-    }
-}
-
 #[test]
 fn value_clone_panic_in_a_detached_flight_releases_the_callers() {
     run(async {
@@ -177,7 +163,7 @@ fn value_clone_panic_in_a_detached_flight_releases_the_callers() {
                 let (group, armed, gate) = (group.clone(), armed.clone(), gate.clone());
                 tokio::spawn(async move {
                     group
-                        .work_detached(1, TokioSpawn, move || async move {
+                        .work_detached(1, common::Detach, move || async move {
                             gate.wait().await;
                             bomb(&armed)
                         })
@@ -196,25 +182,42 @@ fn value_clone_panic_in_a_detached_flight_releases_the_callers() {
 // ---------------------------------------------------------------------------------------------
 // Defect 2: shared (or detached) work whose `Drop` panics.
 
+/// The mode a test's callers use.
+#[derive(Clone, Copy)]
+enum Mode {
+    Work,
+    Shared,
+    Detached,
+}
+
+/// Starts `n` callers of key 1 in `mode`; the work waits for `gate`, returns 42, and its
+/// future's `Drop` panics.
+fn drop_bomb_callers(group: &Arc<Group<u32, u64>>, gate: &Gate, mode: Mode, n: usize) -> Vec<Joined<u64>> {
+    (0..n)
+        .map(|_| {
+            let (group, gate) = (group.clone(), gate.clone());
+            tokio::spawn(async move {
+                let work = move || {
+                    DropBomb(Box::pin(async move {
+                        gate.wait().await;
+                        42
+                    }))
+                };
+                match mode {
+                    Mode::Work => group.work(1, work).await,
+                    Mode::Shared => group.work_shared(1, work).await,
+                    Mode::Detached => group.work_detached(1, common::Detach, work).await,
+                }
+            })
+        })
+        .collect()
+}
+
 #[test]
 fn shared_work_drop_panic_after_completion_still_publishes_and_frees_the_key() {
     run(async {
         let (group, gate) = (Arc::new(Group::<u32, u64>::new()), Gate::new());
-        let tasks: Vec<Joined<u64>> = (0..4)
-            .map(|_| {
-                let (group, gate) = (group.clone(), gate.clone());
-                tokio::spawn(async move {
-                    group
-                        .work_shared(1, move || {
-                            DropBomb(Box::pin(async move {
-                                gate.wait().await;
-                                42
-                            }))
-                        })
-                        .await
-                })
-            })
-            .collect();
+        let tasks = drop_bomb_callers(&group, &gate, Mode::Shared, 4);
         until(|| group.counters().followers == 3).await;
         gate.open();
         let (values, panics) = settle(tasks).await;
@@ -248,21 +251,7 @@ fn abandoned_shared_work_whose_drop_panics_still_frees_the_key() {
 fn work_mode_drop_panic_after_completion_still_publishes() {
     run(async {
         let (group, gate) = (Arc::new(Group::<u32, u64>::new()), Gate::new());
-        let tasks: Vec<Joined<u64>> = (0..3)
-            .map(|_| {
-                let (group, gate) = (group.clone(), gate.clone());
-                tokio::spawn(async move {
-                    group
-                        .work(1, move || {
-                            DropBomb(Box::pin(async move {
-                                gate.wait().await;
-                                42
-                            }))
-                        })
-                        .await
-                })
-            })
-            .collect();
+        let tasks = drop_bomb_callers(&group, &gate, Mode::Work, 3);
         until(|| group.counters().followers == 2).await;
         gate.open();
         let (values, panics) = settle(tasks).await;
@@ -277,21 +266,7 @@ fn work_mode_drop_panic_after_completion_still_publishes() {
 fn detached_work_drop_panic_after_completion_still_publishes() {
     run(async {
         let (group, gate) = (Arc::new(Group::<u32, u64>::new()), Gate::new());
-        let tasks: Vec<Joined<u64>> = (0..3)
-            .map(|_| {
-                let (group, gate) = (group.clone(), gate.clone());
-                tokio::spawn(async move {
-                    group
-                        .work_detached(1, TokioSpawn, move || {
-                            DropBomb(Box::pin(async move {
-                                gate.wait().await;
-                                42
-                            }))
-                        })
-                        .await
-                })
-            })
-            .collect();
+        let tasks = drop_bomb_callers(&group, &gate, Mode::Detached, 3);
         until(|| group.counters().followers == 2).await;
         gate.open();
         let (values, panics) = settle(tasks).await;

@@ -114,3 +114,19 @@ impl Drop for Running<'_> {
 pub fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
     Pin::new(fut).poll(&mut Context::from_waker(Waker::noop()))
 }
+
+/// A spawner for detached work on the current tokio runtime whose task handle detaches when
+/// dropped (the work runs to its end).
+pub struct Detach;
+
+impl coalescer::Spawn for Detach {
+    type Task = ();
+
+    fn spawn<Fut: Future<Output = ()> + Send + 'static>(&self, task: Fut) {
+        drop(tokio::spawn(task));
+    }
+
+    fn aborts_when_abandoned(&self) -> bool {
+        false
+    }
+}
