@@ -233,3 +233,29 @@ where
 pub fn timeout<W: Future>(duration: Duration, call: W) -> Timeout<W, Timer> {
     Timeout::new(call, Timer(async_io::Timer::after(duration)))
 }
+
+/// The loader cache on async-std, in one call: [`on_async_std`](CacheExt::on_async_std) gives a
+/// [`CacheBuilder`](coalescer::cache::CacheBuilder) this runtime's spawner (background refreshes
+/// run to their end as detached tasks) and timer (soft and hard timeouts). Named after the
+/// runtime, so that two adapters' traits in scope never clash.
+pub trait CacheExt {
+    /// Refreshes spawned on async-std ([`AsyncStd::detach`]) and timeouts on its timer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use coalescer_async_std::CacheExt;
+    /// async_std::task::block_on(async {
+    ///     let cache = coalescer_async_std::coalescer::cache::Cache::<u32, u32>::builder().on_async_std().build();
+    ///     assert_eq!(*cache.get_with(1, || async { 7 }).await.unwrap().value(), 7);
+    /// });
+    /// ```
+    #[must_use]
+    fn on_async_std(self) -> Self;
+}
+
+impl<K, V, E, S> CacheExt for coalescer::cache::CacheBuilder<K, V, E, S> {
+    fn on_async_std(self) -> Self {
+        self.spawner(AsyncStd::detach()).timer(AsyncStd::detach())
+    }
+}

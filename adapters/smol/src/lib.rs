@@ -257,3 +257,29 @@ where
 pub fn timeout<W: Future>(duration: Duration, call: W) -> Timeout<W, Timer> {
     Timeout::new(call, Timer(smol::Timer::after(duration)))
 }
+
+/// The loader cache on smol, in one call: [`on_smol`](CacheExt::on_smol) gives a
+/// [`CacheBuilder`](coalescer::cache::CacheBuilder) this runtime's spawner (background refreshes
+/// run to their end as detached tasks) and timer (soft and hard timeouts). Named after the
+/// runtime, so that two adapters' traits in scope never clash.
+pub trait CacheExt {
+    /// Refreshes spawned on smol ([`Smol::detach`]) and timeouts on its timer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use coalescer_smol::CacheExt;
+    /// smol::block_on(async {
+    ///     let cache = coalescer_smol::coalescer::cache::Cache::<u32, u32>::builder().on_smol().build();
+    ///     assert_eq!(*cache.get_with(1, || async { 7 }).await.unwrap().value(), 7);
+    /// });
+    /// ```
+    #[must_use]
+    fn on_smol(self) -> Self;
+}
+
+impl<K, V, E, S> CacheExt for coalescer::cache::CacheBuilder<K, V, E, S> {
+    fn on_smol(self) -> Self {
+        self.spawner(Smol::detach()).timer(Smol::detach())
+    }
+}

@@ -268,3 +268,30 @@ where
 pub fn timeout<W: Future>(duration: Duration, call: W) -> Timeout<W, tokio::time::Sleep> {
     Timeout::new(call, tokio::time::sleep(duration))
 }
+
+/// The loader cache on tokio, in one call: [`on_tokio`](CacheExt::on_tokio) gives a
+/// [`CacheBuilder`](coalescer::cache::CacheBuilder) this runtime's spawner (background refreshes
+/// run to their end as detached tasks) and timer (soft and hard timeouts). Named after the
+/// runtime, so that two adapters' traits in scope never clash.
+pub trait CacheExt {
+    /// Refreshes spawned on tokio ([`Tokio::detach`]) and timeouts on its timer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use coalescer_tokio::CacheExt;
+    /// let cache = coalescer_tokio::coalescer::cache::Cache::<u32, u32>::builder().on_tokio().build();
+    /// assert_eq!(*cache.get_with(1, || async { 7 }).await.unwrap().value(), 7);
+    /// # }
+    /// ```
+    #[must_use]
+    fn on_tokio(self) -> Self;
+}
+
+impl<K, V, E, S> CacheExt for coalescer::cache::CacheBuilder<K, V, E, S> {
+    fn on_tokio(self) -> Self {
+        self.spawner(Tokio::detach()).timer(Tokio::detach())
+    }
+}
