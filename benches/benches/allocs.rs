@@ -9,9 +9,13 @@
 //! detached mode's task, whose allocations count for the call whose poll was waiting on it. Run it with `ci/bench.sh` (or
 //! `cargo bench -p coalescer-benches --bench allocs`); `COALESCER_BENCH_QUICK=1` runs fewer
 //! rounds.
+//!
+//! The `String` rows give every call a `String` key made before the counted section (the
+//! caller's own allocation is not counted): what they add over the `u64` rows is what the
+//! competitor allocates for the key (a clone stored in its map, or more).
 
 use coalescer_benches::scenario::{VALUE, leak};
-use coalescer_benches::{CAPACITY, Coalesce, Visit, each_async};
+use coalescer_benches::{BenchKey, CAPACITY, Coalesce, Visit, VisitAny, each_async, each_string};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
 use std::pin::{Pin, pin};
@@ -113,7 +117,7 @@ impl Gate {
 /// Allocations of one competitor.
 #[derive(Default)]
 struct Row {
-    name: &'static str,
+    name: String,
     /// Per call of a leader with no followers (and instant work).
     alone: f64,
     /// Per round, in the polls and drop of the round's leader.
@@ -140,11 +144,12 @@ impl Measure {
     fn alone<C: Coalesce>(&mut self, group: &C) -> f64 {
         let mut total = 0;
         for _ in 0..self.calls {
-            let key = self.key();
+            let key = C::Key::fresh(self.key());
+            let reset = C::Key::fresh(self.next_key);
             let rt = &self.rt;
             let (value, n) = counted(|| {
                 let value = finish(rt, pin!(group.call(key, || async { VALUE })));
-                finish(rt, pin!(group.reset(key)));
+                finish(rt, pin!(group.reset(&reset)));
                 value
             });
             assert_eq!(value, VALUE);
@@ -155,12 +160,12 @@ impl Measure {
 
     /// One round; returns the allocations of the leader and of all the followers.
     fn round<C: Coalesce>(&mut self, group: &C) -> (u64, u64) {
-        let (key, gate, rt) = (self.key(), self.gate, &self.rt);
+        let (key, gate, rt) = (C::Key::fresh(self.key()), self.gate, &self.rt);
         gate.close();
         // Created (and boxed) outside the counted sections: every call joins on first poll.
-        let mut leader = Box::pin(group.call(key, move || gate.work()));
+        let mut leader = Box::pin(group.call(key.clone(), move || gate.work()));
         let mut followers: Vec<_> =
-            (0..FOLLOWERS).map(|_| Box::pin(group.call(key, move || gate.work()))).collect();
+            (0..FOLLOWERS).map(|_| Box::pin(group.call(key.clone(), move || gate.work()))).collect();
         let (mut lead, mut follow) = (0, 0);
         let (first, n) = counted(|| poll(leader.as_mut()));
         assert!(first.is_pending(), "{}: the leader waits for the gate", C::NAME);
@@ -181,12 +186,18 @@ impl Measure {
         }
         lead += counted(|| drop(leader)).1;
         follow += counted(|| drop(followers)).1;
-        lead += counted(|| finish(rt, pin!(group.reset(key)))).1;
+        lead += counted(|| finish(rt, pin!(group.reset(&key)))).1;
         (lead, follow)
     }
 }
 
 impl Visit for Measure {
+    fn visit<C: Coalesce<Key = u64>>(&mut self) {
+        VisitAny::visit::<C>(self);
+    }
+}
+
+impl VisitAny for Measure {
     fn visit<C: Coalesce>(&mut self) {
         let group = C::with_capacity(CAPACITY);
         // Warm up: first-use allocations (thread-locals, epoch collectors) are not per call.
@@ -199,8 +210,9 @@ impl Visit for Measure {
             lead += l;
             follow += f;
         }
+        let keys = <C::Key as BenchKey>::LABEL;
         self.rows.push(Row {
-            name: C::NAME,
+            name: if keys == "u64" { C::NAME.to_string() } else { format!("{}, {keys} keys", C::NAME) },
             alone,
             leader: lead as f64 / self.rounds as f64,
             follower: follow as f64 / (self.rounds as f64 * FOLLOWERS as f64),
@@ -224,6 +236,7 @@ fn main() {
     let handle = measure.rt.handle().clone();
     let _context = handle.enter();
     each_async(&mut measure);
+    each_string(&mut measure);
     println!(
         "allocations per call ({} calls alone; {} rounds of 1 leader + {FOLLOWERS} followers)\n",
         measure.calls, measure.rounds

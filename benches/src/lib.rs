@@ -19,6 +19,7 @@
 //! Adding a competitor is one more impl of [`Coalesce`] and one more line in [`each_async`].
 
 use core::future::Future;
+use core::hash::{BuildHasher, Hash};
 
 mod coalescer_impl;
 pub mod mutex;
@@ -33,14 +34,87 @@ pub use published::{AsyncSingleflight, MokaGetWith, SingleflightAsync};
 /// `coalescer::DEFAULT_CAPACITY`, so that no map grows or shrinks during a run.
 pub const CAPACITY: usize = 128;
 
+/// A key type of the benchmarks: `u64` (the default: the scenarios measure the coalescing
+/// machinery, not hashing or cloning) or `String` (what a service keys by: each call makes its
+/// own `String`, as today's API takes the key by value).
+pub trait BenchKey: Hash + Eq + Clone + Send + Sync + 'static {
+    /// The key type's name in tables.
+    const LABEL: &'static str;
+
+    /// The key numbered `n` (distinct numbers give distinct keys).
+    fn fresh(n: u64) -> Self;
+}
+
+impl BenchKey for u64 {
+    const LABEL: &'static str = "u64";
+
+    fn fresh(n: u64) -> Self {
+        n
+    }
+}
+
+impl BenchKey for String {
+    const LABEL: &'static str = "String";
+
+    /// `"key:"` and `n` in 16 hex digits: 20 bytes, one allocation, no formatting machinery.
+    fn fresh(n: u64) -> Self {
+        let mut key = String::with_capacity(20);
+        key.push_str("key:");
+        for shift in (0..16).rev() {
+            let digit = ((n >> (shift * 4)) & 0xf) as u32;
+            key.push(char::from_digit(digit, 16).unwrap_or('0'));
+        }
+        key
+    }
+}
+
+/// A hasher the designs can be given, labelled for the tables: coalescer's default
+/// (`foldhash::fast::RandomState`, "foldhash") and std's (`RandomState`, SipHash-1-3), so that
+/// both designs are measured with the same hasher *and* each with its own default.
+pub trait BenchHasher: BuildHasher + Default + Clone + Send + Sync + 'static {
+    /// The hasher's name in tables.
+    const LABEL: &'static str;
+    /// Whether it is coalescer's default (otherwise it is std's, the mutex design's default).
+    const COALESCER_DEFAULT: bool;
+}
+
+impl BenchHasher for coalescer::DefaultHashBuilder {
+    const LABEL: &'static str = "foldhash";
+    const COALESCER_DEFAULT: bool = true;
+}
+
+impl BenchHasher for std::collections::hash_map::RandomState {
+    const LABEL: &'static str = "SipHash";
+    const COALESCER_DEFAULT: bool = false;
+}
+
+/// std's default hasher (SipHash-1-3, randomly keyed): the mutex design's default.
+pub type SipHash = std::collections::hash_map::RandomState;
+
+/// coalescer's default hasher (`foldhash::fast::RandomState`).
+pub type FoldHash = coalescer::DefaultHashBuilder;
+
 /// The async interface every competitor implements once.
 ///
-/// The key and the value are `u64`: the scenarios measure the coalescing machinery, not hashing
-/// or cloning. The work is `Send + 'static` because some competitors (shared work, moka's
+/// The value is `u64`; the key is [`Self::Key`] (`u64` in every timed scenario but S1's
+/// `String` rows). The work is `Send + 'static` because some competitors (shared work, moka's
 /// `Send` futures) need it; the scenarios' work captures only `&'static` state.
 pub trait Coalesce: Send + Sync + Sized + 'static {
     /// The competitor's name in benchmark ids and tables.
     const NAME: &'static str;
+
+    /// The hasher it runs with ([`BenchHasher::LABEL`]), or `"own"` for a crate that takes none.
+    const HASHER: &'static str;
+
+    /// Whether [`Self::HASHER`] is what the competitor uses by default.
+    const DEFAULT_HASHER: bool;
+
+    /// Whether [`Coalesce::reset`] does anything (moka only): the scenarios skip it otherwise,
+    /// so that no key is cloned for it.
+    const RESETS: bool = false;
+
+    /// The key type.
+    type Key: BenchKey;
 
     /// A competitor sized for `capacity` keys in flight (ignored where it cannot be sized).
     fn with_capacity(capacity: usize) -> Self;
@@ -50,17 +124,23 @@ pub trait Coalesce: Send + Sync + Sized + 'static {
     /// The future does nothing until it is first polled (competitors that join eagerly are
     /// called from an `async fn`), so that a benchmark can create futures outside the measured
     /// section.
-    fn call<F, Fut>(&self, key: u64, work: F) -> impl Future<Output = u64> + Send + '_
+    fn call<F, Fut>(&self, key: Self::Key, work: F) -> impl Future<Output = u64> + Send + '_
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = u64> + Send + 'static;
 
     /// Makes `key` start a new flight on the next call. A no-op for every coalescer; moka is a
     /// cache, so it invalidates the key (after each call in S1/S4, after each round in S2/S3).
-    fn reset(&self, key: u64) -> impl Future<Output = ()> + Send + '_ {
+    fn reset<'a>(&'a self, key: &'a Self::Key) -> impl Future<Output = ()> + Send + 'a {
         let _ = key;
         async {}
     }
+}
+
+/// The competitor's name with its key type and hasher, for the tables that vary them.
+pub fn label<C: Coalesce>() -> String {
+    let default = if C::DEFAULT_HASHER { ", its default" } else { "" };
+    format!("{} [{} keys, {}{default}]", C::NAME, <C::Key as BenchKey>::LABEL, C::HASHER)
 }
 
 /// The blocking interface (plain threads park while they wait).
@@ -78,6 +158,13 @@ pub trait CoalesceBlocking: Send + Sync + Sized + 'static {
 /// Something to do with every async competitor (a generic closure, which Rust lacks).
 pub trait Visit {
     /// Called once per competitor, in the order of [`each_async`].
+    fn visit<C: Coalesce<Key = u64>>(&mut self);
+}
+
+/// Something to do with competitors of any key type and hasher ([`each_variant`],
+/// [`each_string`]).
+pub trait VisitAny {
+    /// Called once per competitor.
     fn visit<C: Coalesce>(&mut self);
 }
 
@@ -87,7 +174,8 @@ pub trait VisitBlocking {
     fn visit<C: CoalesceBlocking>(&mut self);
 }
 
-/// Visits every async competitor, coalescer's modes first.
+/// Visits every async competitor with `u64` keys and its default hasher, coalescer's modes
+/// first: the set of the timed scenarios.
 pub fn each_async(v: &mut impl Visit) {
     v.visit::<CoalescerWork>();
     v.visit::<CoalescerShared>();
@@ -97,6 +185,34 @@ pub fn each_async(v: &mut impl Visit) {
     v.visit::<AsyncSingleflight>();
     v.visit::<SingleflightAsync>();
     v.visit::<MokaGetWith>();
+}
+
+/// Visits every async competitor with keys of type `K`: coalescer's modes and the mutex designs
+/// each with both hashers (foldhash and SipHash), the published crates with their own: the set
+/// of the instruction counts (`src/bin/instructions.rs`).
+pub fn each_variant<K: BenchKey>(v: &mut impl VisitAny) {
+    v.visit::<CoalescerWork<K, FoldHash>>();
+    v.visit::<CoalescerWork<K, SipHash>>();
+    v.visit::<CoalescerShared<K, FoldHash>>();
+    v.visit::<CoalescerShared<K, SipHash>>();
+    v.visit::<CoalescerDetached<K, FoldHash>>();
+    v.visit::<CoalescerDetached<K, SipHash>>();
+    v.visit::<StdMutexGroup<K, u64, SipHash>>();
+    v.visit::<StdMutexGroup<K, u64, FoldHash>>();
+    v.visit::<ParkingLotGroup<K, u64, SipHash>>();
+    v.visit::<ParkingLotGroup<K, u64, FoldHash>>();
+    v.visit::<AsyncSingleflight<K>>();
+    v.visit::<SingleflightAsync<K>>();
+    v.visit::<MokaGetWith<K>>();
+}
+
+/// Visits the competitors of S1's `String` rows (each with its default hasher): coalescer's
+/// `work` and `work_shared` and the two mutex designs.
+pub fn each_string(v: &mut impl VisitAny) {
+    v.visit::<CoalescerWork<String>>();
+    v.visit::<CoalescerShared<String>>();
+    v.visit::<StdMutexGroup<String>>();
+    v.visit::<ParkingLotGroup<String>>();
 }
 
 /// Visits every blocking competitor: coalescer's `work_blocking` and the two mutex designs.

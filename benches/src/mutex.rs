@@ -1,8 +1,13 @@
-//! The baseline the product is measured against: a mutex around a `HashMap<K, Arc<Slot<V>>>`,
+//! The baseline the product is measured against: a mutex around a `HashMap<K, Arc<Slot<V>>, S>`,
 //! with waiters sleeping on an `event-listener` event.
 //!
 //! It is written to be fair, not to lose:
 //! - the map is pre-sized and never shrinks, so it does not reallocate as flights come and go;
+//! - the map is `hashbrown`'s (std's `HashMap` is `hashbrown` inside), for its `entry_ref`:
+//!   one hash per lookup, and the key is cloned only when a leader inserts it (a follower and
+//!   the removal only borrow it), whatever the key type;
+//! - its hasher is a type parameter: std's `RandomState` (SipHash) by default, as a user of
+//!   `std::collections::HashMap` gets, or coalescer's foldhash for a same-hasher comparison;
 //! - the lock is held for a lookup and an insert or a removal, never across an `.await`, never
 //!   while user code runs (the `Arc` of a new slot is allocated under it, as coalescer allocates
 //!   its flight under scc's bucket lock);
@@ -16,14 +21,14 @@
 //!   it abandoned and wakes the followers, which join again: one of them leads with its own
 //!   closure (the restart behaviour of coalescer's `work` mode, and of Go after a panic).
 
-use crate::{Coalesce, CoalesceBlocking};
+use crate::{BenchHasher, BenchKey, Coalesce, CoalesceBlocking, SipHash};
 use core::future::Future;
+use core::hash::BuildHasher;
 use core::hash::Hash;
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicBool, Ordering};
 use event_listener::{Event, Listener};
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+use hashbrown::hash_map::EntryRef;
 use std::sync::{Arc, OnceLock, PoisonError};
 
 /// One flight of the mutex design: the value once it is there, and the event its waiters sleep
@@ -36,7 +41,7 @@ pub struct Slot<V> {
 }
 
 /// The map the mutex guards.
-pub type Map<K, V> = HashMap<K, Arc<Slot<V>>>;
+pub type Map<K, V, S> = hashbrown::HashMap<K, Arc<Slot<V>>, S>;
 
 /// A mutex over `T`, so that one design serves `std` and `parking_lot`.
 pub trait Lock<T>: Send + Sync + 'static {
@@ -73,19 +78,20 @@ impl<T: Send + 'static> Lock<T> for parking_lot::Mutex<T> {
     }
 }
 
-/// The mutex-based coalescer, generic over the lock.
-pub struct MutexGroup<K, V, L> {
+/// The mutex-based coalescer, generic over the hasher `S` and the lock `L`.
+pub struct MutexGroup<K, V, S, L> {
     map: L,
-    _types: PhantomData<fn() -> (K, V)>,
+    _types: PhantomData<fn() -> (K, V, S)>,
 }
 
 /// The mutex design with `std::sync::Mutex`.
-pub type StdMutexGroup<K = u64, V = u64> = MutexGroup<K, V, std::sync::Mutex<Map<K, V>>>;
+pub type StdMutexGroup<K = u64, V = u64, S = SipHash> = MutexGroup<K, V, S, std::sync::Mutex<Map<K, V, S>>>;
 
 /// The mutex design with `parking_lot::Mutex`.
-pub type ParkingLotGroup<K = u64, V = u64> = MutexGroup<K, V, parking_lot::Mutex<Map<K, V>>>;
+pub type ParkingLotGroup<K = u64, V = u64, S = SipHash> =
+    MutexGroup<K, V, S, parking_lot::Mutex<Map<K, V, S>>>;
 
-impl<K, V, L> core::fmt::Debug for MutexGroup<K, V, L> {
+impl<K, V, S, L> core::fmt::Debug for MutexGroup<K, V, S, L> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("MutexGroup").finish_non_exhaustive()
     }
@@ -140,14 +146,14 @@ impl<V: Clone> Slot<V> {
 }
 
 /// The leader's hold on its slot: finishing publishes; dropping unfinished abandons.
-struct Lead<'a, K: Hash + Eq + Clone, V: Clone, L: Lock<Map<K, V>>> {
-    group: &'a MutexGroup<K, V, L>,
+struct Lead<'a, K: Hash + Eq + Clone, V: Clone, S: BuildHasher, L: Lock<Map<K, V, S>>> {
+    group: &'a MutexGroup<K, V, S, L>,
     key: &'a K,
     slot: Arc<Slot<V>>,
     finished: bool,
 }
 
-impl<K: Hash + Eq + Clone, V: Clone, L: Lock<Map<K, V>>> Lead<'_, K, V, L> {
+impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher, L: Lock<Map<K, V, S>>> Lead<'_, K, V, S, L> {
     fn finish(mut self, value: &V) {
         self.finished = true;
         self.group.remove(self.key, &self.slot);
@@ -160,7 +166,7 @@ impl<K: Hash + Eq + Clone, V: Clone, L: Lock<Map<K, V>>> Lead<'_, K, V, L> {
     }
 }
 
-impl<K: Hash + Eq + Clone, V: Clone, L: Lock<Map<K, V>>> Drop for Lead<'_, K, V, L> {
+impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher, L: Lock<Map<K, V, S>>> Drop for Lead<'_, K, V, S, L> {
     fn drop(&mut self) {
         if !self.finished {
             self.group.remove(self.key, &self.slot);
@@ -170,29 +176,36 @@ impl<K: Hash + Eq + Clone, V: Clone, L: Lock<Map<K, V>>> Drop for Lead<'_, K, V,
     }
 }
 
-impl<K, V, L> MutexGroup<K, V, L>
+impl<K, V, S, L> MutexGroup<K, V, S, L>
 where
     K: Hash + Eq + Clone,
     V: Clone,
-    L: Lock<Map<K, V>>,
+    S: BuildHasher,
+    L: Lock<Map<K, V, S>>,
 {
     /// A group whose map is sized for `capacity` keys in flight.
-    pub fn with_capacity(capacity: usize) -> Self {
-        Self { map: L::new(HashMap::with_capacity(capacity)), _types: PhantomData }
+    pub fn with_capacity(capacity: usize) -> Self
+    where
+        S: Default,
+    {
+        Self { map: L::new(Map::with_capacity_and_hasher(capacity, S::default())), _types: PhantomData }
     }
 
-    /// Under the lock: follow the key's slot, or insert a new one and lead it.
+    /// Under the lock: follow the key's slot, or insert a new one (and a clone of the key) and
+    /// lead it.
     fn join(&self, key: &K) -> (Arc<Slot<V>>, bool) {
-        self.map.with(|map| match map.entry(key.clone()) {
-            Entry::Occupied(entry) => (entry.get().clone(), false),
-            Entry::Vacant(entry) => (entry.insert(Arc::new(Slot::new())).clone(), true),
+        self.map.with(|map| match map.entry_ref(key) {
+            EntryRef::Occupied(entry) => (entry.get().clone(), false),
+            EntryRef::Vacant(entry) => {
+                (entry.insert_with_key(key.clone(), Arc::new(Slot::new())).clone(), true)
+            }
         })
     }
 
     /// Under the lock: removes `slot` if it is still the key's current one.
     fn remove(&self, key: &K, slot: &Arc<Slot<V>>) {
         self.map.with(|map| {
-            if let Entry::Occupied(entry) = map.entry(key.clone()) {
+            if let EntryRef::Occupied(entry) = map.entry_ref(key) {
                 if Arc::ptr_eq(entry.get(), slot) {
                     entry.remove();
                 }
@@ -245,14 +258,17 @@ where
     }
 }
 
-impl<L: Lock<Map<u64, u64>>> Coalesce for MutexGroup<u64, u64, L> {
+impl<K: BenchKey, S: BenchHasher, L: Lock<Map<K, u64, S>>> Coalesce for MutexGroup<K, u64, S, L> {
     const NAME: &'static str = L::NAME;
+    const HASHER: &'static str = S::LABEL;
+    const DEFAULT_HASHER: bool = !S::COALESCER_DEFAULT;
+    type Key = K;
 
     fn with_capacity(capacity: usize) -> Self {
         Self::with_capacity(capacity)
     }
 
-    fn call<F, Fut>(&self, key: u64, work: F) -> impl Future<Output = u64> + Send + '_
+    fn call<F, Fut>(&self, key: K, work: F) -> impl Future<Output = u64> + Send + '_
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = u64> + Send + 'static,
@@ -261,7 +277,7 @@ impl<L: Lock<Map<u64, u64>>> Coalesce for MutexGroup<u64, u64, L> {
     }
 }
 
-impl<L: Lock<Map<u64, u64>>> CoalesceBlocking for MutexGroup<u64, u64, L> {
+impl<S: BenchHasher, L: Lock<Map<u64, u64, S>>> CoalesceBlocking for MutexGroup<u64, u64, S, L> {
     const NAME: &'static str = L::NAME;
 
     fn with_capacity(capacity: usize) -> Self {

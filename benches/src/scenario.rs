@@ -13,7 +13,7 @@
 //! Shared state is `&'static` (leaked once per benchmark), so that no `Arc` count is bumped by
 //! ten thousand tasks in the measured section.
 
-use crate::{Coalesce, CoalesceBlocking};
+use crate::{BenchKey, Coalesce, CoalesceBlocking};
 use core::future::Future;
 use core::pin::pin;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -30,9 +30,15 @@ pub const VALUE: u64 = 7;
 
 /// A fan-out round that ran its work more than once (a waiter joined after the work returned:
 /// it was still queued on the competitor's lock, or its thread was descheduled) is not counted
-/// and is run again, with the work waiting longer before it returns (see [`Round`]); this many
-/// bad rounds in a row means the competitor does not coalesce.
+/// and is run again, unchanged: the same rule for every competitor, and each one's reruns are
+/// reported. Only after [`ESCALATE_AFTER`] bad rounds in a row does the work wait longer before
+/// it returns (see [`Round`]), which is reported too (a longer wait lets more waiters park before
+/// the fan-out, so it could favour the competitor that needed it); this many bad rounds in a
+/// row means the competitor does not coalesce.
 const MAX_BAD_ROUNDS: usize = 20;
+
+/// Bad fan-out rounds in a row after which the work's extra wait (the settle) doubles.
+const ESCALATE_AFTER: u64 = 3;
 
 static NEXT_KEY: AtomicU64 = AtomicU64::new(1 << 32);
 
@@ -55,21 +61,125 @@ pub fn leak<T>(value: T) -> &'static T {
     Box::leak(Box::new(value))
 }
 
+/// The CPU time this process has used so far, all threads together
+/// (`clock_gettime(CLOCK_PROCESS_CPUTIME_ID)`, nanosecond resolution).
+pub fn process_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable `timespec` for the duration of the call, and
+    // `CLOCK_PROCESS_CPUTIME_ID` is a clock every Linux kernel has.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID) failed");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// A timed region of a multi-task figure: its wall time, the process's CPU time during it, and
+/// where the tasks ran.
+///
+/// `cpu / wall` near the number of tasks means they ran in parallel; near 1 they took turns (on
+/// one worker, or on one core of a loaded machine), or waited for each other. Every
+/// [`PLACEMENT_EVERY`]th call a task notes which worker thread it is on and whether that is the
+/// thread the other task last noted (`same` of `samples`): a high share means both tasks were
+/// queued on one worker (the scenarios spawn them from outside the runtime, so tokio may put
+/// both on the same worker's queue).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timed {
+    /// Wall time of all the calls.
+    pub wall: Duration,
+    /// Process CPU time during them (every thread, the idle worker's searching included).
+    pub cpu: Duration,
+    /// Placement samples in which the task was on the worker the other task was last seen on.
+    pub same: u64,
+    /// Placement samples taken.
+    pub samples: u64,
+}
+
+impl Timed {
+    /// Adds `other` to `self`.
+    pub fn add(&mut self, other: Timed) {
+        self.wall += other.wall;
+        self.cpu += other.cpu;
+        self.same += other.same;
+        self.samples += other.samples;
+    }
+}
+
+/// How often (in calls) a task of a 2-task scenario notes its worker thread: rarely enough that
+/// the cache line the tasks share for it costs nothing measurable.
+pub const PLACEMENT_EVERY: u64 = 64;
+
+/// One task's last noted worker, on a cache line of its own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Seen(AtomicUsize);
+
+/// Where the tasks of one timed region ran (see [`Timed`]).
+#[derive(Debug, Default)]
+struct Placement {
+    seen: [Seen; 2],
+    same: AtomicU64,
+    samples: AtomicU64,
+}
+
+static NEXT_THREAD: AtomicUsize = AtomicUsize::new(1);
+
+std::thread_local! {
+    /// A small number naming this thread (0 is "not seen yet").
+    static THREAD: usize = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Placement {
+    /// Task `task` (0 or 1) notes where it is and compares with the other task.
+    fn sample(&self, task: usize) {
+        if task > 1 {
+            return;
+        }
+        let here = THREAD.with(|t| *t);
+        self.seen[task].0.store(here, Ordering::Relaxed);
+        let other = self.seen[1 - task].0.load(Ordering::Relaxed);
+        if other != 0 {
+            self.samples.fetch_add(1, Ordering::Relaxed);
+            if other == here {
+                self.same.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Runs `region` and measures it as a [`Timed`] (the placement counts are `placement`'s).
+async fn timed_region<Fut: Future<Output = ()>>(placement: &Placement, region: Fut) -> Timed {
+    let (cpu, start) = (process_cpu(), Instant::now());
+    region.await;
+    let wall = start.elapsed();
+    Timed {
+        wall,
+        cpu: process_cpu().saturating_sub(cpu),
+        same: placement.same.load(Ordering::Relaxed),
+        samples: placement.samples.load(Ordering::Relaxed),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // S1: distinct keys.
 
 /// One S1 call: a fresh key, work that returns at once. Implemented for every competitor and
 /// for the floor ([`SccFloor`]).
 pub trait DistinctCall: Send + Sync + 'static {
-    /// Calls with `key`, which nobody else uses.
+    /// Calls with the key numbered `key` ([`BenchKey::fresh`]), which nobody else uses. With
+    /// `String` keys the call makes its `String` (one allocation), as a caller holding a
+    /// borrowed key must with today's API.
     fn call_fresh(&self, key: u64) -> impl Future<Output = u64> + Send + '_;
 }
 
 impl<C: Coalesce> DistinctCall for C {
     async fn call_fresh(&self, key: u64) -> u64 {
-        let value = self.call(key, || async { VALUE }).await;
-        self.reset(key).await;
-        value
+        let key = C::Key::fresh(key);
+        if C::RESETS {
+            let value = self.call(key.clone(), || async { VALUE }).await;
+            self.reset(&key).await;
+            value
+        } else {
+            self.call(key, || async { VALUE }).await
+        }
     }
 }
 
@@ -116,35 +226,51 @@ impl DistinctCallBlocking for SccFloor {
 }
 
 /// S1: `tasks` tasks make `calls` calls in all, each with a key nobody else uses. Returns the
-/// wall time of all of them.
-pub async fn distinct_keys<T: DistinctCall>(target: &'static T, tasks: u64, calls: u64) -> Duration {
+/// wall time of all of them, the CPU time and where the tasks ran.
+pub async fn distinct_keys<T: DistinctCall>(target: &'static T, tasks: u64, calls: u64) -> Timed {
     let base = fresh_keys(calls);
     let end = base + calls;
-    let start = Instant::now();
-    let handles: Vec<_> = (0..tasks)
-        .map(|t| {
-            tokio::spawn(async move {
-                let mut key = base + t;
-                while key < end {
-                    black_box(target.call_fresh(key).await);
-                    key += tasks;
-                }
+    let placement = leak_placement();
+    timed_region(placement, async {
+        let handles: Vec<_> = (0..tasks)
+            .map(|t| {
+                tokio::spawn(async move {
+                    let mut key = base + t;
+                    let mut n = 0u64;
+                    while key < end {
+                        black_box(target.call_fresh(key).await);
+                        key += tasks;
+                        n += 1;
+                        if n % PLACEMENT_EVERY == 0 {
+                            placement.sample(t as usize);
+                        }
+                    }
+                })
             })
-        })
-        .collect();
-    for handle in handles {
-        handle.await.expect("an S1 task panicked");
-    }
-    start.elapsed()
+            .collect();
+        for handle in handles {
+            handle.await.expect("an S1 task panicked");
+        }
+    })
+    .await
+}
+
+/// A fresh [`Placement`] for one timed region (a few dozen bytes leaked per criterion
+/// iteration: the spawned tasks need `'static` state, and an `Arc` would add counts to the
+/// figure).
+fn leak_placement() -> &'static Placement {
+    leak(Placement::default())
 }
 
 /// S1 on plain threads: `threads` threads make `calls` calls in all. Returns the longest
-/// thread's time, measured from a common start (thread spawning is not measured).
-pub fn distinct_keys_blocking<T: DistinctCallBlocking>(target: &T, threads: u64, calls: u64) -> Duration {
+/// thread's time, measured from a common start (thread spawning is not measured), and the
+/// process CPU time and wall time around the whole (spawning included).
+pub fn distinct_keys_blocking<T: DistinctCallBlocking>(target: &T, threads: u64, calls: u64) -> Timed {
     let base = fresh_keys(calls);
     let end = base + calls;
     let barrier = Barrier::new(threads as usize);
-    std::thread::scope(|s| {
+    let (cpu, start) = (process_cpu(), Instant::now());
+    let longest = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let barrier = &barrier;
@@ -161,7 +287,11 @@ pub fn distinct_keys_blocking<T: DistinctCallBlocking>(target: &T, threads: u64,
             })
             .collect();
         handles.into_iter().map(|h| h.join().expect("an S1 thread panicked")).max().unwrap_or_default()
-    })
+    });
+    let (cpu, around) = (process_cpu().saturating_sub(cpu), start.elapsed());
+    // The CPU time is over `around`; scale it to the figure's wall time (`longest`).
+    let cpu = cpu.mul_f64(longest.as_secs_f64() / around.as_secs_f64().max(1e-9));
+    Timed { wall: longest, cpu, same: 0, samples: 0 }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -175,10 +305,13 @@ pub struct Round {
     tasks: usize,
     /// How long the work sleeps once every task has joined.
     work_time: Duration,
-    /// How much longer it sleeps, in ns: doubled after each bad round. A competitor whose
-    /// waiters queue on an async lock before they join (the first poll of their call returns
-    /// `Pending` before they have joined) needs time for that queue to drain.
+    /// How much longer it sleeps, in ns: 0, doubled (from `work_time`) after every
+    /// [`ESCALATE_AFTER`] bad rounds in a row. A competitor whose waiters queue on an async lock
+    /// before they join (the first poll of their call returns `Pending` before they have joined)
+    /// may need time for that queue to drain.
     settle: AtomicU64,
+    /// Bad rounds since the last good one.
+    bad_in_a_row: AtomicU64,
     /// Tasks whose call has been polled once (so has joined the flight).
     joined: AtomicUsize,
     /// Tasks whose call has not returned yet.
@@ -219,6 +352,7 @@ impl Round {
             tasks,
             work_time,
             settle: AtomicU64::new(0),
+            bad_in_a_row: AtomicU64::new(0),
             joined: AtomicUsize::new(0),
             remaining: AtomicUsize::new(0),
             executions: AtomicUsize::new(0),
@@ -265,12 +399,20 @@ impl Round {
         let work_end = self.work_end.load(Ordering::Acquire);
         let last_end = self.last_end.load(Ordering::Acquire);
         let time = (executions == 1).then(|| Duration::from_nanos(last_end.saturating_sub(work_end)));
-        if time.is_none() {
+        if time.is_some() {
+            self.bad_in_a_row.store(0, Ordering::Relaxed);
+        } else if self.bad_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 >= ESCALATE_AFTER {
+            self.bad_in_a_row.store(0, Ordering::Relaxed);
             let settle = self.settle.load(Ordering::Relaxed);
             let longer = (settle * 2).max(self.work_time.as_nanos() as u64);
             self.settle.store(longer, Ordering::Relaxed);
         }
         (time, executions)
+    }
+
+    /// The extra wait the work has had to add so far (zero unless bad rounds escalated it).
+    pub fn settle(&self) -> Duration {
+        Duration::from_nanos(self.settle.load(Ordering::Relaxed))
     }
 }
 
@@ -316,14 +458,14 @@ pub async fn fan_out<C: Coalesce>(group: &'static C, round: &'static Round) -> F
         round.arm();
         for _ in 0..round.tasks {
             tokio::spawn(async move {
-                let call = pin!(group.call(HOT_KEY, move || round.work()));
+                let call = pin!(group.call(C::Key::fresh(HOT_KEY), move || round.work()));
                 let value = counted(round, call).await;
                 assert_eq!(value, VALUE);
                 round.returned();
             });
         }
         let result = round.finish().await;
-        group.reset(HOT_KEY).await;
+        group.reset(&C::Key::fresh(HOT_KEY)).await;
         result
     })
     .await
@@ -503,8 +645,8 @@ fn blocking_rounds(
 /// What S4 measured.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HotKey {
-    /// Wall time of all the calls.
-    pub elapsed: Duration,
+    /// Wall time and CPU time of all the calls, and where the tasks ran.
+    pub timed: Timed,
     /// Calls made.
     pub calls: u64,
     /// Executions of the work.
@@ -520,36 +662,53 @@ pub async fn hot_key<C: Coalesce>(
     calls: u64,
 ) -> HotKey {
     let before = executions.load(Ordering::Relaxed);
-    let start = Instant::now();
-    let handles: Vec<_> = (0..tasks)
-        .map(|t| {
-            let mine = calls / tasks + u64::from(t < calls % tasks);
-            tokio::spawn(async move {
-                for _ in 0..mine {
-                    let work = move || async move {
-                        executions.fetch_add(1, Ordering::Relaxed);
-                        VALUE
-                    };
-                    black_box(group.call(HOT_KEY, work).await);
-                    group.reset(HOT_KEY).await;
-                }
+    let placement = leak_placement();
+    let timed = timed_region(placement, async {
+        let handles: Vec<_> = (0..tasks)
+            .map(|t| {
+                let mine = calls / tasks + u64::from(t < calls % tasks);
+                tokio::spawn(async move {
+                    for n in 1..=mine {
+                        let work = move || async move {
+                            executions.fetch_add(1, Ordering::Relaxed);
+                            VALUE
+                        };
+                        let key = C::Key::fresh(HOT_KEY);
+                        if C::RESETS {
+                            black_box(group.call(key.clone(), work).await);
+                            group.reset(&key).await;
+                        } else {
+                            black_box(group.call(key, work).await);
+                        }
+                        if n % PLACEMENT_EVERY == 0 {
+                            placement.sample(t as usize);
+                        }
+                    }
+                })
             })
-        })
-        .collect();
-    for handle in handles {
-        handle.await.expect("an S4 task panicked");
-    }
-    HotKey { elapsed: start.elapsed(), calls, executions: executions.load(Ordering::Relaxed) - before }
+            .collect();
+        for handle in handles {
+            handle.await.expect("an S4 task panicked");
+        }
+    })
+    .await;
+    HotKey { timed, calls, executions: executions.load(Ordering::Relaxed) - before }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Visit, VisitBlocking, each_async, each_blocking};
+    use crate::{Visit, VisitAny, VisitBlocking, each_async, each_blocking, each_string, each_variant};
 
     struct Check(tokio::runtime::Runtime);
 
     impl Visit for Check {
+        fn visit<C: Coalesce<Key = u64>>(&mut self) {
+            VisitAny::visit::<C>(self);
+        }
+    }
+
+    impl VisitAny for Check {
         fn visit<C: Coalesce>(&mut self) {
             let group = leak(C::with_capacity(crate::CAPACITY));
             let round = Round::leak(100, Duration::from_millis(1));
@@ -576,6 +735,31 @@ mod tests {
         let mut check = Check(runtime());
         each_async(&mut check);
         each_blocking(&mut check);
+    }
+
+    #[test]
+    fn every_variant_coalesces_with_string_and_u64_keys() {
+        let mut check = Check(runtime());
+        each_string(&mut check);
+        each_variant::<String>(&mut check);
+        each_variant::<u64>(&mut check);
+    }
+
+    #[test]
+    fn string_keys_are_distinct_and_one_allocation_long() {
+        let keys: std::collections::HashSet<String> = (0..1_000).map(<String as BenchKey>::fresh).collect();
+        assert_eq!(keys.len(), 1_000);
+        let key = <String as BenchKey>::fresh(u64::MAX);
+        assert_eq!((key.as_str(), key.capacity()), ("key:ffffffffffffffff", 20));
+    }
+
+    #[test]
+    fn two_tasks_report_their_cpu_time_and_placement() {
+        let rt = runtime();
+        let group = leak(<crate::CoalescerWork as Coalesce>::with_capacity(crate::CAPACITY));
+        let timed = rt.block_on(distinct_keys(group, 2, 100 * PLACEMENT_EVERY));
+        assert!(timed.cpu > Duration::ZERO && timed.wall > Duration::ZERO);
+        assert!(timed.samples > 0 && timed.same <= timed.samples, "{timed:?}");
     }
 
     #[test]

@@ -39,7 +39,7 @@ enum Unit {
 struct Names(Vec<&'static str>);
 
 impl Visit for Names {
-    fn visit<C: Coalesce>(&mut self) {
+    fn visit<C: Coalesce<Key = u64>>(&mut self) {
         self.0.push(C::NAME);
     }
 }
