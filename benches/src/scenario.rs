@@ -695,6 +695,200 @@ pub async fn hot_key<C: Coalesce>(
     HotKey { timed, calls, executions: executions.load(Ordering::Relaxed) - before }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The wake-all cost: work that wakes itself K times while W waiters wait.
+
+/// How the work of [`wake_all`] is woken, `k` times, before it returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SelfWake {
+    /// `tokio::task::yield_now()`: the work wakes itself while it is being polled (the driver
+    /// is still in its poll when the waker fires).
+    Yield,
+    /// A ping-pong with another task: the work waits on a `Notify` that the other task
+    /// signals, so each wake comes while nobody is polling the work (as I/O readiness would).
+    PingPong,
+}
+
+/// What one [`wake_all`] round cost.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WakeCost {
+    /// Polls of all the callers' futures (the leader's included), the first ones included.
+    pub polls: u64,
+    /// Executions of the work.
+    pub executions: u64,
+    /// Wall time from the first spawn to the last caller's return.
+    pub wall: Duration,
+    /// Process CPU time over the same span.
+    pub cpu: Duration,
+}
+
+/// The shared state of a [`wake_all`] round (leaked, one per round).
+#[derive(Debug)]
+struct WakeRound {
+    tasks: usize,
+    k: u32,
+    how: SelfWake,
+    joined: AtomicUsize,
+    all_joined: tokio::sync::Notify,
+    polls: AtomicU64,
+    executions: AtomicU64,
+    remaining: AtomicUsize,
+    done: tokio::sync::Notify,
+    ping: tokio::sync::Notify,
+    pong: tokio::sync::Notify,
+}
+
+impl WakeRound {
+    /// The work: waits (one wake) until every caller has joined, wakes itself `k` times, returns.
+    async fn work(&'static self) -> u64 {
+        self.executions.fetch_add(1, Ordering::Relaxed);
+        self.all_joined.notified().await;
+        match self.how {
+            SelfWake::Yield => {
+                for _ in 0..self.k {
+                    tokio::task::yield_now().await;
+                }
+            }
+            SelfWake::PingPong => {
+                for _ in 0..self.k {
+                    self.ping.notify_one();
+                    self.pong.notified().await;
+                }
+            }
+        }
+        VALUE
+    }
+
+    /// The other side of [`SelfWake::PingPong`].
+    async fn feeder(&'static self) {
+        for _ in 0..self.k {
+            self.ping.notified().await;
+            self.pong.notify_one();
+        }
+    }
+
+    /// Polls `call` and counts every poll; counts the caller as joined after its first.
+    async fn counted<F: Future>(&self, mut call: core::pin::Pin<&mut F>) -> F::Output {
+        let mut first = true;
+        core::future::poll_fn(|cx| {
+            self.polls.fetch_add(1, Ordering::Relaxed);
+            let poll = call.as_mut().poll(cx);
+            if first {
+                first = false;
+                if self.joined.fetch_add(1, Ordering::AcqRel) + 1 == self.tasks {
+                    self.all_joined.notify_one();
+                }
+            }
+            poll
+        })
+        .await
+    }
+
+    fn returned(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.done.notify_one();
+        }
+    }
+}
+
+/// Who runs the work of a [`wake_all`] round.
+pub trait WakeAllCall: Send + Sync + 'static {
+    /// The name in the table.
+    fn name(&self) -> &'static str;
+    /// One caller of the round: `first` is the one spawned first.
+    fn call(
+        &'static self,
+        first: bool,
+        work: impl FnOnce() -> BoxWork + Send + 'static,
+    ) -> impl Future<Output = u64> + Send;
+    /// Before each round.
+    fn arm(&self) {}
+}
+
+/// The work future of a [`wake_all`] round.
+pub type BoxWork = core::pin::Pin<Box<dyn Future<Output = u64> + Send>>;
+
+/// A competitor as a [`WakeAllCall`].
+#[derive(Debug)]
+pub struct WakeVia<C>(pub C);
+
+impl<C: Coalesce<Key = u64>> WakeAllCall for WakeVia<C> {
+    fn name(&self) -> &'static str {
+        C::NAME
+    }
+
+    fn call(
+        &'static self,
+        _first: bool,
+        work: impl FnOnce() -> BoxWork + Send + 'static,
+    ) -> impl Future<Output = u64> + Send {
+        self.0.call(HOT_KEY, work)
+    }
+}
+
+/// The floor of [`wake_all`]: the first caller runs the work and then opens a bare
+/// `event_listener::Event` the others wait on.
+impl WakeAllCall for Gate {
+    fn name(&self) -> &'static str {
+        "floor bare Event wake"
+    }
+
+    async fn call(&'static self, first: bool, work: impl FnOnce() -> BoxWork + Send + 'static) -> u64 {
+        if first {
+            let value = work().await;
+            self.open();
+            value
+        } else {
+            self.wait().await;
+            VALUE
+        }
+    }
+
+    fn arm(&self) {
+        self.open.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The wake-all scenario: `waiters + 1` tasks call on one key; the work waits until all have
+/// joined, then wakes itself `k` times (`how`), then returns. Counts the polls of every
+/// caller's future and the process CPU time. A design that wakes every waiter on each wake of
+/// the work polls about `k × waiters` times; one that wakes them once, about `2 × waiters`.
+pub async fn wake_all<T: WakeAllCall>(target: &'static T, waiters: usize, k: u32, how: SelfWake) -> WakeCost {
+    let round = leak(WakeRound {
+        tasks: waiters + 1,
+        k,
+        how,
+        joined: AtomicUsize::new(0),
+        all_joined: tokio::sync::Notify::new(),
+        polls: AtomicU64::new(0),
+        executions: AtomicU64::new(0),
+        remaining: AtomicUsize::new(waiters + 1),
+        done: tokio::sync::Notify::new(),
+        ping: tokio::sync::Notify::new(),
+        pong: tokio::sync::Notify::new(),
+    });
+    target.arm();
+    let (cpu, start) = (process_cpu(), Instant::now());
+    if how == SelfWake::PingPong {
+        tokio::spawn(round.feeder());
+    }
+    for i in 0..=waiters {
+        tokio::spawn(async move {
+            let work = move || -> BoxWork { Box::pin(round.work()) };
+            let value = round.counted(pin!(target.call(i == 0, work))).await;
+            assert_eq!(value, VALUE);
+            round.returned();
+        });
+    }
+    round.done.notified().await;
+    WakeCost {
+        polls: round.polls.load(Ordering::Relaxed),
+        executions: round.executions.load(Ordering::Relaxed),
+        wall: start.elapsed(),
+        cpu: process_cpu().saturating_sub(cpu),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -760,6 +954,26 @@ mod tests {
         let timed = rt.block_on(distinct_keys(group, 2, 100 * PLACEMENT_EVERY));
         assert!(timed.cpu > Duration::ZERO && timed.wall > Duration::ZERO);
         assert!(timed.samples > 0 && timed.same <= timed.samples, "{timed:?}");
+    }
+
+    #[test]
+    fn wake_all_counts_every_poll_of_every_caller() {
+        let rt = runtime();
+        let work = leak(WakeVia(<crate::CoalescerWork as Coalesce>::with_capacity(crate::CAPACITY)));
+        let shared = leak(WakeVia(<crate::CoalescerShared as Coalesce>::with_capacity(crate::CAPACITY)));
+        let gate = leak(Gate::default());
+        for how in [SelfWake::Yield, SelfWake::PingPong] {
+            for cost in [
+                rt.block_on(wake_all(work, 100, 10, how)),
+                rt.block_on(wake_all(shared, 100, 10, how)),
+                rt.block_on(wake_all(gate, 100, 10, how)),
+            ] {
+                assert_eq!(cost.executions, 1, "{how:?}: {cost:?}");
+                // Every caller is polled at least once to join and once to return, and the
+                // work's `k` wakes poll whoever drives it.
+                assert!(cost.polls >= 101 + 10, "{how:?}: {cost:?}");
+            }
+        }
     }
 
     #[test]

@@ -9,8 +9,11 @@
 //! only those are used.
 //!
 //! ```text
-//! bench-report <criterion dir> [<extras.tsv>]
+//! bench-report <criterion dir> [<extras.tsv> [<go.tsv>]]
 //! ```
+//!
+//! `go.tsv` (written by `ci/bench.sh` from `benches/go`): benchmark, median ns/op, lowest,
+//! highest, median cpu/wall, load average; its figures are put beside coalescer's.
 
 use coalescer_benches::{Coalesce, CoalesceBlocking, Visit, VisitBlocking, each_async, each_blocking};
 use std::collections::BTreeMap;
@@ -185,6 +188,33 @@ fn read_extras(text: &str) -> Extras {
     extras
 }
 
+/// One Go benchmark's figures.
+struct Go {
+    name: String,
+    median: f64,
+    low: f64,
+    high: f64,
+    cpu_wall: f64,
+    load: f64,
+}
+
+fn read_go(text: &str) -> Vec<Go> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split('\t').collect();
+            let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+            (f.len() >= 6).then(|| Go {
+                name: f[0].to_string(),
+                median: num(1),
+                low: num(2),
+                high: num(3),
+                cpu_wall: num(4),
+                load: num(5),
+            })
+        })
+        .collect()
+}
+
 /// A CPU / wall ratio this low in a 2-task figure means its tasks did not run in parallel.
 const PARALLEL: f64 = 1.5;
 
@@ -197,6 +227,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let dir = PathBuf::from(args.next().expect("usage: bench-report <criterion dir> [extras.tsv]"));
     let extras = read_extras(&args.next().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default());
+    let go = read_go(&args.next().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default());
     let extra = |scenario: &str, competitor: &str, metric: &str| {
         extras.get(&(scenario.to_string(), competitor.to_string(), metric.to_string()))
     };
@@ -400,11 +431,51 @@ fn main() {
         match unit {
             Unit::PerCall if scenario == "S1 2 tasks" => {
                 target(&mut targets, "best mutex design", &best_mutex, 0.5);
+                if let Some(go) = go.iter().find(|g| g.name == "S1DistinctKeys2") {
+                    let ns = go.median;
+                    target(&mut targets, "Go singleflight (2 goroutines)", &|_: &Pass| Some(ns), 0.7);
+                }
             }
             Unit::PerCall => {}
             Unit::FanOut => {
                 target(&mut targets, "bare-wake floor", &|p: &Pass| p.get(WAKE_FLOOR).copied(), 1.1);
             }
+        }
+    }
+    if !go.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n#### Go `golang.org/x/sync/singleflight` (`benches/go`, GOMAXPROCS=2, same machine, load average {:.2} at its start)\n",
+            go[0].load
+        );
+        let _ = writeln!(
+            out,
+            "| benchmark | ns/op, median (range over runs) | CPU / wall | coalescer work, same scenario |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|");
+        for g in &go {
+            let beside = [
+                ("S1DistinctKeys1", "S1 1 task"),
+                ("S1DistinctKeys2", "S1 2 tasks"),
+                ("S4HotKey2", "S4 hot key 2 tasks"),
+            ]
+            .iter()
+            .find(|(n, _)| *n == g.name)
+            .and_then(|(_, scenario)| {
+                let passes: Vec<Pass> = medians
+                    .get(*scenario)?
+                    .iter()
+                    .filter(|(p, _)| used(**p))
+                    .map(|(_, p)| p.clone())
+                    .collect();
+                median_of(&passes, |p| p.get(REFERENCE).copied())
+            })
+            .map_or(String::from("—"), |ns| format!("{ns:.0} ns ({:.2}× Go)", ns / g.median));
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} ns ({:.0}–{:.0}) | {:.2} | {beside} |",
+                g.name, g.median, g.low, g.high, g.cpu_wall
+            );
         }
     }
     println!("{out}");
