@@ -81,8 +81,11 @@ impl<T: Send + 'static> Lock<T> for parking_lot::Mutex<T> {
 /// The mutex-based coalescer, generic over the hasher `S` and the lock `L`.
 pub struct MutexGroup<K, V, S, L> {
     map: L,
-    _types: PhantomData<fn() -> (K, V, S)>,
+    _types: Types<K, V, S>,
 }
+
+/// The types a [`MutexGroup`] is for (it holds none of them itself but in `L`).
+type Types<K, V, S> = PhantomData<fn() -> (K, V, S)>;
 
 /// The mutex design with `std::sync::Mutex`.
 pub type StdMutexGroup<K = u64, V = u64, S = SipHash> = MutexGroup<K, V, S, std::sync::Mutex<Map<K, V, S>>>;
