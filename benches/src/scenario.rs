@@ -896,6 +896,29 @@ mod tests {
 
     struct Check(tokio::runtime::Runtime);
 
+    /// Aborts the test process if the test holding it runs for more than `secs` seconds (a
+    /// lost wake-up would otherwise hang CI); dropping it disarms it.
+    struct Watchdog(std::sync::mpsc::Sender<()>);
+
+    fn watchdog(secs: u64) -> Watchdog {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                rx.recv_timeout(Duration::from_secs(secs))
+            {
+                eprintln!("watchdog: a benches test ran for more than {secs} s; aborting");
+                std::process::abort();
+            }
+        });
+        Watchdog(tx)
+    }
+
+    impl Drop for Watchdog {
+        fn drop(&mut self) {
+            let _ = self.0.send(());
+        }
+    }
+
     impl Visit for Check {
         fn visit<C: Coalesce<Key = u64>>(&mut self) {
             VisitAny::visit::<C>(self);
@@ -926,6 +949,7 @@ mod tests {
 
     #[test]
     fn every_competitor_coalesces_in_every_scenario() {
+        let _watchdog = watchdog(300);
         let mut check = Check(runtime());
         each_async(&mut check);
         each_blocking(&mut check);
@@ -933,6 +957,7 @@ mod tests {
 
     #[test]
     fn every_variant_coalesces_with_string_and_u64_keys() {
+        let _watchdog = watchdog(300);
         let mut check = Check(runtime());
         each_string(&mut check);
         each_variant::<String>(&mut check);
@@ -941,6 +966,7 @@ mod tests {
 
     #[test]
     fn string_keys_are_distinct_and_one_allocation_long() {
+        let _watchdog = watchdog(300);
         let keys: std::collections::HashSet<String> = (0..1_000).map(<String as BenchKey>::fresh).collect();
         assert_eq!(keys.len(), 1_000);
         let key = <String as BenchKey>::fresh(u64::MAX);
@@ -949,6 +975,7 @@ mod tests {
 
     #[test]
     fn two_tasks_report_their_cpu_time_and_placement() {
+        let _watchdog = watchdog(300);
         let rt = runtime();
         let group = leak(<crate::CoalescerWork as Coalesce>::with_capacity(crate::CAPACITY));
         let timed = rt.block_on(distinct_keys(group, 2, 100 * PLACEMENT_EVERY));
@@ -958,6 +985,7 @@ mod tests {
 
     #[test]
     fn wake_all_counts_every_poll_of_every_caller() {
+        let _watchdog = watchdog(300);
         let rt = runtime();
         let work = leak(WakeVia(<crate::CoalescerWork as Coalesce>::with_capacity(crate::CAPACITY)));
         let shared = leak(WakeVia(<crate::CoalescerShared as Coalesce>::with_capacity(crate::CAPACITY)));
@@ -978,6 +1006,7 @@ mod tests {
 
     #[test]
     fn the_floors_run() {
+        let _watchdog = watchdog(300);
         let rt = runtime();
         let round = Round::leak(100, Duration::from_millis(1));
         let fan = rt.block_on(fan_out_floor(leak(Gate::default()), round, 3));

@@ -371,10 +371,16 @@ fn main() {
                 String::from("—")
             } else {
                 let mid = median(cpu.clone());
+                let same = per_pass("same worker");
                 if two_tasks(scenario) && range(&cpu).0 < PARALLEL {
+                    let slow = cpu.iter().filter(|c| **c < PARALLEL).count();
+                    let why = if !same.is_empty() && median(same.clone()) >= 0.5 {
+                        "the tasks took turns on one worker"
+                    } else {
+                        "the machine gave them less than 1.5 cores, or they waited for each other"
+                    };
                     notes.push(format!(
-                        "⚠ not parallel in {} of {} passes (CPU / wall < {PARALLEL}): the tasks took turns or waited",
-                        cpu.iter().filter(|c| **c < PARALLEL).count(),
+                        "⚠ not parallel in {slow} of {} passes (CPU / wall < {PARALLEL}): {why}",
                         cpu.len()
                     ));
                 }
