@@ -493,3 +493,45 @@ fn main() {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pass(pairs: &[(&str, f64)]) -> Pass {
+        pairs.iter().map(|(n, v)| (n.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn a_verdict_needs_every_pass_on_the_same_side_of_the_goal() {
+        assert_eq!(verdict(&[0.4, 0.45, 0.5], 0.5), "met");
+        assert_eq!(verdict(&[0.6, 0.7], 0.5), "**missed**");
+        assert!(verdict(&[0.4, 0.6], 0.5).starts_with("not settled"));
+    }
+
+    #[test]
+    fn the_ratio_is_of_the_medians_and_the_range_is_of_the_per_pass_ratios() {
+        // The S3 case of issue 18: per-pass ratios whose median disagrees with the medians.
+        let passes = [
+            pass(&[("a", 8.0), ("b", 14.0)]),
+            pass(&[("a", 10.0), ("b", 10.0)]),
+            pass(&[("a", 6.0), ("b", 13.0)]),
+        ];
+        let a = median_of(&passes, |p| p.get("a").copied()).unwrap_or(f64::NAN);
+        let b = median_of(&passes, |p| p.get("b").copied()).unwrap_or(f64::NAN);
+        assert_eq!((a, b), (8.0, 13.0));
+        let per_pass = ratios(&passes, |p| p.get("b").copied(), |p| p.get("a").copied());
+        assert_eq!(range_text(&per_pass), "1.00–2.17");
+        assert_eq!(median(vec![3.0, 1.0, 2.0, 4.0]), 2.5);
+    }
+
+    #[test]
+    fn extras_are_read_per_pass_and_go_lines_in_full() {
+        let extras = read_extras("S4 hot key 2 tasks\t2\tcoalescer work\tcpu/wall\t1.9000\nbad line\n");
+        let key = ("S4 hot key 2 tasks".to_string(), "coalescer work".to_string(), "cpu/wall".to_string());
+        assert_eq!(extras[&key].get(&2), Some(&1.9));
+        let go = read_go("S1DistinctKeys2\t141.8\t133.3\t176.7\t0.9385\t10.08\nshort\t1\n");
+        assert_eq!(go.len(), 1);
+        assert_eq!((go[0].name.as_str(), go[0].median, go[0].load), ("S1DistinctKeys2", 141.8, 10.08));
+    }
+}
