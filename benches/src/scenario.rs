@@ -705,8 +705,13 @@ pub enum SelfWake {
     /// is still in its poll when the waker fires).
     Yield,
     /// A ping-pong with another task: the work waits on a `Notify` that the other task
-    /// signals, so each wake comes while nobody is polling the work (as I/O readiness would).
+    /// signals, so each wake comes while nobody is polling the work. The other task runs at
+    /// once, so the wakes come faster than the woken waiters are polled.
     PingPong,
+    /// `tokio::time::sleep(1 ms)`: each wake comes from the timer while nobody polls the work,
+    /// and long enough after the last that every woken waiter has been polled and waits again
+    /// (as I/O readiness would).
+    Sleep,
 }
 
 /// What one [`wake_all`] round cost.
@@ -753,6 +758,11 @@ impl WakeRound {
                 for _ in 0..self.k {
                     self.ping.notify_one();
                     self.pong.notified().await;
+                }
+            }
+            SelfWake::Sleep => {
+                for _ in 0..self.k {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
         }
@@ -990,7 +1000,7 @@ mod tests {
         let work = leak(WakeVia(<crate::CoalescerWork as Coalesce>::with_capacity(crate::CAPACITY)));
         let shared = leak(WakeVia(<crate::CoalescerShared as Coalesce>::with_capacity(crate::CAPACITY)));
         let gate = leak(Gate::default());
-        for how in [SelfWake::Yield, SelfWake::PingPong] {
+        for how in [SelfWake::Yield, SelfWake::PingPong, SelfWake::Sleep] {
             for cost in [
                 rt.block_on(wake_all(work, 100, 10, how)),
                 rt.block_on(wake_all(shared, 100, 10, how)),

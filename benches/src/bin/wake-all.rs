@@ -1,6 +1,8 @@
 //! The cost of shared work's wake-all (issue 18): W waiters wait on one key while the work wakes
-//! itself K times, by yielding (the waker fires while the work is being polled) or by a
-//! ping-pong with another task (it fires while nobody polls the work). Prints, per design and
+//! itself K times, by yielding (the waker fires while the work is being polled), by a ping-pong
+//! with another task (it fires while nobody polls the work, faster than the woken waiters are
+//! polled) or by sleeping 1 ms (it fires from the timer once every waiter waits again, as I/O
+//! readiness would). Prints, per design and
 //! kind of wake, the polls of all the callers' futures (per waiter), the process CPU time and
 //! the wall time of a round, as a markdown table (the median of ROUNDS rounds).
 //!
@@ -78,7 +80,7 @@ fn main() {
     let detached = leak(WakeVia(<CoalescerDetached as Coalesce>::with_capacity(CAPACITY)));
     let mutex = leak(WakeVia(<StdMutexGroup as Coalesce>::with_capacity(CAPACITY)));
     let floor = leak(Gate::default());
-    for how in [SelfWake::Yield, SelfWake::PingPong] {
+    for how in [SelfWake::Yield, SelfWake::PingPong, SelfWake::Sleep] {
         table.row(work, how);
         table.row(shared, how);
         table.row(detached, how);
