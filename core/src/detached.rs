@@ -25,7 +25,7 @@ use pin_project_lite::pin_project;
 /// spawner's type.
 pub(crate) type SpawnFn<'a, V, Fut> = Box<dyn FnOnce(Fut, Arc<Flight<V>>) -> Owned<V> + Send + Sync + 'a>;
 
-/// The [`SpawnFn`] of a call to `work_detached` on `table` for `key`.
+/// The [`SpawnFn`] of a detached call on `table`.
 pub(crate) fn spawner<'a, G, Fut, S>(
     table: StdArc<G>,
     spawn: S,

@@ -118,25 +118,25 @@ impl<V: Clone> Single<V> {
     /// assert_eq!(*s.work(|| async { 1 }).await.unwrap().value(), 1);
     /// # });
     /// ```
-    pub fn work<F, Fut>(&self, work: F) -> Work<'_, Self, F>
+    pub fn work<F, Fut>(&self, work: F) -> Work<'_, Self, (), F>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V>,
     {
-        Work::new(self, (), work, Lead::Inline)
+        Work::new(self, &(), work, Lead::Inline)
     }
 
     /// Runs `work` owned by the flight, driven by any waiter; see
-    /// [`Group::work_shared`](crate::Group::work_shared).
+    /// [a shared group's `work`](crate::SharedGroup).
     ///
     /// # Cancel safety
     ///
-    /// As for [`Group::work_shared`](crate::Group::work_shared): the work is dropped only when
+    /// As for [a shared group's `work`](crate::SharedGroup): the work is dropped only when
     /// the last caller leaves.
     ///
     /// # Panics
     ///
-    /// As for [`Group::work_shared`](crate::Group::work_shared).
+    /// As for [a shared group's `work`](crate::SharedGroup).
     ///
     /// # Examples
     ///
@@ -146,13 +146,13 @@ impl<V: Clone> Single<V> {
     /// assert_eq!(*s.work_shared(|| async { 2 }).await.unwrap().value(), 2);
     /// # });
     /// ```
-    pub fn work_shared<F, Fut>(&self, work: F) -> Work<'_, Self, F>
+    pub fn work_shared<F, Fut>(&self, work: F) -> Work<'_, Self, (), F>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + Send + 'static,
         V: Send + Sync + 'static,
     {
-        Work::new(self, (), work, Lead::Shared(SharedOps::new()))
+        Work::new(self, &(), work, Lead::Shared(SharedOps::new()))
     }
 
     /// Runs `work` once for all concurrent calls on plain threads; see
@@ -170,21 +170,21 @@ impl<V: Clone> Single<V> {
     /// ```
     #[cfg(feature = "std")]
     pub fn work_blocking(&self, work: impl FnOnce() -> V) -> Result<Outcome<V>, Aborted> {
-        crate::blocking::run(self, (), work)
+        crate::blocking::run(self, &(), work)
     }
 }
 
 impl<V: Clone + Send + Sync + 'static> Single<V> {
     /// Runs `work` spawned with `spawn`, so that it finishes even if every caller leaves; see
-    /// [`Group::work_detached`](crate::Group::work_detached).
+    /// [a detached group's `work`](crate::DetachedGroup).
     ///
     /// # Cancel safety
     ///
-    /// As for [`Group::work_detached`](crate::Group::work_detached).
+    /// As for [a detached group's `work`](crate::DetachedGroup).
     ///
     /// # Panics
     ///
-    /// As for [`Group::work_detached`](crate::Group::work_detached).
+    /// As for [a detached group's `work`](crate::DetachedGroup).
     ///
     /// # Examples
     ///
@@ -202,7 +202,7 @@ impl<V: Clone + Send + Sync + 'static> Single<V> {
     /// let v = futures_lite::future::block_on(single.work_detached(OnThread, || async { 8 }));
     /// assert_eq!(*v.unwrap().value(), 8);
     /// ```
-    pub fn work_detached<F, Fut, Sp>(self: &StdArc<Self>, spawn: Sp, work: F) -> Work<'_, Self, F>
+    pub fn work_detached<F, Fut, Sp>(self: &StdArc<Self>, spawn: Sp, work: F) -> Work<'_, Self, (), F>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + Send + 'static,
@@ -210,7 +210,7 @@ impl<V: Clone + Send + Sync + 'static> Single<V> {
     {
         let abort = spawn.aborts_when_abandoned();
         let spawn = crate::detached::spawner(self.clone(), spawn, <F as Start<V>>::finish);
-        Work::new(self, (), work, Lead::Detached { spawn, abort })
+        Work::new(self, &(), work, Lead::Detached { spawn, abort })
     }
 }
 
@@ -229,12 +229,12 @@ impl<T: Clone, E> Single<Result<T, StdArc<E>>> {
     /// assert!(s.try_work(|| async { Err("down") }).await.unwrap_err().is_failed());
     /// # });
     /// ```
-    pub fn try_work<F, Fut>(&self, work: F) -> TryWork<'_, Self, F>
+    pub fn try_work<F, Fut>(&self, work: F) -> TryWork<'_, Self, (), F>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        TryWork::new(Work::new(self, (), TryStart(work), Lead::Inline))
+        TryWork::new(Work::new(self, &(), TryStart(work), Lead::Inline))
     }
 
     /// The fallible form of [`work_blocking`](Self::work_blocking).
@@ -251,7 +251,7 @@ impl<T: Clone, E> Single<Result<T, StdArc<E>>> {
     /// ```
     #[cfg(feature = "std")]
     pub fn try_work_blocking(&self, work: impl FnOnce() -> Result<T, E>) -> Result<Outcome<T>, Error<E>> {
-        split_try(crate::blocking::run(self, (), || work().map_err(StdArc::new)))
+        split_try(crate::blocking::run(self, &(), || work().map_err(StdArc::new)))
     }
 }
 
@@ -267,9 +267,13 @@ impl<V> Table for Single<V> {
     type Key = ();
     type Value = V;
 
-    fn join(&self, (): (), mode: Mode<V>, _: sealed::Token) -> Joined<(), V> {
+    fn join<Q>(&self, _: &Q, mode: Mode<V>, _: sealed::Token) -> Joined<V>
+    where
+        (): core::borrow::Borrow<Q>,
+        Q: ?Sized + core::hash::Hash + Eq + alloc::borrow::ToOwned<Owned = ()>,
+    {
         self.slot.with(|slot| match slot {
-            Some(flight) if flight.load().is_closing() => Joined::Closing(flight.clone(), ()),
+            Some(flight) if flight.load().is_closing() => Joined::Closing(flight.clone()),
             Some(flight) => {
                 flight.join();
                 Joined::Follow(flight.clone())

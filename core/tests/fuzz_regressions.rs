@@ -31,9 +31,9 @@ fn panicking_closure() -> Pending<u8> {
 #[test]
 fn a_promoted_followers_panicking_closure_releases_the_other_followers() {
     let group = Group::<u8, u8>::new();
-    let mut leader = Box::pin(group.work(1, pending::<u8>));
-    let mut promoted = Box::pin(group.work(1, panicking_closure));
-    let mut other = Box::pin(group.work(1, pending::<u8>));
+    let mut leader = Box::pin(group.work(&1, pending::<u8>));
+    let mut promoted = Box::pin(group.work(&1, panicking_closure));
+    let mut other = Box::pin(group.work(&1, pending::<u8>));
     assert!(poll(leader.as_mut()).is_pending());
     assert!(poll(promoted.as_mut()).is_pending());
     assert!(poll(other.as_mut()).is_pending());
@@ -55,12 +55,12 @@ fn a_promoted_followers_panicking_closure_releases_the_other_followers() {
 #[test]
 fn a_leaders_panicking_closure_frees_the_key() {
     let group = Group::<u8, u8>::new();
-    let mut leader = Box::pin(group.work(1, panicking_closure));
+    let mut leader = Box::pin(group.work(&1, panicking_closure));
     let ran = catch_unwind(AssertUnwindSafe(|| poll(leader.as_mut())));
     assert!(ran.is_err(), "the panic propagates to the caller that ran the closure");
     assert_eq!(group.counters().panics, 1, "the panic is counted");
     assert!(group.is_idle(), "a panicked flight's key is freed at once");
-    let mut next = Box::pin(group.work(1, || std::future::ready(7)));
+    let mut next = Box::pin(group.work(&1, || std::future::ready(7)));
     match poll(next.as_mut()) {
         Poll::Ready(Ok(outcome)) => assert!(outcome.is_leader() && *outcome.value() == 7),
         got => panic!("the next caller must lead a new flight, got {got:?}"),
@@ -71,13 +71,13 @@ fn a_leaders_panicking_closure_frees_the_key() {
 /// What the two tests above expect, as `work_shared` already does it.
 #[test]
 fn a_shared_leaders_panicking_closure_frees_the_key() {
-    let group = Group::<u8, u8>::new();
-    let mut leader = Box::pin(group.work_shared(1, panicking_closure));
+    let group = Group::<u8, u8>::new().shared();
+    let mut leader = Box::pin(group.work(&1, panicking_closure));
     let ran = catch_unwind(AssertUnwindSafe(|| poll(leader.as_mut())));
     assert!(ran.is_err(), "the panic propagates to the caller that ran the closure");
     assert_eq!(group.counters().panics, 1);
     assert!(group.is_idle());
-    let mut next = Box::pin(group.work_shared(1, || std::future::ready(7)));
+    let mut next = Box::pin(group.work(&1, || std::future::ready(7)));
     match poll(next.as_mut()) {
         Poll::Ready(Ok(outcome)) => assert!(outcome.is_leader() && *outcome.value() == 7),
         got => panic!("the next caller must lead a new flight, got {got:?}"),
@@ -118,8 +118,8 @@ fn shared_work_that_yields_lets_the_callers_poll_return() {
             }
         })
     };
-    let group = Group::<u8, u8>::new();
-    let mut call = Box::pin(group.work_shared(1, yielding));
+    let group = Group::<u8, u8>::new().shared();
+    let mut call = Box::pin(group.work(&1, yielding));
     let wakes = Arc::new(Count(AtomicUsize::new(0)));
     let waker = Waker::from(wakes.clone());
     let first = call.as_mut().poll(&mut Context::from_waker(&waker));
@@ -149,7 +149,7 @@ fn work_mode_work_that_yields_lets_the_callers_poll_return() {
         })
     };
     let group = Group::<u8, u8>::new();
-    let mut call = Box::pin(group.work(1, yielding));
+    let mut call = Box::pin(group.work(&1, yielding));
     assert!(poll(call.as_mut()).is_pending());
     assert_eq!(POLLS.load(SeqCst), 1);
 }
@@ -199,9 +199,9 @@ fn shared_work_that_yields_wakes_the_waiters_that_slept_meanwhile() {
         })
     };
 
-    let group = Group::<u8, u8>::new();
-    let mut leader = Box::pin(group.work_shared(1, work));
-    let mut follower = Box::pin(group.work_shared(1, pending::<u8>));
+    let group = Group::<u8, u8>::new().shared();
+    let mut leader = Box::pin(group.work(&1, work));
+    let mut follower = Box::pin(group.work(&1, pending::<u8>));
     let (follower_waker, follower_wakes) = counting();
     std::thread::scope(|s| {
         let leader = &mut leader;

@@ -39,7 +39,7 @@ fn single_runs_concurrent_work_once_and_is_not_a_cache() {
 fn single_promotes_a_follower_when_its_leader_is_dropped() {
     run(async {
         let single = Arc::new(Single::<u64>::new());
-        let mut leader = Box::pin(single.work(std::future::pending));
+        let mut leader = Box::pin(single.work(&std::future::pending));
         assert!(poll_once(&mut leader).is_pending());
         let follower = {
             let single = single.clone();
