@@ -1,6 +1,7 @@
 //! [`Group`]: request coalescing for many keys, on `scc::HashMap`.
 
-use crate::flight::{Flight, Mode};
+use crate::detached::{SpawnWork, Spawner, WithSpawner};
+use crate::flight::{Flight, Mode, Owned};
 use crate::limit::{Limit, WhenFull};
 use crate::mode::{Detached, Inline, Shared};
 use crate::observe::FlightObs;
@@ -549,7 +550,7 @@ where
     K: Hash + Eq + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
     S: BuildHasher + Send + Sync + 'static,
-    Sp: Spawn + Clone + Send + Sync + 'static,
+    Sp: Spawn + Send + Sync + 'static,
 {
     /// Runs `work` once for all concurrent calls with this `key`; the leader spawns it with the
     /// group's spawner, so it runs to completion even if every caller walks away: Go's
@@ -616,7 +617,30 @@ where
         F: Start<V>,
         F::Future: Send + 'static,
     {
-        self.spawned(key, self.mode.spawner().clone(), start)
+        // The group is the spawner: nothing is allocated per call.
+        Work::new(self, key, start, Lead::Detached(Spawner::Borrowed(self)))
+    }
+}
+
+impl<K, V, S, Sp, Fut> SpawnWork<V, Fut> for StdArc<Group<K, V, S, Detached<Sp>>>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+    Sp: Spawn + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+{
+    fn spawn_work(
+        &self,
+        work: Fut,
+        finish: fn(Fut::Output) -> Result<V, Aborted>,
+        flight: Arc<Flight<V>>,
+    ) -> Owned<V> {
+        crate::detached::spawn_on(self.mode.spawner(), self.clone(), work, finish, flight)
+    }
+
+    fn aborts(&self) -> bool {
+        self.mode.spawner().aborts_when_abandoned()
     }
 }
 
@@ -640,9 +664,8 @@ where
         F::Future: Send + 'static,
         Sp: Spawn + Send + Sync + 'static,
     {
-        let abort = spawn.aborts_when_abandoned();
-        let spawn = crate::detached::spawner(self.clone(), spawn, F::finish);
-        Work::new(self, key, start, Lead::Detached { spawn, abort })
+        let spawn = WithSpawner { table: self.clone(), spawn };
+        Work::new(self, key, start, Lead::Detached(Spawner::Owned(Box::new(spawn))))
     }
 }
 
@@ -762,7 +785,7 @@ where
     T: Clone + Send + Sync + 'static,
     E: Send + Sync + 'static,
     S: BuildHasher + Send + Sync + 'static,
-    Sp: Spawn + Clone + Send + Sync + 'static,
+    Sp: Spawn + Send + Sync + 'static,
 {
     /// The fallible form of the detached group's [`work`](Group#method.work-2): an `Err` is
     /// shared with the callers of the flight (behind an `Arc`) and never retained.

@@ -4,7 +4,7 @@ use crate::flight::{Flight, Mode};
 #[cfg(feature = "std")]
 use crate::outcome::{Aborted, Error, Outcome, split_try};
 use crate::spawn::Spawn;
-use crate::start::{Start, TryStart};
+use crate::start::TryStart;
 use crate::stats::{Counters, Event, Stats};
 use crate::sync::StdArc;
 use crate::sync::{Arc, Mutex};
@@ -208,9 +208,13 @@ impl<V: Clone + Send + Sync + 'static> Single<V> {
         Fut: Future<Output = V> + Send + 'static,
         Sp: Spawn + Send + Sync + 'static,
     {
-        let abort = spawn.aborts_when_abandoned();
-        let spawn = crate::detached::spawner(self.clone(), spawn, <F as Start<V>>::finish);
-        Work::new(self, &(), work, Lead::Detached { spawn, abort })
+        let spawn = crate::detached::WithSpawner { table: self.clone(), spawn };
+        Work::new(
+            self,
+            &(),
+            work,
+            Lead::Detached(crate::detached::Spawner::Owned(alloc::boxed::Box::new(spawn))),
+        )
     }
 }
 

@@ -1,6 +1,6 @@
 //! The futures returned by the async methods: [`Work`] and [`TryWork`].
 
-use crate::detached::SpawnFn;
+use crate::detached::Spawner;
 use crate::flight::{BoxedWork, DriveFn, Flight, Mode, Owned};
 use crate::handle::{Driven, Handle, NotJoined};
 use crate::outcome::{Aborted, Error, Outcome, split_try};
@@ -26,7 +26,7 @@ pub(crate) enum Lead<'a, V, F: Start<V>> {
     /// Hands the work to the flight (shared-work mode).
     Shared(SharedOps<V, F>),
     /// Spawns the work (detached mode).
-    Detached { spawn: SpawnFn<'a, V, F::Future>, abort: bool },
+    Detached(Spawner<'a, V, F::Future>),
 }
 
 /// What a shared-work call adds: how to box its work into the flight, and how to poll it there.
@@ -153,7 +153,7 @@ where
                     let mode = match this.lead.as_ref().expect("Work joins once") {
                         Lead::Inline => Mode::Work,
                         Lead::Shared(ops) => Mode::Shared(ops.drive),
-                        Lead::Detached { abort, .. } => Mode::Detached { abort: *abort },
+                        Lead::Detached(spawn) => Mode::Detached { abort: spawn.get().aborts() },
                     };
                     let joined = match Handle::join(*this.table, *this.key, mode) {
                         Ok(joined) => joined,
@@ -186,12 +186,13 @@ where
                             .flight()
                             .obs()
                             .in_span(|| crate::sync::catch(|| Owned::Work((ops.boxed)(start.start())))),
-                        Lead::Detached { spawn, .. } => {
+                        Lead::Detached(spawn) => {
                             let flight = handle.flight().clone();
-                            handle
-                                .flight()
-                                .obs()
-                                .in_span(|| crate::sync::catch(|| spawn(start.start(), flight)))
+                            handle.flight().obs().in_span(|| {
+                                crate::sync::catch(|| {
+                                    spawn.get().spawn_work(start.start(), F::finish, flight)
+                                })
+                            })
                         }
                     };
                     match owned {
