@@ -21,7 +21,7 @@ fn panicking_closure() -> Pending<u8> {
 }
 
 /// Found by `cancellation_race`, once closures were allowed to panic in work mode: in work mode, a panic in the caller's closure, before it returns the work future, is
-/// not handled as a panic of the work. `work_shared` catches it (see the test below); `work`
+/// not handled as a panic of the work. shared-mode `work` catches it (see the test below); `work`
 /// calls the closure outside `catch_unwind`, both for the leader and for a promoted follower.
 /// The panic unwinds out of the caller's poll like a cancellation: the flight is not ended, the
 /// followers are not released with `Aborted`, no panic is counted, and the key stays taken
@@ -68,7 +68,7 @@ fn a_leaders_panicking_closure_frees_the_key() {
     drop(leader);
 }
 
-/// What the two tests above expect, as `work_shared` already does it.
+/// What the two tests above expect, as shared-mode `work` already does it.
 #[test]
 fn a_shared_leaders_panicking_closure_frees_the_key() {
     let group = Group::<u8, u8>::new().shared();
@@ -163,7 +163,7 @@ fn work_mode_work_that_yields_lets_the_callers_poll_return() {
 /// and gone to sleep, and nobody woke it: the work's wake came while `DRIVING` was held, so it
 /// notified nobody. If the caller that yielded was then never polled again (a `select!` branch
 /// kept alive, the stalled leader that shared mode exists for), the other waiter slept forever
-/// although the work wanted a poll. `Group::work_shared`'s `# Cancel safety`: "A caller that stops being
+/// although the work wanted a poll. a shared group's `work`'s `# Cancel safety`: "A caller that stops being
 /// polled does not hold the others up: the work's waker wakes the flight's waiters". Waking
 /// the waiters (not only itself) when the work yields closes it.
 #[test]

@@ -172,7 +172,7 @@ impl Probe {
         Job { id, plan, probe: self.clone(), started: false, finished: false }
     }
 
-    /// A closure for `work`/`work_shared` that makes job `id`.
+    /// A closure for `work`/shared-mode `work` that makes job `id`.
     fn work(&self, id: u32, plan: Plan) -> impl FnOnce() -> Job + Send + 'static {
         let probe = self.clone();
         move || probe.job(id, plan)

@@ -145,11 +145,11 @@ struct KeyState {
 enum Mode {
     /// `work`, from a tokio task.
     Work,
-    /// `work_shared`, from a tokio task.
+    /// shared-mode `work`, from a tokio task.
     Shared,
     /// `work_blocking`, from a plain thread.
     Blocking,
-    /// `work_shared` blocked on from a plain thread.
+    /// shared-mode `work` blocked on from a plain thread.
     SharedOnThread,
     /// `work` blocked on from a plain thread.
     WorkOnThread,

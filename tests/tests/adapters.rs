@@ -1,5 +1,5 @@
 //! Each adapter's own entry points, beyond what the scenarios use: a detached group on the
-//! runtime's default executor, `Single::work_detached`, and the edge of each spawner.
+//! runtime's default executor, a detached `Single`, and the edge of each spawner.
 
 use coalescer::{DetachedGroup, Single};
 use coalescer_conformance::{Probe, TestGroup, Watchdog};
@@ -55,11 +55,10 @@ mod tokio_adapter {
     }
 
     #[test]
-    fn single_work_detached() {
+    fn a_detached_single_runs_its_work() {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let single = Arc::new(Single::<u32>::new());
-        let spawner = Tokio::detach().on(rt.handle().clone());
-        let outcome = block_on(single.work_detached(spawner, || async { 3 })).unwrap();
+        let single = Arc::new(Single::<u32>::new().detached(Tokio::detach().on(rt.handle().clone())));
+        let outcome = block_on(single.work(|| async { 3 })).unwrap();
         assert_eq!(*outcome.value(), 3);
         assert!(single.is_idle());
     }
@@ -91,9 +90,9 @@ mod smol_adapter {
     }
 
     #[test]
-    fn single_work_detached() {
-        let single = Arc::new(Single::<u32>::new());
-        let outcome = block_on(single.work_detached(Smol::detach(), || async { 3 })).unwrap();
+    fn a_detached_single_runs_its_work() {
+        let single = Arc::new(Single::<u32>::new().detached(Smol::detach()));
+        let outcome = block_on(single.work(|| async { 3 })).unwrap();
         assert_eq!(*outcome.value(), 3);
     }
 }
@@ -112,9 +111,9 @@ mod async_std_adapter {
     }
 
     #[test]
-    fn single_work_detached() {
-        let single = Arc::new(Single::<u32>::new());
-        let outcome = block_on(single.work_detached(AsyncStd::detach(), || async { 3 })).unwrap();
+    fn a_detached_single_runs_its_work() {
+        let single = Arc::new(Single::<u32>::new().detached(AsyncStd::detach()));
+        let outcome = block_on(single.work(|| async { 3 })).unwrap();
         assert_eq!(*outcome.value(), 3);
     }
 }

@@ -43,8 +43,10 @@ fn core_futures() {
     send_sync(&tries.try_work("k", || async { Ok(Value::from("v")) }));
     send_sync(&shared_tries.try_work("k", || async { Ok(Value::from("v")) }));
     send_sync(&single.work(query));
-    send_sync(&single.work_shared(query));
-    send_sync(&single.work_detached(spawner.clone(), query));
+    let shared_single = Single::<Value>::new().shared();
+    send_sync(&shared_single.work(query));
+    let detached_single = Arc::new(Single::<Value>::new().detached(spawner.clone()));
+    send_sync(&detached_single.work(query));
     let single_try = Single::<Result<Value, Arc<std::io::Error>>>::new();
     send_sync(&single_try.try_work(|| async { Ok(Value::from("v")) }));
 
