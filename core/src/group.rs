@@ -86,7 +86,7 @@ pub const DEFAULT_CAPACITY: usize = 128;
 /// | the work's `Drop`, after it finished | the flight ends with the work's result all the same; the panic is counted in [`Counters::panics`] and resumed in the caller that dropped it |
 /// | the work's `Drop`, when the last caller abandons shared work | the key is still freed; the panic propagates out of that caller's drop of its future |
 /// | `V::clone`, as a caller reads the result | only that caller panics: the result was published before any clone, the others get theirs, and the last reader takes the stored value without cloning |
-/// | the key's `Hash` or `Clone` | the panic propagates to the caller that called; it joined nothing, and the group is unchanged. The key is hashed once per call, before any lock, and never cloned |
+/// | the key's `Hash` or `Clone` | the panic propagates to the caller that called; it joined nothing, and the group is unchanged. The key is hashed once per call, before any lock; only a leader clones it (`ToOwned`), outside any lock and before it takes a permit of the bound |
 /// | the key's `Eq` | the same: it runs only while a caller joins (and in [`forget`](Self::forget)); scc's bucket lock is released as it unwinds. A flight's entry is found again by its identity, so a key whose `Hash` or `Eq` panics only sometimes never strands a flight |
 /// | the key's `Drop` | runs outside every lock, in the caller that let go of the key |
 /// | a [`Spawn`] impl | before it handed the task over: the flight ends with [`Aborted::is_panic`], and the leader resumes the panic. After: the task and the leader race to end the flight, exactly one of them wins (the followers get the task's value or `Aborted`), and the leader resumes the panic |

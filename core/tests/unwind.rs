@@ -470,6 +470,79 @@ fn key_hash_panic_after_joining_never_wedges_the_key() {
     });
 }
 
+/// A key whose `Clone` panics while its flag is set: the clone a leader makes of its borrowed
+/// key for the map.
+#[derive(Debug)]
+struct CloneBomb(u32, Arc<AtomicBool>);
+
+impl Clone for CloneBomb {
+    fn clone(&self) -> Self {
+        assert!(!self.1.load(SeqCst), "CloneBomb::clone");
+        Self(self.0, self.1.clone())
+    }
+}
+impl PartialEq for CloneBomb {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+impl Eq for CloneBomb {}
+impl Hash for CloneBomb {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+/// Calls take the key by reference and a leader clones it for the map, outside any lock and
+/// before it takes a permit of the group's bound: a panicking `Clone` panics in that caller,
+/// which joined nothing, holds no permit, and left the group as it was. A follower never
+/// clones the key.
+#[test]
+fn key_clone_panic_at_a_leaders_join_leaves_nothing_behind() {
+    run(async {
+        let bomb = Arc::new(AtomicBool::new(false));
+        let group = Arc::new(Group::<CloneBomb, u64>::new().max_in_flight(1, coalescer::WhenFull::Reject));
+        let key = CloneBomb(1, bomb.clone());
+        bomb.store(true, SeqCst);
+        let (g, k) = (group.clone(), CloneBomb(1, bomb.clone()));
+        let panicked = tokio::spawn(async move { g.work(&k, || async { 1 }).await }).await;
+        assert!(panicked.unwrap_err().is_panic(), "the leader's clone of its key panicked in it");
+        assert!(group.is_idle());
+        assert_eq!(group.counters().leaders, 0, "it led nothing");
+        // Its permit was never taken: the bound still admits a key. A follower of that flight
+        // never clones its key, so it joins while clones still panic.
+        bomb.store(false, SeqCst);
+        let gate = Gate::new();
+        let leader = {
+            let (group, gate) = (group.clone(), gate.clone());
+            tokio::spawn(async move {
+                let key = CloneBomb(2, Arc::new(AtomicBool::new(false)));
+                group
+                    .work(&key, move || async move {
+                        gate.wait().await;
+                        2
+                    })
+                    .await
+            })
+        };
+        until(|| group.counters().leaders == 1).await;
+        bomb.store(true, SeqCst);
+        let follower = {
+            let group = group.clone();
+            tokio::spawn(async move {
+                let key = CloneBomb(2, bomb);
+                group.work(&key, || async { unreachable!("follows") }).await
+            })
+        };
+        until(|| group.counters().followers == 1).await;
+        gate.open();
+        assert_eq!(*leader.await.unwrap().unwrap().value(), 2);
+        assert_eq!(*follower.await.unwrap().unwrap().value(), 2);
+        assert!(group.is_idle());
+        drop(key);
+    });
+}
+
 /// A key whose `Drop` calls back into its group: run inside a bucket lock, it would deadlock.
 #[derive(Clone)]
 struct ReentrantKey(u32, Option<Arc<Group<ReentrantKey, u64>>>, Arc<AtomicUsize>);
