@@ -8,7 +8,7 @@ use crate::probe::{
     drop_panic_message, key_panic_message, planned_message, work_panic_message,
 };
 use coalescer::futures::Timeout;
-use coalescer::{Aborted, Group, Outcome, SharedGroup};
+use coalescer::{Aborted, Group, Outcome, SharedGroup, WhenFull};
 use std::collections::hash_map::DefaultHasher;
 use std::fmt;
 use std::future::Future;
@@ -155,12 +155,18 @@ pub fn run(scenario: &Scenario) -> Result<Summary, Violation> {
     // Sized for the scenario's few keys: the default capacity would dominate a short run.
     // A group's mode is its type: the driver keeps one group per mode, and each key's calls go
     // to the group of the mode its first caller asked for (a mixed scenario mixes keys).
-    let group = TestGroup::with_capacity_and_hasher(4, Hasher::default());
-    let shared = Group::with_capacity_and_hasher(4, Hasher::default()).shared();
+    let bounded = |group: TestGroup| match scenario.bound.limit() {
+        None => group,
+        Some((limit, false)) => group.max_in_flight(limit, WhenFull::Reject),
+        Some((limit, true)) => group.max_in_flight(limit, WhenFull::RunAlone),
+    };
+    let group = bounded(TestGroup::with_capacity_and_hasher(4, Hasher::default()));
+    let shared = bounded(TestGroup::with_capacity_and_hasher(4, Hasher::default())).shared();
     // Calls borrow their key (a leader clones it): the keys outlive the driver's callers.
     let probe = Arc::<Probe>::default();
     let keys: Vec<Key> = (0..4).map(|k| Key::new(k, &probe)).collect();
     let mut driver = Driver::new(&group, &shared, &keys, probe, scenario.keys.clamp(1, 4), &scenario.ops);
+    driver.model.bound = scenario.bound.limit();
     if scenario.check_keys {
         driver.probe.check_keys();
     }
@@ -454,7 +460,10 @@ impl<'g> Driver<'g> {
         self.summary.polls += 1;
         let first = self.model.callers[c].state == CallerState::Unjoined;
         let f = if first {
-            self.model.join(c)
+            match self.model.join(c) {
+                Some(f) => f,
+                None => return self.refused(c),
+            }
         } else {
             self.model.flight_of(c).expect("a live caller is unjoined or in a flight")
         };
@@ -760,6 +769,56 @@ impl<'g> Driver<'g> {
         Ok(())
     }
 
+    /// `c`'s first poll, for a new key while its group is at its bound and refuses new keys:
+    /// it must get `Aborted::is_full` at once, having joined nothing and run nothing (or panic
+    /// in its key's `Hash`, `Eq` or `Clone`, before the group looked at its bound).
+    fn refused(&mut self, c: CallerId) -> Checked {
+        self.probe.set_current(Some(c), true);
+        let waker = self.callers[c].waker.clone();
+        let fut = self.callers[c].fut.as_mut().expect("a live caller has its future");
+        let polled = catch_unwind(AssertUnwindSafe(|| fut.poll(&mut Context::from_waker(&waker))));
+        self.probe.set_current(None, false);
+        let mut key_panicked = None;
+        for event in self.probe.drain() {
+            match event {
+                Event::KeyUsed { what, by, panicked } => {
+                    ensure!(by == Some(c), "the key's {what:?} ran for {by:?} in {c}'s poll");
+                    if panicked {
+                        key_panicked = Some(what);
+                    }
+                }
+                event => return Err(format!("caller {c}, refused by the bound, did {event:?}")),
+            }
+        }
+        match polled {
+            Err(payload) => {
+                let planned = key_panicked.map(key_panic_message);
+                if planned.is_none() || planned.as_deref() != planned_message(&*payload) {
+                    resume_unwind(payload);
+                }
+                self.model.unrefuse();
+            }
+            Ok(Poll::Ready(Err(aborted))) if aborted.is_full() => {
+                ensure!(
+                    key_panicked.is_none(),
+                    "the key's {key_panicked:?} panicked, yet caller {c} returned"
+                );
+                let limit = self.model.bound.map(|(limit, _)| limit);
+                ensure!(
+                    aborted.cause() == coalescer::Cause::Full { limit: limit.unwrap_or(0) },
+                    "caller {c} was refused with {aborted:?}; the bound is {limit:?}"
+                );
+            }
+            Ok(other) => {
+                return Err(format!(
+                    "caller {c}'s group is at its bound ({:?}), yet its first poll gave {other:?}",
+                    self.model.bound
+                ));
+            }
+        }
+        self.discard(c)
+    }
+
     /// Checks what `c` got from flight `f`.
     fn check_result(&self, c: CallerId, f: FlightId, result: Result<Outcome<Val>, Aborted>) -> Checked {
         let flight = &self.model.flights[f];
@@ -991,6 +1050,7 @@ impl<'g> Driver<'g> {
             ("cancellations", counters.cancellations, counts.cancellations),
             ("forgets", counters.forgets, counts.forgets),
             ("shutdowns", counters.shutdowns, 0),
+            ("overflows", counters.overflows, counts.overflows),
         ];
         for (name, seen, expected) in pairs {
             ensure!(seen == expected, "counters().{name} is {seen}; expected {expected} ({counters:?})");

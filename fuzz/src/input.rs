@@ -191,6 +191,28 @@ pub enum KeyFn {
     Clone,
 }
 
+/// The groups' bound on keys in flight (`Group::max_in_flight`), if any.
+#[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bound {
+    /// No bound.
+    None,
+    /// At most `1 + n % 3` keys in flight; a new key beyond is refused (`WhenFull::Reject`).
+    Reject(u8),
+    /// At most `1 + n % 3` keys in flight; a new key beyond runs alone (`WhenFull::RunAlone`).
+    RunAlone(u8),
+}
+
+impl Bound {
+    /// The limit and whether a call beyond it runs alone.
+    pub fn limit(self) -> Option<(usize, bool)> {
+        match self {
+            Self::None => None,
+            Self::Reject(n) => Some((1 + usize::from(n % 3), false)),
+            Self::RunAlone(n) => Some((1 + usize::from(n % 3), true)),
+        }
+    }
+}
+
 /// A whole run: the key count, the operations, and how the run ends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Scenario {
@@ -203,6 +225,8 @@ pub struct Scenario {
     /// Check that the group runs the key's `Hash`, `Eq` and `Clone` only while a caller joins
     /// (its first poll) or in `forget`, never after (the `key_race` target).
     pub check_keys: bool,
+    /// Each group's bound on keys in flight.
+    pub bound: Bound,
 }
 
 /// Decodes operations until the input runs out (or [`MAX_OPS`]), with no length prefix or
@@ -287,7 +311,13 @@ impl ForgetRace {
             ForgetOp::Drop { caller } => Op::Drop { caller },
             ForgetOp::Arm { exec, ops } => Op::Arm { exec, ops: 1 + ops % 4 },
         });
-        Scenario { keys: 2 + self.keys % 3, ops: ops.collect(), ending: self.ending, check_keys: false }
+        Scenario {
+            keys: 2 + self.keys % 3,
+            ops: ops.collect(),
+            ending: self.ending,
+            check_keys: false,
+            bound: Bound::None,
+        }
     }
 }
 
@@ -416,6 +446,7 @@ impl CancellationRace {
             ops: ops.collect(),
             ending: self.ending,
             check_keys: false,
+            bound: Bound::None,
         }
     }
 }
@@ -551,6 +582,7 @@ impl UnwindRace {
             ops: ops.collect(),
             ending: self.ending,
             check_keys: false,
+            bound: Bound::None,
         }
     }
 }
@@ -566,6 +598,9 @@ pub struct KeyRace {
     pub modes: Modes,
     /// How the scenario ends.
     pub ending: Ending,
+    /// The groups' bound on keys in flight: a leader clones its key before it takes a permit,
+    /// so a panicking `Clone` must leave none taken.
+    pub bound: Bound,
     /// The operations (decoded until the input runs out).
     pub ops: Vec<KeyOp>,
 }
@@ -618,7 +653,13 @@ pub enum KeyOp {
 
 impl<'a> Arbitrary<'a> for KeyRace {
     fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
-        Ok(Self { keys: u.arbitrary()?, modes: u.arbitrary()?, ending: u.arbitrary()?, ops: ops(u)? })
+        Ok(Self {
+            keys: u.arbitrary()?,
+            modes: u.arbitrary()?,
+            ending: u.arbitrary()?,
+            bound: u.arbitrary()?,
+            ops: ops(u)?,
+        })
     }
 }
 
@@ -637,6 +678,12 @@ impl KeyRace {
             KeyOp::Forget { key } => Op::Forget { key },
             KeyOp::KeyPanics { what } => Op::KeyPanics { what },
         });
-        Scenario { keys: 2 + self.keys % 3, ops: ops.collect(), ending: self.ending, check_keys: true }
+        Scenario {
+            keys: 2 + self.keys % 3,
+            ops: ops.collect(),
+            ending: self.ending,
+            check_keys: true,
+            bound: self.bound,
+        }
     }
 }
