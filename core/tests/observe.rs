@@ -203,6 +203,7 @@ fn metrics_count_a_scripted_sequence_under_the_group_name() {
     let group = metrics::with_local_recorder(&recorder, || {
         Arc::new(Group::<u32, u32>::new().named("orders").max_in_flight(2, WhenFull::Reject))
     });
+    let started = std::time::Instant::now();
     common::run({
         let group = group.clone();
         async move {
@@ -242,6 +243,7 @@ fn metrics_count_a_scripted_sequence_under_the_group_name() {
             drop((a, b));
         }
     });
+    let run = started.elapsed().as_secs_f64();
     let snapshot: Vec<(String, String, DebugValue)> = snapshotter
         .snapshot()
         .into_vec()
@@ -274,7 +276,62 @@ fn metrics_count_a_scripted_sequence_under_the_group_name() {
         panic!("no duration histogram")
     };
     assert_eq!(durations.len(), 5);
-    assert!(durations.iter().all(|d| d.0 >= 0.0));
+    // Seconds, each within the run that held the flights.
+    assert!(durations.iter().all(|d| (0.0..=run).contains(&d.0)), "{durations:?} in a run of {run} s");
+}
+
+#[test]
+fn a_named_group_under_a_subscriber_keeps_each_flight_span_and_times_it() {
+    let _serial = serial();
+    let (recording, recorder) = (Recording::default(), DebuggingRecorder::new());
+    let snapshotter = recorder.snapshotter();
+    let group =
+        metrics::with_local_recorder(&recorder, || Arc::new(Group::<u32, u32>::new().named("orders")));
+    let started = std::time::Instant::now();
+    run_traced(&recording, {
+        let group = group.clone();
+        async move {
+            let gate = Gate::new();
+            let calls: Vec<_> = (0..2)
+                .map(|_| {
+                    let (group, gate) = (group.clone(), gate.clone());
+                    tokio::spawn(async move {
+                        group
+                            .work(&1, move || async move {
+                                gate.wait().await;
+                                1
+                            })
+                            .await
+                    })
+                })
+                .collect();
+            until(|| group.counters().followers == 1).await;
+            gate.open();
+            for c in calls {
+                assert_eq!(*c.await.unwrap().unwrap().value(), 1);
+            }
+            assert_eq!(*group.work(&2, || async { 2 }).await.unwrap().value(), 2);
+        }
+    });
+    let run = started.elapsed().as_secs_f64();
+    let seen = recording.0.lock().unwrap();
+    let flights = seen.spans.values().filter(|s| s.0 == "coalescer.flight").count();
+    assert_eq!(flights, 2, "one span per flight");
+    let ended = seen.events.iter().filter(|(m, p)| m.contains("flight ended") && p.is_some()).count();
+    assert_eq!(ended, 2, "each flight ends in its span");
+    let snapshot: Vec<_> = snapshotter.snapshot().into_vec();
+    let histogram = |name: &str| match snapshot.iter().find(|(k, _, _, _)| k.key().name() == name) {
+        Some((_, _, _, DebugValue::Histogram(values))) => {
+            let mut values: Vec<f64> = values.iter().map(|v| v.0).collect();
+            values.sort_by(f64::total_cmp);
+            values
+        }
+        other => panic!("{name}: {other:?}"),
+    };
+    assert_eq!(histogram("coalescer.flight.waiters"), [1.0, 2.0]);
+    let durations = histogram("coalescer.flight.duration");
+    assert_eq!(durations.len(), 2, "the flights with a span are timed too");
+    assert!(durations.iter().all(|d| (0.0..=run).contains(d)), "{durations:?} in a run of {run} s");
 }
 
 #[test]
