@@ -66,9 +66,6 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
             Joined::Full(limit) => return Err(NotJoined::Full(Aborted::full(limit))),
         };
         table.counters_of().record(if leader { Event::Leader } else { Event::Follower }, Some(flight.obs()));
-        if !leader {
-            flight.obs().joined();
-        }
         let running = leader && matches!(flight.mode(), Mode::Work);
         Ok(Self { table, flight, leader, running, task: None, done: false })
     }

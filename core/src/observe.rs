@@ -354,11 +354,6 @@ impl FlightObs {
         f()
     }
 
-    /// A caller joined this flight. Nothing: the join is reported with its
-    /// `Event::Follower`, which the caller records just before (the caller's span then
-    /// follows from the flight's). Kept for that call site, which may drop it.
-    #[inline]
-    pub(crate) fn joined(&self) {}
 }
 
 /// Enters `span` (out of line: only for a flight a subscriber wanted). The guard is kept in
