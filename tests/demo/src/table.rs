@@ -191,7 +191,8 @@ fn timeout_note(out: &mut String, summary: &Summary, row: &Row) {
     let _ = writeln!(
         out,
         "{}: {} request{} gave up {} after the release (and once every\n  \
-         request had joined its flight), {} of them leading a flight whose query SQLite had started.",
+         request had joined its flight), {} of them while running their flight's query in SQLite\n  \
+         (every leader; in work mode also an impatient follower promoted in a leader's place).",
         row.scenario.label(),
         row.timed_out,
         plural(row.timed_out),
@@ -208,8 +209,8 @@ fn timeout_note(out: &mut String, summary: &Summary, row: &Row) {
     } else if row.scenario == Scenario::TimeoutWork {
         writeln!(
             out,
-            "  {promotions} promotion{}: each time a leader left, its query was interrupted\n  \
-             and a waiting request was promoted to run its own. SQL queries per key {per_key}.",
+            "  {promotions} promotion{}: each time the request running the query left, the query was\n  \
+             interrupted and a waiting request was promoted to run its own. SQL queries per key {per_key}.",
             plural(promotions as usize)
         )
     } else {
