@@ -101,12 +101,13 @@ pub struct Plan {
     /// How long a cached report stays fresh.
     pub ttl: Duration,
     /// Requests per burst that give up at the deadline, in the timeout scenarios: the first
-    /// ones. The first request for each key (of the first `keys.len()`) leads its key's flight:
-    /// the others are let go only once SQLite has started the leaders' queries.
+    /// ones, and always the first request for each key, which leads its key's flight (the others
+    /// are let go only once SQLite has started the leaders' queries).
     pub impatient: usize,
     /// The deadline of the impatient requests, from the burst's release; it never falls before
     /// every request of the burst has joined its flight, so that a leader that gives up always
-    /// leaves followers behind.
+    /// leaves followers behind. (A leader whose query lands before its deadline, which a long
+    /// deadline allows, just gets its report: the table then says that no leader gave up.)
     pub timeout: Duration,
 }
 
