@@ -5,6 +5,7 @@
 use crate::Settings;
 use clap::Parser;
 use clap::builder::RangedU64ValueParser;
+use clap_complete::Shell;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -68,6 +69,10 @@ pub struct Cli {
     /// The Redis for --processes [default: a local redis-server the demo starts]
     #[arg(long, value_name = "URL", conflicts_with = "http")]
     pub redis: Option<String>,
+    /// Print a completion script for SHELL and exit (e.g. `stampede --completions bash >
+    /// ~/.local/share/bash-completion/completions/stampede`)
+    #[arg(long, value_name = "SHELL", exclusive = true)]
+    pub completions: Option<Shell>,
 }
 
 /// What the command line asks for.
@@ -86,6 +91,8 @@ pub enum Command {
         /// The Redis to use; `None` starts a local `redis-server`.
         redis: Option<String>,
     },
+    /// `--completions SHELL`: print the completion script (see [`completions`]).
+    Completions(Shell),
 }
 
 /// A run without `--processes` but with `--redis URL` starts this many processes.
@@ -94,6 +101,9 @@ pub const DEFAULT_PROCESSES: usize = 4;
 impl Cli {
     /// What these arguments ask for.
     pub fn into_command(self) -> Command {
+        if let Some(shell) = self.completions {
+            return Command::Completions(shell);
+        }
         let settings = Settings {
             db_path: self.db.unwrap_or_else(crate::default_db_path),
             shape: crate::db::Shape { orders: self.orders, ..Default::default() },
@@ -144,6 +154,19 @@ where
     T: Into<OsString> + Clone,
 {
     Cli::try_parse_from(args).map(Cli::into_command)
+}
+
+/// Writes `shell`'s completion script for the `stampede` command line to `out`.
+///
+/// # Examples
+///
+/// ```
+/// let mut script = Vec::new();
+/// stampede::args::completions(clap_complete::Shell::Bash, &mut script);
+/// assert!(String::from_utf8(script).unwrap().contains("--requests"));
+/// ```
+pub fn completions(shell: Shell, out: &mut dyn std::io::Write) {
+    clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "stampede", out);
 }
 
 /// A number of at least 1 (clap puts the message after "invalid value '0' for '--flag <N>': ").
@@ -214,6 +237,7 @@ mod tests {
             panic!("--redis")
         };
         assert_eq!((processes, redis.as_deref()), (DEFAULT_PROCESSES, Some("redis://127.0.0.1:6400/")));
+        assert!(matches!(parse("--completions zsh"), Ok(Command::Completions(Shell::Zsh))));
     }
 
     #[test]
@@ -229,6 +253,8 @@ mod tests {
             ("--processes 0", ErrorKind::ValueValidation),
             ("--http --processes 2", ErrorKind::ArgumentConflict),
             ("--http --redis redis://localhost/", ErrorKind::ArgumentConflict),
+            ("--completions bash --requests 3", ErrorKind::ArgumentConflict),
+            ("--completions tcsh", ErrorKind::InvalidValue),
         ] {
             let error = parse(line).expect_err(line);
             assert_eq!(error.kind(), kind, "{line}: {error}");

@@ -15,6 +15,10 @@ fn main() -> ExitCode {
         Command::Processes { settings, processes, redis } => {
             exit(stampede::redis::run(&settings, processes, redis).map(|table| print!("{table}")))
         }
+        Command::Completions(shell) => {
+            stampede::args::completions(shell, &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
     }
 }
 

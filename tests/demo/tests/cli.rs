@@ -44,6 +44,7 @@ fn help_prints_every_flag_on_stdout_and_exits_with_0() {
         "--http",
         "--processes <N>",
         "--redis <URL>",
+        "--completions <SHELL>",
         "-h, --help",
     ] {
         assert!(help.contains(flag), "{flag} is missing from --help:\n{help}");
@@ -65,5 +66,16 @@ fn a_bad_flag_or_value_is_a_usage_error_on_stderr_with_exit_code_2() {
         assert!(stderr.starts_with("error: ") && stderr.contains(says), "{args:?}: {stderr}");
         assert!(stderr.contains("For more information, try '--help'."), "{args:?}: {stderr}");
         assert!(output.stdout.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn completions_print_a_shell_script_that_knows_every_flag() {
+    let output = stampede(&["--completions", "bash"]);
+    let script = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(output.status.code(), Some(0), "{script}");
+    assert!(script.contains("_stampede()") && script.contains("complete -F _stampede"), "{script}");
+    for flag in ["--requests", "--impatient", "--processes", "--redis", "--completions"] {
+        assert!(script.contains(flag), "{flag} is missing from the bash completions");
     }
 }
