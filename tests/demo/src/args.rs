@@ -12,15 +12,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// A cache stampede on a real SQLite database, and what coalescer does about it.
-///
-/// Fires bursts of concurrent requests for the same revenue report and answers them naively,
-/// coalesced, behind coalescer::cache, and with leaders giving up at a deadline; SQLite's own
-/// trace hook counts the queries.
 #[derive(Clone, Debug, Parser)]
 #[command(
     name = "stampede",
     version,
-    after_help = "From the repository: cargo run --release -p stampede -- [OPTIONS]"
+    after_help = "It fires bursts of concurrent requests for the same revenue report and answers them \
+                  naively, coalesced, behind coalescer::cache, and with leaders giving up at a \
+                  deadline; SQLite's own trace hook counts the queries.\n\
+                  From the repository: cargo run --release -p stampede -- [OPTIONS]"
 )]
 pub struct Cli {
     /// Concurrent requests in each burst
