@@ -192,12 +192,16 @@ fn timeout_note(out: &mut String, summary: &Summary, row: &Row) {
         out,
         "{}: {} request{} gave up {} after the release (and once every\n  \
          request had joined its flight), {} of them while running their flight's query in SQLite\n  \
-         (every leader; in work mode also an impatient follower promoted in a leader's place).",
+         ({}).",
         row.scenario.label(),
         row.timed_out,
         plural(row.timed_out),
         duration(summary.timeout),
         row.leaders_gave_up,
+        match row.scenario {
+            Scenario::TimeoutWork => "every leader, and any impatient follower promoted in a leader's place",
+            _ => "every leader",
+        },
     );
     let per_key = per_key(row);
     let _ = if row.leaders_gave_up == 0 {
