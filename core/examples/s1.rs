@@ -41,12 +41,13 @@ fn main() {
     let mode = args.next().unwrap_or_else(|| "work".into());
     let calls: u64 = args.next().map_or(100_000, |n| n.parse().expect("a number of calls"));
     let group = coalescer::Group::<u64, u64>::new();
+    let shared = coalescer::Group::<u64, u64>::new().shared();
     let before = ALLOCATIONS.load(Relaxed);
     futures_lite::future::block_on(async {
         for key in 0..calls {
             let outcome = match mode.as_str() {
-                "work" => group.work(key, || async move { key }).await,
-                "shared" => group.work_shared(key, || async move { key }).await,
+                "work" => group.work(&key, || async move { key }).await,
+                "shared" => shared.work(&key, || async move { key }).await,
                 other => panic!("unknown mode {other}: work or shared"),
             };
             assert_eq!(outcome.map(coalescer::Outcome::into_value).ok(), Some(key));

@@ -15,7 +15,7 @@ use crate::sync::{CounterAtomic, Ordering::Relaxed};
 /// ```
 /// # futures_lite::future::block_on(async {
 /// let group = coalescer::Group::<u8, u8>::new();
-/// group.work(1, || async { 1 }).await.unwrap();
+/// group.work(&1, || async { 1 }).await.unwrap();
 /// let c = group.counters();
 /// assert_eq!((c.leaders, c.followers, c.panics), (1, 0, 0));
 /// # });

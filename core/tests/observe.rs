@@ -114,7 +114,7 @@ fn each_follower_span_follows_from_the_flight_span_and_the_work_runs_inside_it()
             tokio::spawn(
                 async move {
                     group
-                        .work(7, move || {
+                        .work(&7, move || {
                             async move {
                                 gate.wait().await;
                                 7
@@ -131,7 +131,7 @@ fn each_follower_span_follows_from_the_flight_span_and_the_work_runs_inside_it()
             .map(|id| {
                 let group = group.clone();
                 tokio::spawn(
-                    async move { group.work(7, || async { unreachable!() }).await }
+                    async move { group.work(&7, || async { unreachable!() }).await }
                         .instrument(tracing::info_span!("request", id)),
                 )
             })
@@ -170,11 +170,11 @@ fn keys_are_not_span_fields_unless_asked_for_and_promotions_are_events() {
     let recording = Recording::default();
     run_traced(&recording, async {
         let group = Arc::new(Group::<u32, u32>::new());
-        let mut leader = Box::pin(group.work(1, std::future::pending::<u32>));
+        let mut leader = Box::pin(group.work(&1, std::future::pending::<u32>));
         assert!(poll_once(&mut leader).is_pending());
         let follower = {
             let group = group.clone();
-            tokio::spawn(async move { group.work(1, || async { 1 }).await })
+            tokio::spawn(async move { group.work(&1, || async { 1 }).await })
         };
         until(|| group.counters().followers == 1).await;
         drop(leader);
@@ -213,7 +213,7 @@ fn metrics_count_a_scripted_sequence_under_the_group_name() {
                     let (group, gate) = (group.clone(), gate.clone());
                     tokio::spawn(async move {
                         group
-                            .work(1, move || async move {
+                            .work(&1, move || async move {
                                 gate.wait().await;
                                 1
                             })
@@ -228,14 +228,16 @@ fn metrics_count_a_scripted_sequence_under_the_group_name() {
             }
             // A panic, a cancellation, a forget, an overflow.
             let g = group.clone();
-            assert!(tokio::spawn(async move { g.work(2, || async { panic!("boom") }).await }).await.is_err());
-            let mut abandoned = Box::pin(group.work(3, std::future::pending::<u32>));
+            assert!(
+                tokio::spawn(async move { g.work(&2, || async { panic!("boom") }).await }).await.is_err()
+            );
+            let mut abandoned = Box::pin(group.work(&3, std::future::pending::<u32>));
             assert!(poll_once(&mut abandoned).is_pending());
             drop(abandoned);
-            let mut a = Box::pin(group.work(4, std::future::pending::<u32>));
-            let mut b = Box::pin(group.work(5, std::future::pending::<u32>));
+            let mut a = Box::pin(group.work(&4, std::future::pending::<u32>));
+            let mut b = Box::pin(group.work(&5, std::future::pending::<u32>));
             assert!(poll_once(&mut a).is_pending() && poll_once(&mut b).is_pending());
-            assert!(group.work(6, || async { 6 }).await.unwrap_err().is_full());
+            assert!(group.work(&6, || async { 6 }).await.unwrap_err().is_full());
             assert!(group.forget(&4));
             drop((a, b));
         }

@@ -42,7 +42,7 @@ impl<'a> Arbitrary<'a> for Start {
 pub enum Modes {
     /// `Group::work` for every caller.
     Work,
-    /// `Group::work_shared` for every caller.
+    /// a shared group's `work` for every caller.
     Shared,
     /// Each `Join` picks (a flight's mode is its leader's).
     Mixed,
@@ -74,13 +74,13 @@ pub enum Ending {
 /// candidates, so that every byte string is a valid scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
-    /// A new call for `key` (modulo the key count): `work_shared` when `shared`, else `work`;
+    /// A new call for `key` (modulo the key count): shared-mode `work` when `shared`, else `work`;
     /// wrapped in a `Timeout` when `timed`; polled at once when `poll` (else it joins on its
     /// first poll, as futures are lazy).
     Join {
         /// The key, modulo the scenario's key count.
         key: u8,
-        /// `work_shared` rather than `work`.
+        /// shared-mode `work` rather than `work`.
         shared: bool,
         /// Wrapped in a `Timeout` whose timer fires on `FireTimer`.
         timed: bool,
@@ -237,7 +237,7 @@ pub enum ForgetOp {
     Join {
         /// The key.
         key: u8,
-        /// `work_shared` (in mixed mode).
+        /// shared-mode `work` (in mixed mode: a key keeps the mode of its first caller).
         shared: bool,
         /// Polled at once.
         poll: bool,
@@ -319,7 +319,7 @@ pub enum CancelOp {
     Join {
         /// The key.
         key: u8,
-        /// `work_shared` (in mixed mode).
+        /// shared-mode `work` (in mixed mode: a key keeps the mode of its first caller).
         shared: bool,
         /// Wrapped in a `Timeout`.
         timed: bool,
@@ -442,7 +442,7 @@ pub enum UnwindOp {
     Join {
         /// The key.
         key: u8,
-        /// `work_shared` (in mixed mode).
+        /// shared-mode `work` (in mixed mode: a key keeps the mode of its first caller).
         shared: bool,
         /// Wrapped in a `Timeout`.
         timed: bool,
@@ -577,7 +577,7 @@ pub enum KeyOp {
     Join {
         /// The key.
         key: u8,
-        /// `work_shared` (in mixed mode).
+        /// shared-mode `work` (in mixed mode: a key keeps the mode of its first caller).
         shared: bool,
         /// Polled at once.
         poll: bool,

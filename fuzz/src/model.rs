@@ -15,7 +15,7 @@ pub(crate) type FlightId = usize;
 pub(crate) enum Mode {
     /// `Group::work`: the work runs inside the future of the caller that started it.
     Work,
-    /// `Group::work_shared`: the flight owns the work and any member drives it.
+    /// a shared group's `work`: the flight owns the work and any member drives it.
     Shared,
 }
 
