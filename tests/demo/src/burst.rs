@@ -3,8 +3,8 @@
 use crate::cache::StableLoader;
 use crate::db::{Db, QueryError, Report, Ticket};
 use crate::latch::Latch;
-use coalescer::futures::{TimedOut, Timeout};
-use coalescer::{Counters, Outcome, TryGroup};
+use coalescer::futures::Timeout;
+use coalescer::{Counters, Outcome, SharedGroup, TryGroup};
 use std::collections::{BTreeMap, HashMap};
 use std::pin::pin;
 use std::sync::Arc;
@@ -44,7 +44,7 @@ impl Drop for CancelOnDrop {
 pub enum Scenario {
     /// Every request runs the query: the stampede.
     Naive,
-    /// Requests for the same key share one query (`try_work_shared`).
+    /// Requests for the same key share one query (a shared-mode group's `try_work`).
     Coalesced,
     /// `coalescer::cache` (a TTL cache whose loads are flights): the stable loader.
     Cached,
@@ -76,10 +76,10 @@ impl Scenario {
     pub fn label(self) -> &'static str {
         match self {
             Self::Naive => "naive: every request queries",
-            Self::Coalesced => "coalesced: try_work_shared",
+            Self::Coalesced => "coalesced: shared group",
             Self::Cached => "coalescer::cache (TTL)",
-            Self::TimeoutWork => "leaders time out: try_work",
-            Self::TimeoutShared => "leaders time out: try_work_shared",
+            Self::TimeoutWork => "leaders time out: work group",
+            Self::TimeoutShared => "leaders time out: shared group",
         }
     }
 
@@ -191,7 +191,10 @@ struct State {
     db: Arc<Db>,
     scenario: Scenario,
     timeout: Duration,
+    /// Work mode (`TimeoutWork`).
     group: TryGroup<i64, Arc<Report>, QueryError>,
+    /// Shared-work mode (`Coalesced`, `TimeoutShared`).
+    shared: SharedGroup<i64, Result<Arc<Report>, Arc<QueryError>>>,
     loader: StableLoader,
 }
 
@@ -208,6 +211,7 @@ pub async fn run(
         timeout: plan.timeout,
         // The group's name: the `group` label of its metrics and field of its flights' spans.
         group: TryGroup::new().named(scenario.slug()),
+        shared: TryGroup::new().named(scenario.slug()).shared(),
         loader: StableLoader::new(db.clone(), plan.ttl),
     });
     let (queries_before, per_key_before) = (db.log().total(), db.log().per_key());
@@ -236,7 +240,8 @@ pub async fn run(
         Scenario::Naive => None,
         // The cache's own loads are not counted as a group's leaders and followers.
         Scenario::Cached => None,
-        _ => Some(state.group.counters()),
+        Scenario::TimeoutWork => Some(state.group.counters()),
+        Scenario::Coalesced | Scenario::TimeoutShared => Some(state.shared.counters()),
     };
     tally(scenario, samples, reference, wall, counters)
         .with_queries(db.log().total() - queries_before, per_key)
@@ -323,11 +328,11 @@ async fn request(state: &State, gates: &Gates, key: i64, role: Role, released: I
     let db = state.db.clone();
     match state.scenario {
         Scenario::Naive => from_query(query(db, key).await),
-        // `try_work_shared` rather than `try_work`: the flight owns the query, so a request
+        // A shared-mode group rather than a work-mode one: the flight owns the query, so a request
         // that is cancelled or times out (the leader included) neither cancels nor restarts
         // the query for the others; it is dropped only when the last waiting request leaves.
         // It needs a `Send + 'static` query, which a spawned blocking query is anyway.
-        Scenario::Coalesced => from_flight(state.group.try_work_shared(key, || query(db, key)).await),
+        Scenario::Coalesced => from_flight(state.shared.try_work(&key, || query(db, key)).await),
         Scenario::Cached => match state.loader.load(key).await {
             Ok((report, served)) if served.is_cached() => Answer::Value(report, How::Cache),
             Ok((report, coalescer::cache::Served::Loaded)) => Answer::Value(report, How::Ran),
@@ -338,11 +343,11 @@ async fn request(state: &State, gates: &Gates, key: i64, role: Role, released: I
         // its query is dropped (and interrupted), and a waiting request is promoted to run
         // its own closure: a second query.
         Scenario::TimeoutWork => {
-            let call = state.group.try_work(key, || query(db, key));
+            let call = state.group.try_work(&key, || query(db, key));
             with_deadline(call, state, gates, role, released).await
         }
         Scenario::TimeoutShared => {
-            let call = state.group.try_work_shared(key, || query(db, key));
+            let call = state.shared.try_work(&key, || query(db, key));
             with_deadline(call, state, gates, role, released).await
         }
     }
@@ -384,8 +389,8 @@ where
         tokio::time::sleep_until((released + state.timeout).into()).await;
     };
     match Timeout::new(call, deadline).await {
-        Ok(result) => from_flight(result),
-        Err(TimedOut { .. }) => Answer::TimedOut,
+        Err(e) if e.is_timed_out() => Answer::TimedOut,
+        result => from_flight(result),
     }
 }
 

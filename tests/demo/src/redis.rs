@@ -191,7 +191,7 @@ fn child() -> Result<(), BoxError> {
                 &redis::AsyncConnectionConfig::new().set_response_timeout(None),
             )
             .await?;
-        let local = Arc::new(coalescer::TryGroup::<i64, Arc<Report>, QueryError>::new());
+        let local = Arc::new(coalescer::TryGroup::<i64, Arc<Report>, QueryError>::new().shared());
         let fleet: RedisGroup<Arc<Report>, QueryError, ReportCodec> =
             RedisGroup::builder(client).prefix(prefix.clone()).codec(ReportCodec).build();
         let before = db.log().total();
@@ -214,11 +214,7 @@ fn child() -> Result<(), BoxError> {
                             .map_err(|e| e.to_string())
                     } else {
                         let work = move || query(db, KEY);
-                        local
-                            .try_work_shared(KEY, work)
-                            .await
-                            .map(|o| o.into_value())
-                            .map_err(|e| e.to_string())
+                        local.try_work(&KEY, work).await.map(|o| o.into_value()).map_err(|e| e.to_string())
                     }
                 })
             })
