@@ -353,7 +353,6 @@ impl FlightObs {
         }
         f()
     }
-
 }
 
 /// Enters `span` (out of line: only for a flight a subscriber wanted). The guard is kept in
