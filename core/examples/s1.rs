@@ -5,8 +5,11 @@
 //!
 //! ```text
 //! cargo build --release -p coalescer --example s1 [--features tracing,metrics]
-//! valgrind --tool=callgrind target/release/examples/s1 work 200000
+//! valgrind --tool=callgrind target/release/examples/s1 work 200000 [named]
 //! ```
+//!
+//! With `named`, the group is named (`Group::named`): with the `metrics` feature, a named
+//! group also times each flight for its histograms, which an unnamed one does not.
 //!
 //! The instructions of one call are (Ir at N) - (Ir at 0), over N; `ci/observe-overhead.sh`
 //! does that for the features off and on.
@@ -40,13 +43,22 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "work".into());
     let calls: u64 = args.next().map_or(100_000, |n| n.parse().expect("a number of calls"));
-    let group = coalescer::Group::<u64, u64>::new();
+    let named = match args.next().as_deref() {
+        None => false,
+        Some("named") => true,
+        Some(other) => panic!("unknown option {other}: named or nothing"),
+    };
+    let mut group = coalescer::Group::<u64, u64>::new();
+    let mut shared = coalescer::Group::<u64, u64>::new().shared();
+    if named {
+        (group, shared) = (group.named("s1"), shared.named("s1"));
+    }
     let before = ALLOCATIONS.load(Relaxed);
     futures_lite::future::block_on(async {
         for key in 0..calls {
             let outcome = match mode.as_str() {
-                "work" => group.work(key, || async move { key }).await,
-                "shared" => group.work_shared(key, || async move { key }).await,
+                "work" => group.work(&key, || async move { key }).await,
+                "shared" => shared.work(&key, || async move { key }).await,
                 other => panic!("unknown mode {other}: work or shared"),
             };
             assert_eq!(outcome.map(coalescer::Outcome::into_value).ok(), Some(key));

@@ -5,17 +5,22 @@ use crate::flight::Mode;
 use crate::handle::{Driven, Handle, NotJoined};
 use crate::outcome::{Aborted, Outcome};
 use crate::table::Table;
+use alloc::borrow::ToOwned;
+use core::borrow::Borrow;
+use core::hash::Hash;
 use event_listener::{EventListener, Listener};
 
 /// Joins `key`'s flight on this thread: runs `work` as the leader (or when promoted), or waits.
-pub(crate) fn run<G>(
+pub(crate) fn run<G, Q>(
     table: &G,
-    key: G::Key,
+    key: &Q,
     work: impl FnOnce() -> G::Value,
 ) -> Result<Outcome<G::Value>, Aborted>
 where
     G: Table,
     G::Value: Clone,
+    G::Key: Borrow<Q>,
+    Q: ?Sized + Hash + Eq + ToOwned<Owned = G::Key>,
 {
     let mut handle = join(table, key)?;
     if !handle.is_leader() {
@@ -35,13 +40,17 @@ where
 }
 
 /// Joins `key`'s flight, first waiting out a closing one; refused when the group is full.
-fn join<G: Table>(table: &G, mut key: G::Key) -> Result<Handle<G, &G>, Aborted> {
+fn join<'a, G, Q>(table: &'a G, key: &Q) -> Result<Handle<G, &'a G>, Aborted>
+where
+    G: Table,
+    G::Key: Borrow<Q>,
+    Q: ?Sized + Hash + Eq + ToOwned<Owned = G::Key>,
+{
     loop {
         match Handle::join(table, key, Mode::Work) {
             Ok(handle) => return Ok(handle),
             Err(NotJoined::Full(aborted)) => return Err(aborted),
-            Err(NotJoined::Closing(k, flight)) => {
-                key = k;
+            Err(NotJoined::Closing(flight)) => {
                 let mut listener: Option<EventListener> = None;
                 while flight.load().is_closing() {
                     match listener.take() {

@@ -20,27 +20,90 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 use pin_project_lite::pin_project;
 
-/// Spawns a detached flight's work, once the leader has created the flight. Made where the
-/// bounds that spawning needs are known, and boxed so that the call's future need not name the
-/// spawner's type.
-pub(crate) type SpawnFn<'a, V, Fut> = Box<dyn FnOnce(Fut, Arc<Flight<V>>) -> Owned<V> + Send + Sync + 'a>;
+/// Spawns a detached flight's work once the leader has created the flight: the group (behind
+/// its `Arc`, since the task outlives the callers) and its spawner. Made where the bounds that
+/// spawning needs are known; a call holds it as a trait object, so that its future need not
+/// name the spawner's type.
+pub(crate) trait SpawnWork<V, Fut: Future>: Send + Sync {
+    /// Spawns the task that runs `work`, turns its output into the value with `finish`, and
+    /// ends `flight`. What the flight keeps of the task: its handle when the last caller out
+    /// must abort it, nothing otherwise (dropping a detaching handle leaves the task running).
+    fn spawn_work(
+        &self,
+        work: Fut,
+        finish: fn(Fut::Output) -> Result<V, Aborted>,
+        flight: Arc<Flight<V>>,
+    ) -> Owned<V>;
 
-/// The [`SpawnFn`] of a call to `work_detached` on `table` for `key`.
-pub(crate) fn spawner<'a, G, Fut, S>(
-    table: StdArc<G>,
-    spawn: S,
-    finish: fn(Fut::Output) -> Result<G::Value, Aborted>,
-) -> SpawnFn<'a, G::Value, Fut>
+    /// Whether the last caller out aborts the task.
+    fn aborts(&self) -> bool;
+}
+
+/// How a call reaches its [`SpawnWork`]: borrowed from a detached group (no allocation per
+/// call), or owned, for a spawner given with the call.
+pub(crate) enum Spawner<'a, V, Fut: Future> {
+    Borrowed(&'a dyn SpawnWork<V, Fut>),
+    Owned(Box<dyn SpawnWork<V, Fut> + 'a>),
+}
+
+impl<V, Fut: Future> Spawner<'_, V, Fut> {
+    pub(crate) fn get(&self) -> &dyn SpawnWork<V, Fut> {
+        match self {
+            Self::Borrowed(spawn) => *spawn,
+            Self::Owned(spawn) => &**spawn,
+        }
+    }
+}
+
+/// A table and a spawner given with the call (the cache's refreshes, `Single`).
+pub(crate) struct WithSpawner<G, Sp> {
+    pub(crate) table: StdArc<G>,
+    pub(crate) spawn: Sp,
+}
+
+impl<G, Sp, Fut> SpawnWork<G::Value, Fut> for WithSpawner<G, Sp>
 where
     G: Table + Send + Sync + 'static,
     G::Value: Clone + Send + Sync + 'static,
     Fut: Future + Send + 'static,
-    S: Spawn + Send + Sync + 'a,
+    Sp: Spawn + Send + Sync,
 {
-    Box::new(move |work, flight| {
-        let handle = Handle::for_task(table, flight);
-        Owned::Task(Box::new(spawn.spawn(Completer { work: Some(work), finish, handle })))
-    })
+    fn spawn_work(
+        &self,
+        work: Fut,
+        finish: fn(Fut::Output) -> Result<G::Value, Aborted>,
+        flight: Arc<Flight<G::Value>>,
+    ) -> Owned<G::Value> {
+        spawn_on(&self.spawn, self.table.clone(), work, finish, flight)
+    }
+
+    fn aborts(&self) -> bool {
+        self.spawn.aborts_when_abandoned()
+    }
+}
+
+/// Spawns the task of `flight` with `spawn`.
+pub(crate) fn spawn_on<G, Fut, Sp>(
+    spawn: &Sp,
+    table: StdArc<G>,
+    work: Fut,
+    finish: fn(Fut::Output) -> Result<G::Value, Aborted>,
+    flight: Arc<Flight<G::Value>>,
+) -> Owned<G::Value>
+where
+    G: Table + Send + Sync + 'static,
+    G::Value: Clone + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Sp: Spawn,
+{
+    let handle = Handle::for_task(table, flight);
+    let task = spawn.spawn(Completer { work: Some(work), finish, handle });
+    if spawn.aborts_when_abandoned() {
+        Owned::Task(Some(Box::new(task)))
+    } else {
+        drop(task); // a detaching handle: the task runs on without it
+        Owned::Task(None)
+    }
 }
 
 pin_project! {

@@ -42,7 +42,8 @@ pub(crate) type BoxedWork<V> = Pin<Box<dyn Future<Output = Result<V, Aborted>> +
 #[allow(missing_debug_implementations)]
 pub(crate) enum Owned<V> {
     Work(BoxedWork<V>),
-    Task(#[allow(dead_code)] Box<dyn Send>),
+    /// The task's handle, kept only when dropping it aborts the task.
+    Task(#[allow(dead_code)] Option<Box<dyn Send>>),
 }
 
 /// How a flight's work runs, fixed when the flight is created. Internal.

@@ -1,7 +1,9 @@
 //! [`Group`]: request coalescing for many keys, on `scc::HashMap`.
 
-use crate::flight::{Flight, Mode};
+use crate::detached::{SpawnWork, Spawner, WithSpawner};
+use crate::flight::{Flight, Mode, Owned};
 use crate::limit::{Limit, WhenFull};
+use crate::mode::{Detached, Inline, Shared};
 use crate::observe::FlightObs;
 use crate::outcome::{Aborted, Error, Outcome, split_try};
 use crate::slot::{ById, ByKey, Slot, StoredHash};
@@ -27,16 +29,30 @@ pub const DEFAULT_CAPACITY: usize = 128;
 ///
 /// # Choosing a mode
 ///
-/// | method | work | a dropped leader | a stalled leader | needs |
-/// |---|---|---|---|---|
-/// | [`work`](Self::work) | borrowed, runs inside the leader's future | one follower is promoted and runs *its own* closure | blocks the followers | nothing |
-/// | [`work_shared`](Self::work_shared) | owned by the flight, driven by any waiter | the others keep driving the *same* future | does not matter | `Send + 'static` work |
-/// | [`work_blocking`](Self::work_blocking) | a closure run on the leader's thread | (threads are not cancelled) | — | a thread |
+/// The mode is the group's fourth type parameter, chosen when the group is built, so every
+/// flight of a group runs the same way (see [`mode`](crate::mode)):
 ///
-/// The runtime adapters (`coalescer-tokio`, `coalescer-smol`, `coalescer-async-std`) add a
-/// third mode, *detached*: the work is spawned and finishes even if every caller leaves.
-/// Each method has a fallible twin (`try_*`) that shares an `Err` with the concurrent callers
-/// without needing `E: Clone`.
+/// | group | made by | work | a dropped leader | a stalled leader | needs |
+/// |---|---|---|---|---|---|
+/// | `Group<K, V>` ([`Inline`]) | [`Group::new`] | borrowed, runs inside the leader's future | one follower is promoted and runs *its own* closure | blocks the followers | nothing |
+/// | [`SharedGroup<K, V>`](crate::SharedGroup) | [`.shared()`](Self::shared) | owned by the flight, driven by any waiter | the others keep driving the *same* future | does not matter | `Send + 'static` work |
+/// | [`DetachedGroup<K, V, Sp>`](crate::DetachedGroup) | [`.detached(spawner)`](Self::detached) | spawned with `Sp` | nothing changes: it runs to completion | nothing changes | a runtime's [`Spawn`] |
+///
+/// Every mode has the async `work`, the blocking [`work_blocking`](Self::work_blocking) (a
+/// closure run on the leader's thread, which a drop never cancels), and their fallible twins
+/// (`try_*`) that share an `Err` with the concurrent callers without needing `E: Clone`.
+///
+/// # Keys
+///
+/// Calls take the key by reference, in any borrowed form of it (`&str` for a `String` key, as
+/// [`HashMap::get`](std::collections::HashMap::get) does): followers never copy it, and the
+/// leader makes the one owned key the map keeps (`ToOwned`, a clone for most keys).
+///
+/// # Calls are lazy
+///
+/// `work` returns a future that does nothing until it is first polled: that first poll joins
+/// the key's flight (or starts it). Two calls made and then awaited one after the other are two
+/// flights, not one.
 ///
 /// # Locking
 ///
@@ -70,7 +86,7 @@ pub const DEFAULT_CAPACITY: usize = 128;
 /// | the work's `Drop`, after it finished | the flight ends with the work's result all the same; the panic is counted in [`Counters::panics`] and resumed in the caller that dropped it |
 /// | the work's `Drop`, when the last caller abandons shared work | the key is still freed; the panic propagates out of that caller's drop of its future |
 /// | `V::clone`, as a caller reads the result | only that caller panics: the result was published before any clone, the others get theirs, and the last reader takes the stored value without cloning |
-/// | the key's `Hash` or `Clone` | the panic propagates to the caller that called; it joined nothing, and the group is unchanged. The key is hashed once per call, before any lock, and never cloned |
+/// | the key's `Hash` or `Clone` | the panic propagates to the caller that called; it joined nothing, and the group is unchanged. The key is hashed once per call, before any lock; only a leader clones it (`ToOwned`), outside any lock and before it takes a permit of the bound |
 /// | the key's `Eq` | the same: it runs only while a caller joins (and in [`forget`](Self::forget)); scc's bucket lock is released as it unwinds. A flight's entry is found again by its identity, so a key whose `Hash` or `Eq` panics only sometimes never strands a flight |
 /// | the key's `Drop` | runs outside every lock, in the caller that let go of the key |
 /// | a [`Spawn`] impl | before it handed the task over: the flight ends with [`Aborted::is_panic`], and the leader resumes the panic. After: the task and the leader race to end the flight, exactly one of them wins (the followers get the task's value or `Aborted`), and the leader resumes the panic |
@@ -94,7 +110,7 @@ pub const DEFAULT_CAPACITY: usize = 128;
 /// for _ in 0..10 {
 ///     let (group, queries) = (group.clone(), queries.clone());
 ///     requests.push(tokio::spawn(async move {
-///         let outcome = group.work("report".to_string(), || async {
+///         let outcome = group.work("report", || async {
 ///             queries.fetch_add(1, SeqCst);
 ///             // Stand-in for a slow query: it finishes once all ten requests have arrived.
 ///             while group.counters().followers < 9 { tokio::task::yield_now().await }
@@ -110,14 +126,24 @@ pub const DEFAULT_CAPACITY: usize = 128;
 /// assert!(group.is_idle());            // not a cache: the key is free again
 /// # });
 /// ```
-pub struct Group<K, V, S: BuildHasher = DefaultHashBuilder> {
+pub struct Group<K, V, S: BuildHasher = DefaultHashBuilder, M = Inline> {
     map: scc::HashMap<Slot<K>, Arc<Flight<V>>, StoredHash>,
     hasher: S,
     limit: Option<Limit>,
     /// Formats a key for the flight's span, when the user asked for keys in traces.
     key_debug: Option<KeyDebug<K>>,
     stats: Stats,
+    mode: M,
 }
+
+/// A [`Group`] whose flights own their work, which any waiter drives: a dropped or stalled
+/// leader neither restarts the work nor holds the others up. Made by
+/// [`Group::shared`](Group::shared).
+pub type SharedGroup<K, V, S = DefaultHashBuilder> = Group<K, V, S, Shared>;
+
+/// A [`Group`] whose leaders spawn their work with `Sp` (a runtime adapter's spawner): it runs
+/// to completion even if every caller walks away. Made by [`Group::detached`](Group::detached).
+pub type DetachedGroup<K, V, Sp, S = DefaultHashBuilder> = Group<K, V, S, Detached<Sp>>;
 
 /// Views a key as `Debug` (made where `K: Debug` is known).
 type KeyDebug<K> = fn(&K) -> &dyn fmt::Debug;
@@ -132,7 +158,8 @@ pub type DefaultHashBuilder = foldhash::fast::RandomState;
 
 /// A [`Group`] for fallible work: the value is `Result<T, Arc<E>>`, so that an error can be
 /// shared with the concurrent callers without `E: Clone`. Use it with the `try_*` methods.
-pub type TryGroup<K, T, E, S = DefaultHashBuilder> = Group<K, Result<T, StdArc<E>>, S>;
+/// The mode is the last parameter, as in [`Group`].
+pub type TryGroup<K, T, E, S = DefaultHashBuilder, M = Inline> = Group<K, Result<T, StdArc<E>>, S, M>;
 
 impl<K: Hash + Eq, V> Group<K, V, DefaultHashBuilder> {
     /// A group sized for [`DEFAULT_CAPACITY`] keys in flight at once.
@@ -167,6 +194,12 @@ impl<K: Hash + Eq, V> Default for Group<K, V, DefaultHashBuilder> {
     }
 }
 
+impl<K: Hash + Eq, V> Default for Group<K, V, DefaultHashBuilder, Shared> {
+    fn default() -> Self {
+        Group::new().shared()
+    }
+}
+
 impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     /// A group with a given hasher (a fixed one makes runs reproducible, as loom models need).
     ///
@@ -197,7 +230,42 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
             limit: None,
             key_debug: None,
             stats: Stats::default(),
+            mode: Inline,
         }
+    }
+
+    /// This group in [shared mode](crate::mode::Shared): every flight owns its work, which any
+    /// waiter drives. A builder method: call it before the group is shared.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # futures_lite::future::block_on(async {
+    /// let group = coalescer::Group::<u64, u64>::new().shared();
+    /// assert_eq!(*group.work(&3, || async { 9 }).await?.value(), 9);
+    /// # Ok::<(), coalescer::Aborted>(()) }).unwrap();
+    /// ```
+    pub fn shared(self) -> Group<K, V, S, Shared> {
+        self.with_mode(Shared)
+    }
+
+    /// This group in [detached mode](crate::mode::Detached): every leader spawns its work with
+    /// `spawner` (a runtime adapter's, such as `coalescer_tokio::Tokio::detach()`). A builder
+    /// method: call it before the group is shared.
+    ///
+    /// # Examples
+    ///
+    /// See [`Group::work`](Group#method.work-2).
+    pub fn detached<Sp: Spawn>(self, spawner: Sp) -> Group<K, V, S, Detached<Sp>> {
+        self.with_mode(Detached(spawner))
+    }
+}
+
+impl<K: Hash + Eq, V, S: BuildHasher, M> Group<K, V, S, M> {
+    /// The same group in another mode (only while nothing is in flight: builders own `self`).
+    fn with_mode<N>(self, mode: N) -> Group<K, V, S, N> {
+        let Self { map, hasher, limit, key_debug, stats, mode: _ } = self;
+        Group { map, hasher, limit, key_debug, stats, mode }
     }
 
     /// How many keys have a flight in the air. Counts the map's entries, which reads the whole
@@ -250,11 +318,11 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     /// use coalescer::{Group, WhenFull};
     /// # futures_lite::future::block_on(async {
     /// let group = Group::<u32, u32>::new().max_in_flight(1, WhenFull::Reject);
-    /// let mut one = std::pin::pin!(group.work(1, || std::future::pending::<u32>()));
+    /// let mut one = std::pin::pin!(group.work(&1, || std::future::pending::<u32>()));
     /// assert!(futures_lite::future::poll_once(one.as_mut()).await.is_none()); // key 1 in flight
-    /// let refused = group.work(2, || async { 2 }).await.unwrap_err();
+    /// let refused = group.work(&2, || async { 2 }).await.unwrap_err();
     /// assert!(refused.is_full());
-    /// let mut joiner = std::pin::pin!(group.work(1, || async { 1 }));
+    /// let mut joiner = std::pin::pin!(group.work(&1, || async { 1 }));
     /// assert!(futures_lite::future::poll_once(joiner.as_mut()).await.is_none()); // joins key 1
     /// assert_eq!(group.counters().overflows, 1);
     /// # });
@@ -298,8 +366,16 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     }
 
     /// What a new flight for `key` carries for observability.
-    fn obs(&self, key: &K) -> FlightObs {
-        self.stats.observer().flight(self.key_debug.map(|debug| debug(key)))
+    fn obs<Q>(&self, key: &Q) -> FlightObs
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + ToOwned<Owned = K>,
+    {
+        match self.key_debug {
+            None => self.stats.observer().flight(None),
+            // Only when keys are traced: the `Debug` form is made from an owned key.
+            Some(debug) => self.stats.observer().flight(Some(debug(&key.to_owned()))),
+        }
     }
 
     /// The bound on keys in flight set by [`max_in_flight`](Self::max_in_flight), if any.
@@ -323,7 +399,7 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     /// # Examples
     ///
     /// ```
-    /// let group = coalescer::Group::<&str, u32>::new();
+    /// let group = coalescer::Group::<String, u32>::new();
     /// assert!(!group.forget("nothing in the air"));
     /// ```
     pub fn forget<Q>(&self, key: &Q) -> bool
@@ -341,12 +417,15 @@ impl<K: Hash + Eq, V, S: BuildHasher> Group<K, V, S> {
     }
 }
 
-impl<K: Hash + Eq, V: Clone, S: BuildHasher> Group<K, V, S> {
+impl<K: Hash + Eq, V: Clone, S: BuildHasher> Group<K, V, S, Inline> {
     /// Runs `work` once for all concurrent calls with this `key`; every caller gets a clone of
-    /// its value. The work may borrow from the caller (it runs inside the leader's future).
+    /// its value (the last to read it takes it). The work may borrow from the caller: it runs
+    /// inside the leader's future.
     ///
     /// Resolves to the [`Outcome`] (the value, whether this caller led, whether it was shared),
-    /// or to [`Aborted`] when the work panicked in another caller.
+    /// or to [`Aborted`] when the work panicked in another caller or the group is
+    /// [full](Self::max_in_flight). The call joins the key's flight when first polled, not
+    /// before.
     ///
     /// # Cancel safety
     ///
@@ -354,9 +433,8 @@ impl<K: Hash + Eq, V: Clone, S: BuildHasher> Group<K, V, S> {
     /// drops its work; if followers are waiting, exactly one of them is promoted and runs *its
     /// own* `work` closure while the others wait for it; with nobody left the key is freed. No
     /// follower hangs or sees a spurious error. A leader that is polled once and then never again
-    /// (a losing `select!` branch that is kept alive) does block its followers: use
-    /// [`work_shared`](Self::work_shared) or a runtime adapter's detached mode where that can
-    /// happen.
+    /// (a losing `select!` branch that is kept alive) does block its followers: use a
+    /// [shared](Self::shared) or [detached](Self::detached) group where that can happen.
     ///
     /// # Panics
     ///
@@ -378,21 +456,43 @@ impl<K: Hash + Eq, V: Clone, S: BuildHasher> Group<K, V, S> {
     ///
     /// ```
     /// # futures_lite::future::block_on(async {
-    /// let group = coalescer::Group::<u64, String>::new();
-    /// let name = group.work(7, || async { "seven".to_string() }).await?.into_value();
-    /// assert_eq!(name, "seven");
+    /// let group = coalescer::Group::<String, String>::new();
+    /// let name = group.work("seven", || async { "SEVEN".to_string() }).await?.into_value();
+    /// assert_eq!(name, "SEVEN");
     /// # Ok::<(), coalescer::Aborted>(()) }).unwrap();
     /// ```
-    pub fn work<F, Fut>(&self, key: K, work: F) -> Work<'_, Self, F>
+    ///
+    /// A retry loop passes the same closure again by reference (`&F` is a `FnOnce` when `F` is
+    /// a `Fn`), so nothing has to be kept in an `Option`:
+    ///
+    /// ```
+    /// # futures_lite::future::block_on(async {
+    /// let group = coalescer::Group::<u64, u64>::new();
+    /// let load = || async { 42 };
+    /// let value = loop {
+    ///     match group.work(&1, &load).await {
+    ///         Err(aborted) if aborted.is_panic() => continue, // another caller's work panicked
+    ///         other => break other?.into_value(),
+    ///     }
+    /// };
+    /// assert_eq!(value, 42);
+    /// # Ok::<(), coalescer::Aborted>(()) }).unwrap();
+    /// ```
+    pub fn work<'a, Q, F, Fut>(&'a self, key: &'a Q, work: F) -> Work<'a, Self, Q, F>
     where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = V>,
     {
         Work::new(self, key, work, Lead::Inline)
     }
+}
 
-    /// Like [`work`](Self::work), but the flight owns the work future and *any* waiter drives
-    /// it, so the work survives its leader.
+impl<K: Hash + Eq, V: Clone + Send + Sync + 'static, S: BuildHasher> Group<K, V, S, Shared> {
+    /// Runs `work` once for all concurrent calls with this `key`, like the
+    /// [inline](Group#method.work) `work`, but the flight owns the work future and *any* waiter
+    /// drives it, so the work survives its leader.
     ///
     /// # Cancel safety
     ///
@@ -401,11 +501,6 @@ impl<K: Hash + Eq, V: Clone, S: BuildHasher> Group<K, V, S> {
     /// when the last caller leaves, and the key is then freed. A caller that stops being polled
     /// does not hold the others up: the work's waker wakes the flight's waiters, and whichever
     /// is polled first drives the work.
-    ///
-    /// These guarantees hold for flights started by `work_shared`. A call that finds a flight
-    /// started by [`work`](Self::work) joins it under that flight's rules: if its leader is
-    /// dropped, this caller may be promoted and run its own work inside its own future. Use one
-    /// mode per key where stalls can happen.
     ///
     /// # Panics
     ///
@@ -424,68 +519,42 @@ impl<K: Hash + Eq, V: Clone, S: BuildHasher> Group<K, V, S> {
     ///
     /// ```
     /// # futures_lite::future::block_on(async {
-    /// let group = coalescer::Group::<u64, u64>::new();
-    /// let v = group.work_shared(3, || async { 9 }).await.unwrap();
+    /// let group = coalescer::Group::<u64, u64>::new().shared();
+    /// let v = group.work(&3, || async { 9 }).await?;
     /// assert_eq!(*v.value(), 9);
-    /// # });
+    /// # Ok::<(), coalescer::Aborted>(()) }).unwrap();
     /// ```
     ///
     /// Borrowed or `!Send` work is a compile error:
     ///
     /// ```compile_fail
     /// # futures_lite::future::block_on(async {
-    /// let group = coalescer::Group::<u64, u64>::new();
+    /// let group = coalescer::Group::<u64, u64>::new().shared();
     /// let local = std::rc::Rc::new(5);
-    /// group.work_shared(3, || async move { *local }).await.unwrap();
+    /// group.work(&3, || async move { *local }).await.unwrap();
     /// # });
     /// ```
-    pub fn work_shared<F, Fut>(&self, key: K, work: F) -> Work<'_, Self, F>
+    pub fn work<'a, Q, F, Fut>(&'a self, key: &'a Q, work: F) -> Work<'a, Self, Q, F>
     where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + Send + 'static,
-        V: Send + Sync + 'static,
     {
         Work::new(self, key, work, Lead::Shared(SharedOps::new()))
     }
-
-    /// Runs `work` once for all concurrent calls with this `key` on plain threads; the other
-    /// callers park until it finishes. Async and blocking callers can share one flight.
-    ///
-    /// A blocking caller that joins a shared-work flight may drive that work from its thread;
-    /// if the work needs a runtime's context (I/O, timers), call from inside that context.
-    ///
-    /// # Panics
-    ///
-    /// When `work` panics on this thread, the other callers are released with [`Aborted`] and
-    /// the panic is resumed here. A call for a key whose work this very thread is running (a
-    /// re-entrant call from inside `work`) panics instead of waiting on itself forever.
-    ///
-    /// # Unwind safety
-    ///
-    /// As for [`work`](Self::work): a panicking `work` releases the other callers and is
-    /// resumed on this thread; a panicking `V::clone` panics only in the caller that cloned.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let group = coalescer::Group::<&str, u32>::new();
-    /// let v = group.work_blocking("answer", || 42).unwrap();
-    /// assert_eq!(*v.value(), 42);
-    /// ```
-    pub fn work_blocking(&self, key: K, work: impl FnOnce() -> V) -> Result<Outcome<V>, Aborted> {
-        crate::blocking::run(self, key, work)
-    }
 }
 
-impl<K, V, S> Group<K, V, S>
+impl<K, V, S, Sp> Group<K, V, S, Detached<Sp>>
 where
     K: Hash + Eq + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
     S: BuildHasher + Send + Sync + 'static,
+    Sp: Spawn + Send + Sync + 'static,
 {
-    /// Like [`work_shared`](Self::work_shared), but the leader's work is spawned with `spawn`
-    /// (a runtime adapter's spawner), so it runs to completion even if every caller walks away:
-    /// Go's behaviour, and the cache it fills still gets filled. The group must be in an `Arc`,
+    /// Runs `work` once for all concurrent calls with this `key`; the leader spawns it with the
+    /// group's spawner, so it runs to completion even if every caller walks away: Go's
+    /// behaviour, and the cache it fills still gets filled. The group must be in an `Arc`,
     /// since the spawned task outlives the callers and finishes the flight itself.
     ///
     /// While the task runs, the flight stays the key's current one: a caller that arrives later
@@ -518,6 +587,7 @@ where
     ///
     /// ```
     /// use std::sync::Arc;
+    /// #[derive(Clone)]
     /// struct OnThread;
     /// impl coalescer::Spawn for OnThread {
     ///     type Task = std::thread::JoinHandle<()>;
@@ -527,49 +597,126 @@ where
     ///     fn aborts_when_abandoned(&self) -> bool { false }
     /// }
     ///
-    /// let group = Arc::new(coalescer::Group::<u8, u32>::new());
-    /// let v = futures_lite::future::block_on(group.work_detached(1, OnThread, || async { 7 }));
+    /// let group = Arc::new(coalescer::Group::<u8, u32>::new().detached(OnThread));
+    /// let v = futures_lite::future::block_on(group.work(&1, || async { 7 }));
     /// assert_eq!(*v.unwrap().value(), 7);
     /// ```
-    pub fn work_detached<F, Fut, Sp>(self: &StdArc<Self>, key: K, spawn: Sp, work: F) -> Work<'_, Self, F>
+    pub fn work<'a, Q, F, Fut>(self: &'a StdArc<Self>, key: &'a Q, work: F) -> Work<'a, Self, Q, F>
     where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + Send + 'static,
-        Sp: Spawn + Send + Sync + 'static,
     {
-        self.detached(key, spawn, work)
+        self.detached_call(key, work)
     }
 
-    /// A call that spawns its work with `spawn` when it leads.
-    fn detached<F, Sp>(self: &StdArc<Self>, key: K, spawn: Sp, start: F) -> Work<'_, Self, F>
+    /// A call that spawns its work with the group's spawner when it leads.
+    fn detached_call<'a, Q: ?Sized, F>(self: &'a StdArc<Self>, key: &'a Q, start: F) -> Work<'a, Self, Q, F>
+    where
+        F: Start<V>,
+        F::Future: Send + 'static,
+    {
+        // The group is the spawner: nothing is allocated per call.
+        Work::new(self, key, start, Lead::Detached(Spawner::Borrowed(self)))
+    }
+}
+
+impl<K, V, S, Sp, Fut> SpawnWork<V, Fut> for StdArc<Group<K, V, S, Detached<Sp>>>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+    Sp: Spawn + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+{
+    fn spawn_work(
+        &self,
+        work: Fut,
+        finish: fn(Fut::Output) -> Result<V, Aborted>,
+        flight: Arc<Flight<V>>,
+    ) -> Owned<V> {
+        crate::detached::spawn_on(self.mode.spawner(), self.clone(), work, finish, flight)
+    }
+
+    fn aborts(&self) -> bool {
+        self.mode.spawner().aborts_when_abandoned()
+    }
+}
+
+impl<K, V, S, M> Group<K, V, S, M>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+    M: Send + Sync + 'static,
+{
+    /// A call that spawns its work with `spawn` when it leads, in a group of any mode: for the
+    /// crate's own layers (the cache spawns its refreshes from a shared group).
+    pub(crate) fn spawned<'a, Q: ?Sized, F, Sp>(
+        self: &'a StdArc<Self>,
+        key: &'a Q,
+        spawn: Sp,
+        start: F,
+    ) -> Work<'a, Self, Q, F>
     where
         F: Start<V>,
         F::Future: Send + 'static,
         Sp: Spawn + Send + Sync + 'static,
     {
-        let abort = spawn.aborts_when_abandoned();
-        let spawn = crate::detached::spawner(self.clone(), spawn, F::finish);
-        Work::new(self, key, start, Lead::Detached { spawn, abort })
+        let spawn = WithSpawner { table: self.clone(), spawn };
+        Work::new(self, key, start, Lead::Detached(Spawner::Owned(Box::new(spawn))))
     }
 }
 
-impl<K, T, E, S> Group<K, Result<T, StdArc<E>>, S>
-where
-    K: Hash + Eq,
-    T: Clone,
-    S: BuildHasher,
-{
-    /// The fallible form of [`work`](Self::work): an `Err` is shared with the concurrent
+impl<K: Hash + Eq, V: Clone, S: BuildHasher, M> Group<K, V, S, M> {
+    /// Runs `work` once for all concurrent calls with this `key` on plain threads; the other
+    /// callers park until it finishes. Async and blocking callers can share one flight. In every
+    /// mode, a blocking leader runs its closure on its own thread (a drop never cancels a
+    /// thread).
+    ///
+    /// A blocking caller that joins a shared-work flight may drive that work from its thread;
+    /// if the work needs a runtime's context (I/O, timers), call from inside that context.
+    ///
+    /// # Panics
+    ///
+    /// When `work` panics on this thread, the other callers are released with [`Aborted`] and
+    /// the panic is resumed here. A call for a key whose work this very thread is running (a
+    /// re-entrant call from inside `work`) panics instead of waiting on itself forever.
+    ///
+    /// # Unwind safety
+    ///
+    /// As for the async `work`: a panicking `work` releases the other callers and is resumed on
+    /// this thread; a panicking `V::clone` panics only in the caller that cloned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let group = coalescer::Group::<String, u32>::new();
+    /// let v = group.work_blocking("answer", || 42).unwrap();
+    /// assert_eq!(*v.value(), 42);
+    /// ```
+    pub fn work_blocking<Q>(&self, key: &Q, work: impl FnOnce() -> V) -> Result<Outcome<V>, Aborted>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+    {
+        crate::blocking::run(self, key, work)
+    }
+}
+
+impl<K: Hash + Eq, T: Clone, E, S: BuildHasher> Group<K, Result<T, StdArc<E>>, S, Inline> {
+    /// The fallible form of [`work`](Group#method.work): an `Err` is shared with the concurrent
     /// followers (behind an `Arc`, so `E` needs no `Clone`) and never retained: the next call
     /// starts anew, so a retry after an error costs one execution, not one per caller.
     ///
     /// # Cancel safety
     ///
-    /// As for [`work`](Self::work).
+    /// As for [`work`](Group#method.work).
     ///
     /// # Panics
     ///
-    /// As for [`work`](Self::work).
+    /// As for [`work`](Group#method.work).
     ///
     /// # Examples
     ///
@@ -578,63 +725,83 @@ where
     /// #[derive(Debug)]
     /// struct NotFound; // no Clone needed
     /// let group = coalescer::TryGroup::<u64, String, NotFound>::new();
-    /// let err = group.try_work(404, || async { Err(NotFound) }).await.unwrap_err();
+    /// let err = group.try_work(&404, || async { Err(NotFound) }).await.unwrap_err();
     /// assert!(err.is_failed());
-    /// let ok = group.try_work(200, || async { Ok("ok".to_string()) }).await.unwrap();
+    /// let ok = group.try_work(&200, || async { Ok("ok".to_string()) }).await.unwrap();
     /// assert_eq!(ok.value(), "ok");
     /// # });
     /// ```
-    pub fn try_work<F, Fut>(&self, key: K, work: F) -> TryWork<'_, Self, F>
+    pub fn try_work<'a, Q, F, Fut>(&'a self, key: &'a Q, work: F) -> TryWork<'a, Self, Q, F>
     where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
         TryWork::new(Work::new(self, key, TryStart(work), Lead::Inline))
     }
+}
 
-    /// The fallible form of [`work_shared`](Self::work_shared).
+impl<K, T, E, S> Group<K, Result<T, StdArc<E>>, S, Shared>
+where
+    K: Hash + Eq,
+    T: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    S: BuildHasher,
+{
+    /// The fallible form of the shared group's [`work`](Group#method.work-1).
     ///
     /// # Cancel safety
     ///
-    /// As for [`work_shared`](Self::work_shared).
+    /// As for [`work`](Group#method.work-1).
     ///
     /// # Panics
     ///
-    /// As for [`work_shared`](Self::work_shared).
+    /// As for [`work`](Group#method.work-1).
     ///
     /// # Examples
     ///
     /// ```
     /// # futures_lite::future::block_on(async {
-    /// let group = coalescer::TryGroup::<u64, u64, std::io::Error>::new();
-    /// let v = group.try_work_shared(1, || async { Ok(1) }).await.unwrap();
+    /// let group = coalescer::TryGroup::<u64, u64, std::io::Error>::new().shared();
+    /// let v = group.try_work(&1, || async { Ok(1) }).await.unwrap();
     /// assert_eq!(*v.value(), 1);
     /// # });
     /// ```
-    pub fn try_work_shared<F, Fut>(&self, key: K, work: F) -> TryWork<'_, Self, F>
+    pub fn try_work<'a, Q, F, Fut>(&'a self, key: &'a Q, work: F) -> TryWork<'a, Self, Q, F>
     where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
-        T: Send + Sync + 'static,
-        E: Send + Sync + 'static,
     {
         TryWork::new(Work::new(self, key, TryStart(work), Lead::Shared(SharedOps::new())))
     }
+}
 
-    /// The fallible form of [`work_detached`](Self::work_detached): an `Err` is shared with the
-    /// callers of the flight (behind an `Arc`) and never retained.
+impl<K, T, E, S, Sp> Group<K, Result<T, StdArc<E>>, S, Detached<Sp>>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+    E: Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+    Sp: Spawn + Send + Sync + 'static,
+{
+    /// The fallible form of the detached group's [`work`](Group#method.work-2): an `Err` is
+    /// shared with the callers of the flight (behind an `Arc`) and never retained.
     ///
     /// # Cancel safety
     ///
-    /// As for [`work_detached`](Self::work_detached).
+    /// As for [`work`](Group#method.work-2).
     ///
     /// # Panics
     ///
-    /// As for [`work_detached`](Self::work_detached).
+    /// As for [`work`](Group#method.work-2).
     ///
     /// # Examples
     ///
     /// ```
+    /// # #[derive(Clone)]
     /// # struct OnThread;
     /// # impl coalescer::Spawn for OnThread {
     /// #     type Task = std::thread::JoinHandle<()>;
@@ -643,29 +810,23 @@ where
     /// #     }
     /// #     fn aborts_when_abandoned(&self) -> bool { false }
     /// # }
-    /// let group = std::sync::Arc::new(coalescer::TryGroup::<u8, u8, String>::new());
-    /// let call = group.try_work_detached(1, OnThread, || async { Err("down".to_string()) });
+    /// let group = std::sync::Arc::new(coalescer::TryGroup::<u8, u8, String>::new().detached(OnThread));
+    /// let call = group.try_work(&1, || async { Err("down".to_string()) });
     /// let err = futures_lite::future::block_on(call).unwrap_err();
     /// assert_eq!(err.failure().map(String::as_str), Some("down"));
     /// ```
-    pub fn try_work_detached<F, Fut, Sp>(
-        self: &StdArc<Self>,
-        key: K,
-        spawn: Sp,
-        work: F,
-    ) -> TryWork<'_, Self, F>
+    pub fn try_work<'a, Q, F, Fut>(self: &'a StdArc<Self>, key: &'a Q, work: F) -> TryWork<'a, Self, Q, F>
     where
-        K: Send + Sync + 'static,
-        T: Send + Sync + 'static,
-        E: Send + Sync + 'static,
-        S: Send + Sync + 'static,
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
-        Sp: Spawn + Send + Sync + 'static,
     {
-        TryWork::new(self.detached(key, spawn, TryStart(work)))
+        TryWork::new(self.detached_call(key, TryStart(work)))
     }
+}
 
+impl<K: Hash + Eq, T: Clone, E, S: BuildHasher, M> Group<K, Result<T, StdArc<E>>, S, M> {
     /// The fallible form of [`work_blocking`](Self::work_blocking).
     ///
     /// # Panics
@@ -675,38 +836,48 @@ where
     /// # Examples
     ///
     /// ```
-    /// let group = coalescer::TryGroup::<&str, u32, std::num::ParseIntError>::new();
+    /// let group = coalescer::TryGroup::<String, u32, std::num::ParseIntError>::new();
     /// let err = group.try_work_blocking("x", || "x".parse::<u32>()).unwrap_err();
     /// assert!(err.failure().is_some());
     /// ```
-    pub fn try_work_blocking(
+    pub fn try_work_blocking<Q>(
         &self,
-        key: K,
+        key: &Q,
         work: impl FnOnce() -> Result<T, E>,
-    ) -> Result<Outcome<T>, Error<E>> {
+    ) -> Result<Outcome<T>, Error<E>>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+    {
         split_try(crate::blocking::run(self, key, || work().map_err(StdArc::new)))
     }
 }
 
-impl<K: Hash + Eq, V, S: BuildHasher> sealed::Sealed for Group<K, V, S> {}
+impl<K: Hash + Eq, V, S: BuildHasher, M> sealed::Sealed for Group<K, V, S, M> {}
 
-impl<K: Hash + Eq, V, S: BuildHasher> Table for Group<K, V, S> {
+impl<K: Hash + Eq, V, S: BuildHasher, M> Table for Group<K, V, S, M> {
     type Key = K;
     type Value = V;
 
-    fn join(&self, key: K, mode: Mode<V>, _: sealed::Token) -> Joined<K, V> {
-        let hash = self.hasher.hash_one(&key); // the key's `Hash`: before any lock
-        let mut key = key;
+    fn join<Q>(&self, key: &Q, mode: Mode<V>, _: sealed::Token) -> Joined<V>
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+    {
+        let hash = self.hasher.hash_one(key); // the key's `Hash`: before any lock
         loop {
-            if let Some(entry) = self.map.get_sync(&ByKey { hash, key: &key }) {
+            if let Some(entry) = self.map.get_sync(&ByKey { hash, key }) {
                 let flight = entry.get().clone();
                 let closing = flight.load().is_closing();
                 if !closing {
                     flight.join();
                 }
-                drop(entry); // the bucket lock; the key is dropped after it
-                return if closing { Joined::Closing(flight, key) } else { Joined::Follow(flight) };
+                drop(entry); // the bucket lock
+                return if closing { Joined::Closing(flight) } else { Joined::Follow(flight) };
             }
+            // The leader's owned key: the key's `Clone` (or `ToOwned`), outside any lock, and
+            // before the permit (a panic here leaves nothing to give back).
+            let owned = key.to_owned();
             let permit = match &self.limit {
                 None => false,
                 Some(limit) if limit.acquire() => true,
@@ -716,24 +887,25 @@ impl<K: Hash + Eq, V, S: BuildHasher> Table for Group<K, V, S> {
                         WhenFull::Reject => Joined::Full(limit.max()),
                         // A flight of its own, never in the map: nobody can join it.
                         WhenFull::RunAlone => {
-                            Joined::Lead(Arc::new(Flight::new(mode, hash, false, self.obs(&key))))
+                            drop(owned);
+                            Joined::Lead(Arc::new(Flight::new(mode, hash, false, self.obs(key))))
                         }
                     };
                 }
             };
-            let flight = Arc::new(Flight::new(mode, hash, permit, self.obs(&key)));
+            let flight = Arc::new(Flight::new(mode, hash, permit, self.obs(key)));
             let id = Arc::as_ptr(&flight) as usize;
-            match self.map.insert_sync(Slot { hash, id, key }, flight.clone()) {
+            match self.map.insert_sync(Slot { hash, id, key: owned }, flight.clone()) {
                 Ok(()) => return Joined::Lead(flight),
                 // Another caller inserted a flight for the key meanwhile: join that one. The
-                // key comes back, to be dropped outside the lock; so does the permit.
+                // owned key comes back, to be dropped outside the lock; so does the permit.
                 Err((slot, _)) => {
                     if let Some(limit) = &self.limit {
                         if flight.take_permit() {
                             limit.release();
                         }
                     }
-                    key = slot.key;
+                    drop(slot);
                 }
             }
         }
@@ -766,7 +938,7 @@ impl<K: Hash + Eq, V, S: BuildHasher> Table for Group<K, V, S> {
     }
 }
 
-impl<K, V, S> fmt::Debug for Group<K, V, S>
+impl<K, V, S, M> fmt::Debug for Group<K, V, S, M>
 where
     K: Hash + Eq,
     S: BuildHasher,

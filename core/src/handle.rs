@@ -11,14 +11,17 @@ use crate::state::{self, State};
 use crate::stats::Event;
 use crate::sync::Arc;
 use crate::table::{Joined, Table, TableExt};
+use alloc::borrow::ToOwned;
+use core::borrow::Borrow;
 use core::future::Future;
+use core::hash::Hash;
 use core::ops::Deref;
 use core::task::Poll;
 
 /// Why [`Handle::join`] joined nothing.
-pub(crate) enum NotJoined<K, V> {
-    /// The key's flight is closing: wait for it to go, then join again with the key.
-    Closing(K, Arc<Flight<V>>),
+pub(crate) enum NotJoined<V> {
+    /// The key's flight is closing: wait for it to go, then join again.
+    Closing(Arc<Flight<V>>),
     /// The group's bound on keys in flight refused a new key.
     Full(Aborted),
 }
@@ -50,22 +53,19 @@ pub(crate) struct Handle<G: Table, R: Deref<Target = G>> {
 
 impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
     /// Joins `key`'s flight, or starts one of the given mode. When the key's flight is closing,
-    /// gives the key back with that flight, to wait for (see [`poll_closed`]) before retrying.
-    pub(crate) fn join(
-        table: R,
-        key: G::Key,
-        mode: Mode<G::Value>,
-    ) -> Result<Self, NotJoined<G::Key, G::Value>> {
+    /// gives that flight back, to wait for (see [`poll_closed`]) before retrying.
+    pub(crate) fn join<Q>(table: R, key: &Q, mode: Mode<G::Value>) -> Result<Self, NotJoined<G::Value>>
+    where
+        G::Key: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = G::Key>,
+    {
         let (flight, leader) = match table.join_flight(key, mode) {
             Joined::Lead(flight) => (flight, true),
             Joined::Follow(flight) => (flight, false),
-            Joined::Closing(flight, key) => return Err(NotJoined::Closing(key, flight)),
+            Joined::Closing(flight) => return Err(NotJoined::Closing(flight)),
             Joined::Full(limit) => return Err(NotJoined::Full(Aborted::full(limit))),
         };
         table.counters_of().record(if leader { Event::Leader } else { Event::Follower }, Some(flight.obs()));
-        if !leader {
-            flight.obs().joined();
-        }
         let running = leader && matches!(flight.mode(), Mode::Work);
         Ok(Self { table, flight, leader, running, task: None, done: false })
     }

@@ -9,6 +9,7 @@ mod flight;
 mod handle;
 #[cfg(feature = "std")]
 mod limit;
+pub mod mode;
 mod observe;
 mod outcome;
 mod single;
@@ -32,7 +33,7 @@ mod group;
 pub mod cache;
 
 #[cfg(feature = "std")]
-pub use group::{DEFAULT_CAPACITY, DefaultHashBuilder, Group, TryGroup};
+pub use group::{DEFAULT_CAPACITY, DefaultHashBuilder, DetachedGroup, Group, SharedGroup, TryGroup};
 #[cfg(feature = "std")]
 pub use limit::WhenFull;
 pub use outcome::{Aborted, Cause, Error, Outcome};

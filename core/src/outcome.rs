@@ -1,6 +1,7 @@
 //! What a caller gets back: the value with its provenance, or a typed error.
 
 use crate::sync::StdArc as Arc;
+use crate::timeout::TimedOut;
 use core::fmt;
 
 /// A value handed out by a flight, with how this caller came by it.
@@ -13,7 +14,7 @@ use core::fmt;
 /// ```
 /// # futures_lite::future::block_on(async {
 /// let group = coalescer::Group::<u32, u64>::new();
-/// let outcome = group.work(7, || async { 49 }).await?;
+/// let outcome = group.work(&7, || async { 49 }).await?;
 /// assert_eq!(*outcome.value(), 49);
 /// assert!(outcome.is_leader());   // nobody else asked, so this caller ran the work...
 /// assert!(!outcome.is_shared());  // ...and the value went to it alone.
@@ -72,7 +73,7 @@ impl<V> Outcome<V> {
 /// # Examples
 ///
 /// ```
-/// let group = std::sync::Arc::new(coalescer::Group::<&str, u32>::new());
+/// let group = std::sync::Arc::new(coalescer::Group::<String, u32>::new());
 /// let (entered_tx, entered_rx) = std::sync::mpsc::channel();
 /// let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
 /// let leader = {
@@ -125,6 +126,9 @@ pub enum Cause {
         /// The bound that was reached.
         limit: usize,
     },
+    /// This caller gave up waiting at its deadline ([`Timeout`](crate::futures::Timeout));
+    /// the flight it left goes on for the others.
+    TimedOut,
 }
 
 impl Aborted {
@@ -150,6 +154,11 @@ impl Aborted {
         Self { cause: Cause::Full { limit }, message: None }
     }
 
+    /// This caller gave up at its deadline (made from [`TimedOut`] by `?` or `into`).
+    pub fn timed_out() -> Self {
+        Self { cause: Cause::TimedOut, message: None }
+    }
+
     /// Why the flight ended without a value.
     pub fn cause(&self) -> Cause {
         self.cause
@@ -169,6 +178,11 @@ impl Aborted {
     /// (nothing ran; retry later, or shed the request).
     pub fn is_full(&self) -> bool {
         matches!(self.cause, Cause::Full { .. })
+    }
+
+    /// Whether this caller gave up at its deadline (the flight went on without it).
+    pub fn is_timed_out(&self) -> bool {
+        self.cause == Cause::TimedOut
     }
 
     /// The panic's message, when its payload was a string.
@@ -192,11 +206,20 @@ impl fmt::Display for Aborted {
             (Cause::Full { limit }, _) => {
                 write!(f, "refused: the group already has {limit} keys in flight, its bound")
             }
+            (Cause::TimedOut, _) => f.write_str("gave up waiting for the coalesced work at the deadline"),
         }
     }
 }
 
 impl core::error::Error for Aborted {}
+
+/// A caller that gave up at its deadline is one more way for a call to end without a value, so
+/// that `?` works through a [`Timeout`](crate::futures::Timeout) (which converts by itself).
+impl From<TimedOut> for Aborted {
+    fn from(_: TimedOut) -> Self {
+        Self::timed_out()
+    }
+}
 
 /// Why a fallible call ([`Group::try_work`](crate::Group::try_work) and its twins) has no value.
 ///
@@ -207,7 +230,7 @@ impl core::error::Error for Aborted {}
 ///
 /// ```
 /// use coalescer::{Error, TryGroup};
-/// let group = TryGroup::<&str, u32, std::num::ParseIntError>::new();
+/// let group = TryGroup::<String, u32, std::num::ParseIntError>::new();
 /// match group.try_work_blocking("n", || "x".parse::<u32>()) {
 ///     Err(Error::Failed(e)) => assert_eq!(e.to_string(), "invalid digit found in string"),
 ///     Err(Error::Aborted(a)) => panic!("the work panicked: {a}"),
@@ -221,7 +244,8 @@ impl core::error::Error for Aborted {}
 pub enum Error<E> {
     /// The work returned this error (to the caller that ran it and to every follower).
     Failed(Arc<E>),
-    /// The flight ended without a value (a panic, or a runtime shutting down).
+    /// The call ended without a value: the flight's work panicked, its runtime shut down, the
+    /// group was full, or this caller gave up at its deadline (see [`Cause`]).
     Aborted(Aborted),
 }
 
@@ -234,6 +258,19 @@ impl<E> Error<E> {
     /// Whether the flight ended without a value (see [`Aborted`]).
     pub fn is_aborted(&self) -> bool {
         matches!(self, Self::Aborted(_))
+    }
+
+    /// Whether this caller gave up at its deadline (see [`Aborted::is_timed_out`]).
+    pub fn is_timed_out(&self) -> bool {
+        matches!(self, Self::Aborted(a) if a.is_timed_out())
+    }
+
+    /// The [`Aborted`], if the call ended without a value.
+    pub fn aborted(&self) -> Option<&Aborted> {
+        match self {
+            Self::Failed(_) => None,
+            Self::Aborted(a) => Some(a),
+        }
     }
 
     /// The work's error, if it returned one.
@@ -257,6 +294,13 @@ impl<E> Clone for Error<E> {
 impl<E> From<Aborted> for Error<E> {
     fn from(a: Aborted) -> Self {
         Self::Aborted(a)
+    }
+}
+
+/// So that `?` works through a [`Timeout`](crate::futures::Timeout) around a fallible call.
+impl<E> From<TimedOut> for Error<E> {
+    fn from(t: TimedOut) -> Self {
+        Self::Aborted(t.into())
     }
 }
 

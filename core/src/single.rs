@@ -1,10 +1,13 @@
 //! [`Single`]: request coalescing for one implicit key, without a map (and without `std`).
 
-use crate::flight::{Flight, Mode};
+use crate::detached::{SpawnWork, Spawner};
+use crate::flight::{Flight, Mode, Owned};
+use crate::mode::{Detached, Inline, Shared};
+use crate::outcome::Aborted;
 #[cfg(feature = "std")]
-use crate::outcome::{Aborted, Error, Outcome, split_try};
+use crate::outcome::{Error, Outcome, split_try};
 use crate::spawn::Spawn;
-use crate::start::{Start, TryStart};
+use crate::start::TryStart;
 use crate::stats::{Counters, Event, Stats};
 use crate::sync::StdArc;
 use crate::sync::{Arc, Mutex};
@@ -17,7 +20,10 @@ use core::future::Future;
 /// slot and no hash map. It builds without `std` (`default-features = false`), for firmware and
 /// kernels that refresh one resource (a token, a configuration) from many tasks.
 ///
-/// The same modes, cancel safety and panic behaviour as [`Group`](crate::Group); see there.
+/// The same modes, cancel safety and panic behaviour as [`Group`](crate::Group); see there. The
+/// mode is its second type parameter, as for a group: [`Single::new`] runs the work in the
+/// leader's future, [`.shared()`](Single::shared) in the flight, [`.detached(spawner)`](Single::detached)
+/// in a spawned task.
 /// Its slot is guarded by a lock held for an `Arc` clone or a pointer comparison, never while
 /// user code runs: `std::sync::Mutex` with `std`, a spin lock without it.
 ///
@@ -39,13 +45,14 @@ use core::future::Future;
 /// assert!(token.is_idle());
 /// # });
 /// ```
-pub struct Single<V> {
+pub struct Single<V, M = Inline> {
     slot: Mutex<Option<Arc<Flight<V>>>>,
     stats: Stats,
+    mode: M,
 }
 
 impl<V> Single<V> {
-    /// An idle coalescer.
+    /// An idle coalescer, in [inline mode](crate::mode::Inline).
     ///
     /// # Examples
     ///
@@ -54,9 +61,31 @@ impl<V> Single<V> {
     /// assert!(s.is_idle());
     /// ```
     pub fn new() -> Self {
-        Self { slot: Mutex::new(None), stats: Stats::default() }
+        Self { slot: Mutex::new(None), stats: Stats::default(), mode: Inline }
     }
 
+    /// This coalescer in [shared mode](crate::mode::Shared). A builder method.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # futures_lite::future::block_on(async {
+    /// let s = coalescer::Single::<u8>::new().shared();
+    /// assert_eq!(*s.work(|| async { 2 }).await.unwrap().value(), 2);
+    /// # });
+    /// ```
+    pub fn shared(self) -> Single<V, Shared> {
+        Single { slot: self.slot, stats: self.stats, mode: Shared }
+    }
+
+    /// This coalescer in [detached mode](crate::mode::Detached), spawning with `spawner`. A
+    /// builder method.
+    pub fn detached<Sp: Spawn>(self, spawner: Sp) -> Single<V, Detached<Sp>> {
+        Single { slot: self.slot, stats: self.stats, mode: Detached(spawner) }
+    }
+}
+
+impl<V, M> Single<V, M> {
     /// Whether no flight is in the air.
     ///
     /// # Examples
@@ -99,16 +128,16 @@ impl<V> Single<V> {
 }
 
 impl<V: Clone> Single<V> {
-    /// Runs `work` once for all concurrent calls; see [`Group::work`](crate::Group::work).
+    /// Runs `work` once for all concurrent calls; see the [group's](crate::Group#method.work).
     ///
     /// # Cancel safety
     ///
-    /// As for [`Group::work`](crate::Group::work): a dropped leader hands over to one follower,
-    /// which runs its own closure.
+    /// As for the group's: a dropped leader hands over to one follower, which runs its own
+    /// closure.
     ///
     /// # Panics
     ///
-    /// As for [`Group::work`](crate::Group::work).
+    /// As for the group's.
     ///
     /// # Examples
     ///
@@ -118,44 +147,107 @@ impl<V: Clone> Single<V> {
     /// assert_eq!(*s.work(|| async { 1 }).await.unwrap().value(), 1);
     /// # });
     /// ```
-    pub fn work<F, Fut>(&self, work: F) -> Work<'_, Self, F>
+    pub fn work<F, Fut>(&self, work: F) -> Work<'_, Self, (), F>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V>,
     {
-        Work::new(self, (), work, Lead::Inline)
+        Work::new(self, &(), work, Lead::Inline)
     }
+}
 
+impl<V: Clone + Send + Sync + 'static> Single<V, Shared> {
     /// Runs `work` owned by the flight, driven by any waiter; see
-    /// [`Group::work_shared`](crate::Group::work_shared).
+    /// [a shared group's `work`](crate::SharedGroup).
     ///
     /// # Cancel safety
     ///
-    /// As for [`Group::work_shared`](crate::Group::work_shared): the work is dropped only when
-    /// the last caller leaves.
+    /// As for a shared group's: the work is dropped only when the last caller leaves.
     ///
     /// # Panics
     ///
-    /// As for [`Group::work_shared`](crate::Group::work_shared).
+    /// As for a shared group's.
     ///
     /// # Examples
     ///
     /// ```
     /// # futures_lite::future::block_on(async {
-    /// let s = coalescer::Single::<u8>::new();
-    /// assert_eq!(*s.work_shared(|| async { 2 }).await.unwrap().value(), 2);
+    /// let s = coalescer::Single::<u8>::new().shared();
+    /// assert_eq!(*s.work(|| async { 2 }).await.unwrap().value(), 2);
     /// # });
     /// ```
-    pub fn work_shared<F, Fut>(&self, work: F) -> Work<'_, Self, F>
+    pub fn work<F, Fut>(&self, work: F) -> Work<'_, Self, (), F>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + Send + 'static,
-        V: Send + Sync + 'static,
     {
-        Work::new(self, (), work, Lead::Shared(SharedOps::new()))
+        Work::new(self, &(), work, Lead::Shared(SharedOps::new()))
+    }
+}
+
+impl<V, Sp> Single<V, Detached<Sp>>
+where
+    V: Clone + Send + Sync + 'static,
+    Sp: Spawn + Send + Sync + 'static,
+{
+    /// Runs `work` spawned with the coalescer's spawner, so that it finishes even if every
+    /// caller leaves; see [a detached group's `work`](crate::DetachedGroup).
+    ///
+    /// # Cancel safety
+    ///
+    /// As for a detached group's.
+    ///
+    /// # Panics
+    ///
+    /// As for a detached group's.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// struct OnThread;
+    /// impl coalescer::Spawn for OnThread {
+    ///     type Task = std::thread::JoinHandle<()>;
+    ///     fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, task: F) -> Self::Task {
+    ///         std::thread::spawn(move || futures_lite::future::block_on(task))
+    ///     }
+    ///     fn aborts_when_abandoned(&self) -> bool { false }
+    /// }
+    /// let single = Arc::new(coalescer::Single::<u32>::new().detached(OnThread));
+    /// let v = futures_lite::future::block_on(single.work(|| async { 8 }));
+    /// assert_eq!(*v.unwrap().value(), 8);
+    /// ```
+    pub fn work<F, Fut>(self: &StdArc<Self>, work: F) -> Work<'_, Self, (), F>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V> + Send + 'static,
+    {
+        Work::new(self, &(), work, Lead::Detached(Spawner::Borrowed(self)))
+    }
+}
+
+impl<V, Sp, Fut> SpawnWork<V, Fut> for StdArc<Single<V, Detached<Sp>>>
+where
+    V: Clone + Send + Sync + 'static,
+    Sp: Spawn + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+{
+    fn spawn_work(
+        &self,
+        work: Fut,
+        finish: fn(Fut::Output) -> Result<V, Aborted>,
+        flight: Arc<Flight<V>>,
+    ) -> Owned<V> {
+        crate::detached::spawn_on(self.mode.spawner(), self.clone(), work, finish, flight)
     }
 
-    /// Runs `work` once for all concurrent calls on plain threads; see
+    fn aborts(&self) -> bool {
+        self.mode.spawner().aborts_when_abandoned()
+    }
+}
+
+impl<V: Clone, M> Single<V, M> {
+    /// Runs `work` once for all concurrent calls on plain threads, in every mode; see
     /// [`Group::work_blocking`](crate::Group::work_blocking).
     ///
     /// # Panics
@@ -170,47 +262,7 @@ impl<V: Clone> Single<V> {
     /// ```
     #[cfg(feature = "std")]
     pub fn work_blocking(&self, work: impl FnOnce() -> V) -> Result<Outcome<V>, Aborted> {
-        crate::blocking::run(self, (), work)
-    }
-}
-
-impl<V: Clone + Send + Sync + 'static> Single<V> {
-    /// Runs `work` spawned with `spawn`, so that it finishes even if every caller leaves; see
-    /// [`Group::work_detached`](crate::Group::work_detached).
-    ///
-    /// # Cancel safety
-    ///
-    /// As for [`Group::work_detached`](crate::Group::work_detached).
-    ///
-    /// # Panics
-    ///
-    /// As for [`Group::work_detached`](crate::Group::work_detached).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::sync::Arc;
-    /// struct OnThread;
-    /// impl coalescer::Spawn for OnThread {
-    ///     type Task = std::thread::JoinHandle<()>;
-    ///     fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, task: F) -> Self::Task {
-    ///         std::thread::spawn(move || futures_lite::future::block_on(task))
-    ///     }
-    ///     fn aborts_when_abandoned(&self) -> bool { false }
-    /// }
-    /// let single = Arc::new(coalescer::Single::<u32>::new());
-    /// let v = futures_lite::future::block_on(single.work_detached(OnThread, || async { 8 }));
-    /// assert_eq!(*v.unwrap().value(), 8);
-    /// ```
-    pub fn work_detached<F, Fut, Sp>(self: &StdArc<Self>, spawn: Sp, work: F) -> Work<'_, Self, F>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = V> + Send + 'static,
-        Sp: Spawn + Send + Sync + 'static,
-    {
-        let abort = spawn.aborts_when_abandoned();
-        let spawn = crate::detached::spawner(self.clone(), spawn, <F as Start<V>>::finish);
-        Work::new(self, (), work, Lead::Detached { spawn, abort })
+        crate::blocking::run(self, &(), work)
     }
 }
 
@@ -219,7 +271,7 @@ impl<T: Clone, E> Single<Result<T, StdArc<E>>> {
     ///
     /// # Cancel safety
     ///
-    /// As for [`Group::work`](crate::Group::work).
+    /// As for [`work`](Self::work).
     ///
     /// # Examples
     ///
@@ -229,14 +281,16 @@ impl<T: Clone, E> Single<Result<T, StdArc<E>>> {
     /// assert!(s.try_work(|| async { Err("down") }).await.unwrap_err().is_failed());
     /// # });
     /// ```
-    pub fn try_work<F, Fut>(&self, work: F) -> TryWork<'_, Self, F>
+    pub fn try_work<F, Fut>(&self, work: F) -> TryWork<'_, Self, (), F>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        TryWork::new(Work::new(self, (), TryStart(work), Lead::Inline))
+        TryWork::new(Work::new(self, &(), TryStart(work), Lead::Inline))
     }
+}
 
+impl<T: Clone, E, M> Single<Result<T, StdArc<E>>, M> {
     /// The fallible form of [`work_blocking`](Self::work_blocking).
     ///
     /// # Panics
@@ -251,7 +305,7 @@ impl<T: Clone, E> Single<Result<T, StdArc<E>>> {
     /// ```
     #[cfg(feature = "std")]
     pub fn try_work_blocking(&self, work: impl FnOnce() -> Result<T, E>) -> Result<Outcome<T>, Error<E>> {
-        split_try(crate::blocking::run(self, (), || work().map_err(StdArc::new)))
+        split_try(crate::blocking::run(self, &(), || work().map_err(StdArc::new)))
     }
 }
 
@@ -261,15 +315,19 @@ impl<V> Default for Single<V> {
     }
 }
 
-impl<V> sealed::Sealed for Single<V> {}
+impl<V, M> sealed::Sealed for Single<V, M> {}
 
-impl<V> Table for Single<V> {
+impl<V, M> Table for Single<V, M> {
     type Key = ();
     type Value = V;
 
-    fn join(&self, (): (), mode: Mode<V>, _: sealed::Token) -> Joined<(), V> {
+    fn join<Q>(&self, _: &Q, mode: Mode<V>, _: sealed::Token) -> Joined<V>
+    where
+        (): core::borrow::Borrow<Q>,
+        Q: ?Sized + core::hash::Hash + Eq + alloc::borrow::ToOwned<Owned = ()>,
+    {
         self.slot.with(|slot| match slot {
-            Some(flight) if flight.load().is_closing() => Joined::Closing(flight.clone(), ()),
+            Some(flight) if flight.load().is_closing() => Joined::Closing(flight.clone()),
             Some(flight) => {
                 flight.join();
                 Joined::Follow(flight.clone())
@@ -299,7 +357,7 @@ impl<V> Table for Single<V> {
     }
 }
 
-impl<V> fmt::Debug for Single<V> {
+impl<V, M> fmt::Debug for Single<V, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Single").field("idle", &self.is_idle()).field("counters", &self.counters()).finish()
     }

@@ -6,7 +6,7 @@ use core::future::Future;
 
 /// Spawns detached work on a runtime.
 ///
-/// [`Group::work_detached`](crate::Group::work_detached) spawns the leader's work with it, so
+/// A [detached group](crate::DetachedGroup) spawns its leaders' work with it, so
 /// the work runs to completion even if every caller walks away (Go's behaviour: the cache still
 /// gets filled). The spawned task finishes the flight itself.
 ///
@@ -25,6 +25,7 @@ use core::future::Future;
 /// A spawner that runs each task on a thread of its own (the adapters spawn on their runtime):
 ///
 /// ```
+/// #[derive(Clone)]
 /// struct OnThread;
 /// impl coalescer::Spawn for OnThread {
 ///     type Task = std::thread::JoinHandle<()>;
@@ -35,8 +36,8 @@ use core::future::Future;
 ///         false // dropping a JoinHandle leaves the thread running: detach mode
 ///     }
 /// }
-/// let group = std::sync::Arc::new(coalescer::Group::<u8, u8>::new());
-/// let v = futures_lite::future::block_on(group.work_detached(1, OnThread, || async { 2 }));
+/// let group = std::sync::Arc::new(coalescer::Group::<u8, u8>::new().detached(OnThread));
+/// let v = futures_lite::future::block_on(group.work(&1, || async { 2 }));
 /// assert_eq!(v.unwrap().into_value(), 2);
 /// ```
 ///
@@ -71,7 +72,7 @@ pub trait Spawn {
 /// }
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let group = coalescer::Group::<u8, u8>::new();
-/// let call = group.work(1, || std::future::pending());
+/// let call = group.work(&1, || std::future::pending());
 /// assert!(Timeout::new(call, Tokio.sleep(Duration::from_millis(1))).await.is_err());
 /// # });
 /// ```

@@ -15,7 +15,7 @@ use crate::sync::{CounterAtomic, Ordering::Relaxed};
 /// ```
 /// # futures_lite::future::block_on(async {
 /// let group = coalescer::Group::<u8, u8>::new();
-/// group.work(1, || async { 1 }).await.unwrap();
+/// group.work(&1, || async { 1 }).await.unwrap();
 /// let c = group.counters();
 /// assert_eq!((c.leaders, c.followers, c.panics), (1, 0, 0));
 /// # });
@@ -113,8 +113,10 @@ impl Stats {
     /// Counts `event` (of the flight that `obs` belongs to, if any) and reports it to the
     /// observer (nothing, without the observability features).
     pub(crate) fn record(&self, event: Event, obs: Option<&FlightObs>) {
-        self.count(event);
+        // The observer first: its tests then need nothing kept across the count (without the
+        // features it is nothing).
         self.observer.event(event, obs);
+        self.count(event);
     }
 
     /// The table's observer.

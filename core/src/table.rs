@@ -4,6 +4,9 @@
 use crate::flight::{Flight, Mode};
 use crate::stats::Stats;
 use crate::sync::Arc;
+use alloc::borrow::ToOwned;
+use core::borrow::Borrow;
+use core::hash::Hash;
 
 /// A set of keyed flights: [`Group`](crate::Group) (many keys, on `scc::HashMap`) or
 /// [`Single`](crate::Single) (one implicit key). Sealed; it appears only in the bounds of the
@@ -13,7 +16,7 @@ use crate::sync::Arc;
 ///
 /// ```
 /// fn flights<T: coalescer::Table<Value = u8>>(_: &T) {}
-/// flights(&coalescer::Group::<&str, u8>::new());
+/// flights(&coalescer::Group::<String, u8>::new());
 /// flights(&coalescer::Single::<u8>::new());
 /// ```
 pub trait Table: sealed::Sealed {
@@ -26,13 +29,13 @@ pub trait Table: sealed::Sealed {
     /// insert a new one of the given mode and lead it. Returns the flight and whether the caller
     /// leads. No user code runs under the lock but the key's `Eq`; the key's `Hash` runs before
     /// it and its `Drop` after it.
+    /// The caller gives the key by reference; the table makes an owned key only when the
+    /// caller leads a flight that goes into its map.
     #[doc(hidden)]
-    fn join(
-        &self,
-        key: Self::Key,
-        mode: Mode<Self::Value>,
-        _: sealed::Token,
-    ) -> Joined<Self::Key, Self::Value>;
+    fn join<Q>(&self, key: &Q, mode: Mode<Self::Value>, _: sealed::Token) -> Joined<Self::Value>
+    where
+        Self::Key: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = Self::Key>;
 
     /// Calls `decide` exactly once, under the lock of the flight's slot when `flight` is still
     /// its key's current flight (argument `true`; the entry is removed when `decide` returns
@@ -59,14 +62,14 @@ pub trait Table: sealed::Sealed {
 
 /// What a join found (internal).
 #[derive(Debug)]
-pub enum Joined<K, V> {
+pub enum Joined<V> {
     /// No flight: the caller created this one and leads it.
     Lead(Arc<Flight<V>>),
     /// The caller was counted into this flight.
     Follow(Arc<Flight<V>>),
     /// This flight is closing (its abandoned work is being dropped); wait until it is gone,
-    /// then join again with the key given back.
-    Closing(Arc<Flight<V>>, K),
+    /// then join again.
+    Closing(Arc<Flight<V>>),
     /// The key had no flight and the group's bound on keys in flight (this many) was reached.
     Full(usize),
 }
@@ -85,7 +88,11 @@ pub(crate) mod sealed {
 
 /// The table's methods for the crate, without the token.
 pub(crate) trait TableExt: Table {
-    fn join_flight(&self, key: Self::Key, mode: Mode<Self::Value>) -> Joined<Self::Key, Self::Value> {
+    fn join_flight<Q>(&self, key: &Q, mode: Mode<Self::Value>) -> Joined<Self::Value>
+    where
+        Self::Key: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = Self::Key>,
+    {
         self.join(key, mode, sealed::TOKEN)
     }
     fn with_current_flight(&self, flight: &Arc<Flight<Self::Value>>, decide: &mut dyn FnMut(bool) -> bool) {

@@ -7,7 +7,12 @@ use core::task::{Context, Poll};
 use pin_project_lite::pin_project;
 
 pin_project! {
-    /// A call that gives up when its timer fires first, with [`TimedOut`].
+    /// A call that gives up when its timer fires first.
+    ///
+    /// It resolves to what the call resolves to, a `Result`, with the deadline as one more
+    /// error: [`TimedOut`] converted into the call's error type (`Aborted` or `Error<E>`, whose
+    /// [`is_timed_out`](crate::Aborted::is_timed_out) then says so). So a call with a deadline
+    /// is awaited with one `?`, like any other call.
     ///
     /// Giving up drops the call's future, which leaves the flight exactly like any dropped
     /// caller (see the `# Cancel safety` section of the method that made it): the flight and
@@ -20,8 +25,8 @@ pin_project! {
     /// use coalescer::futures::Timeout;
     /// let group = coalescer::Group::<u8, u8>::new();
     /// // A timer that has already fired, and work that never finishes.
-    /// let call = Timeout::new(group.work(1, || std::future::pending()), std::future::ready(()));
-    /// assert!(call.await.is_err());
+    /// let err = Timeout::new(group.work(&1, || std::future::pending()), std::future::ready(())).await.unwrap_err();
+    /// assert!(err.is_timed_out());
     /// assert!(group.is_idle()); // the leader gave up; nobody was waiting; the key is free
     /// # });
     /// ```
@@ -46,8 +51,13 @@ impl<W, T> Timeout<W, T> {
     }
 }
 
-impl<W: Future, T: Future<Output = ()>> Future for Timeout<W, T> {
-    type Output = Result<W::Output, TimedOut>;
+impl<W, T, V, E> Future for Timeout<W, T>
+where
+    W: Future<Output = Result<V, E>>,
+    T: Future<Output = ()>,
+    E: From<TimedOut>,
+{
+    type Output = Result<V, E>;
 
     /// # Cancel safety
     ///
@@ -55,9 +65,9 @@ impl<W: Future, T: Future<Output = ()>> Future for Timeout<W, T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if let Poll::Ready(output) = this.call.poll(cx) {
-            return Poll::Ready(Ok(output));
+            return Poll::Ready(output);
         }
-        this.timer.poll(cx).map(|()| Err(TimedOut(())))
+        this.timer.poll(cx).map(|()| Err(TimedOut(()).into()))
     }
 }
 
@@ -69,16 +79,22 @@ impl<W: fmt::Debug, T> fmt::Debug for Timeout<W, T> {
 
 /// A caller gave up waiting at its deadline. The flight it left goes on for the others.
 ///
+/// A [`Timeout`] converts it into the call's error type ([`Aborted`](crate::Aborted) with
+/// [`Cause::TimedOut`](crate::Cause::TimedOut), or an [`Error`](crate::Error) holding that);
+/// an error type of your own that should carry deadlines implements `From<TimedOut>`.
+///
 /// # Examples
 ///
 /// ```
 /// # futures_lite::future::block_on(async {
 /// let group = coalescer::Group::<u8, u8>::new();
-/// let gave_up = coalescer::futures::Timeout::new(group.work(1, std::future::pending), async {}).await;
+/// let gave_up = coalescer::futures::Timeout::new(group.work(&1, std::future::pending), async {}).await;
 /// assert_eq!(gave_up.unwrap_err().to_string(), "gave up waiting for the coalesced work at the deadline");
+/// let aborted: coalescer::Aborted = coalescer::futures::TimedOut::default().into();
+/// assert!(aborted.is_timed_out());
 /// # });
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TimedOut(());
 
 impl fmt::Display for TimedOut {

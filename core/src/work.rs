@@ -1,6 +1,6 @@
 //! The futures returned by the async methods: [`Work`] and [`TryWork`].
 
-use crate::detached::SpawnFn;
+use crate::detached::Spawner;
 use crate::flight::{BoxedWork, DriveFn, Flight, Mode, Owned};
 use crate::handle::{Driven, Handle, NotJoined};
 use crate::outcome::{Aborted, Error, Outcome, split_try};
@@ -9,8 +9,11 @@ use crate::stats::Event;
 use crate::sync::Arc;
 use crate::sync::StdArc;
 use crate::table::Table;
+use alloc::borrow::ToOwned;
+use core::borrow::Borrow;
 use core::fmt;
 use core::future::Future;
+use core::hash::Hash;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 use event_listener::EventListener;
@@ -23,11 +26,11 @@ pub(crate) enum Lead<'a, V, F: Start<V>> {
     /// Hands the work to the flight (shared-work mode).
     Shared(SharedOps<V, F>),
     /// Spawns the work (detached mode).
-    Detached { spawn: SpawnFn<'a, V, F::Future>, abort: bool },
+    Detached(Spawner<'a, V, F::Future>),
 }
 
 /// What a shared-work call adds: how to box its work into the flight, and how to poll it there.
-/// Both are made where `work_shared`'s bounds are known.
+/// Both are made where a shared group's `work` knows its bounds.
 pub(crate) struct SharedOps<V, F: Start<V>> {
     pub(crate) boxed: fn(F::Future) -> BoxedWork<V>,
     pub(crate) drive: DriveFn<V>,
@@ -90,13 +93,13 @@ pin_project! {
 }
 
 pin_project! {
-    /// The future of [`Group::work`](crate::Group::work),
-    /// [`Group::work_shared`](crate::Group::work_shared) and their [`Single`](crate::Single)
-    /// twins.
+    /// The future of every group's `work` (in each [mode](crate::mode)) and of
+    /// [`Single`](crate::Single)'s calls.
     ///
-    /// It joins its key's flight when first polled, and resolves to the flight's
-    /// [`Outcome`], or to [`Aborted`] when the flight ended without a value. Dropping it
-    /// leaves the flight; see the methods' `# Cancel safety` sections for what happens then.
+    /// **Calls are lazy**: making this future does nothing; its first poll joins the key's
+    /// flight (or starts it). It then resolves to the flight's [`Outcome`], or to [`Aborted`]
+    /// when the flight ended without a value. Dropping it leaves the flight; see the methods'
+    /// `# Cancel safety` sections for what happens then.
     ///
     /// It is `Send` when the key, the closure, the work future and the group are, and the value
     /// is `Send + Sync`.
@@ -106,41 +109,38 @@ pin_project! {
     /// ```
     /// use coalescer::{Group, futures::Work};
     /// // The future can be named, to store it in a struct or return it from a trait.
-    /// fn lookup(group: &Group<u8, u8>) -> Work<'_, Group<u8, u8>, fn() -> std::future::Ready<u8>> {
-    ///     group.work(1, || std::future::ready(1))
+    /// // Its parameters: the group, the borrowed form of the key, the closure.
+    /// fn lookup<'a>(group: &'a Group<String, u8>, name: &'a str) -> Work<'a, Group<String, u8>, str, fn() -> std::future::Ready<u8>> {
+    ///     group.work(name, || std::future::ready(1))
     /// }
     /// let group = Group::new();
-    /// assert_eq!(futures_lite::future::block_on(lookup(&group)).unwrap().into_value(), 1);
+    /// assert_eq!(futures_lite::future::block_on(lookup(&group, "one")).unwrap().into_value(), 1);
     /// ```
     #[must_use = "futures do nothing unless you `.await` or poll them"]
-    pub struct Work<'a, G: Table, F: Start<G::Value>> {
+    pub struct Work<'a, G: Table, Q: ?Sized, F: Start<G::Value>> {
         // Declared first so that it is dropped first: the running work is gone before the
         // handle hands the flight over (no two executions of one key overlap).
         #[pin]
         stage: Stage<F, F::Future, G::Value>,
         handle: Option<Handle<G, &'a G>>,
         table: &'a G,
-        key: Option<G::Key>,
+        key: &'a Q,
         lead: Option<Lead<'a, G::Value, F>>,
     }
 }
 
-impl<'a, G: Table, F: Start<G::Value>> Work<'a, G, F> {
-    pub(crate) fn new(table: &'a G, key: G::Key, start: F, lead: Lead<'a, G::Value, F>) -> Self {
-        Self {
-            stage: Stage::Start { start: Some(start) },
-            handle: None,
-            table,
-            key: Some(key),
-            lead: Some(lead),
-        }
+impl<'a, G: Table, Q: ?Sized, F: Start<G::Value>> Work<'a, G, Q, F> {
+    pub(crate) fn new(table: &'a G, key: &'a Q, start: F, lead: Lead<'a, G::Value, F>) -> Self {
+        Self { stage: Stage::Start { start: Some(start) }, handle: None, table, key, lead: Some(lead) }
     }
 }
 
-impl<G, F> Future for Work<'_, G, F>
+impl<G, Q, F> Future for Work<'_, G, Q, F>
 where
     G: Table,
     G::Value: Clone,
+    G::Key: Borrow<Q>,
+    Q: ?Sized + Hash + Eq + ToOwned<Owned = G::Key>,
     F: Start<G::Value>,
 {
     type Output = Result<Outcome<G::Value>, Aborted>;
@@ -150,20 +150,18 @@ where
         loop {
             match this.stage.as_mut().project() {
                 StageProj::Start { start } => {
-                    let key = this.key.take().expect("Work joins once");
                     let mode = match this.lead.as_ref().expect("Work joins once") {
                         Lead::Inline => Mode::Work,
                         Lead::Shared(ops) => Mode::Shared(ops.drive),
-                        Lead::Detached { abort, .. } => Mode::Detached { abort: *abort },
+                        Lead::Detached(spawn) => Mode::Detached { abort: spawn.get().aborts() },
                     };
-                    let joined = match Handle::join(*this.table, key, mode) {
+                    let joined = match Handle::join(*this.table, *this.key, mode) {
                         Ok(joined) => joined,
                         Err(NotJoined::Full(aborted)) => {
                             this.stage.set(Stage::Done);
                             return Poll::Ready(Err(aborted));
                         }
-                        Err(NotJoined::Closing(key, flight)) => {
-                            *this.key = Some(key);
+                        Err(NotJoined::Closing(flight)) => {
                             let start = start.take();
                             this.stage.set(Stage::Closing { start, flight, listener: None });
                             continue;
@@ -188,12 +186,13 @@ where
                             .flight()
                             .obs()
                             .in_span(|| crate::sync::catch(|| Owned::Work((ops.boxed)(start.start())))),
-                        Lead::Detached { spawn, .. } => {
+                        Lead::Detached(spawn) => {
                             let flight = handle.flight().clone();
-                            handle
-                                .flight()
-                                .obs()
-                                .in_span(|| crate::sync::catch(|| spawn(start.start(), flight)))
+                            handle.flight().obs().in_span(|| {
+                                crate::sync::catch(|| {
+                                    spawn.get().spawn_work(start.start(), F::finish, flight)
+                                })
+                            })
                         }
                     };
                     match owned {
@@ -281,7 +280,7 @@ where
     }
 }
 
-impl<G: Table, F: Start<G::Value>> fmt::Debug for Work<'_, G, F> {
+impl<G: Table, Q: ?Sized, F: Start<G::Value>> fmt::Debug for Work<'_, G, Q, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let stage = match self.stage {
             Stage::Start { .. } => "start",
@@ -306,31 +305,33 @@ pin_project! {
     /// ```
     /// # futures_lite::future::block_on(async {
     /// let group = coalescer::TryGroup::<u8, u8, &str>::new();
-    /// assert!(group.try_work(1, || async { Err("down") }).await.unwrap_err().is_failed());
+    /// assert!(group.try_work(&1, || async { Err("down") }).await.unwrap_err().is_failed());
     /// # });
     /// ```
     #[must_use = "futures do nothing unless you `.await` or poll them"]
-    pub struct TryWork<'a, G: Table, F>
+    pub struct TryWork<'a, G: Table, Q: ?Sized, F>
     where
         TryStart<F>: Start<G::Value>,
     {
         #[pin]
-        inner: Work<'a, G, TryStart<F>>,
+        inner: Work<'a, G, Q, TryStart<F>>,
     }
 }
 
-impl<'a, G: Table, F> TryWork<'a, G, F>
+impl<'a, G: Table, Q: ?Sized, F> TryWork<'a, G, Q, F>
 where
     TryStart<F>: Start<G::Value>,
 {
-    pub(crate) fn new(inner: Work<'a, G, TryStart<F>>) -> Self {
+    pub(crate) fn new(inner: Work<'a, G, Q, TryStart<F>>) -> Self {
         Self { inner }
     }
 }
 
-impl<G, F, T, E> Future for TryWork<'_, G, F>
+impl<G, Q, F, T, E> Future for TryWork<'_, G, Q, F>
 where
     G: Table<Value = Result<T, StdArc<E>>>,
+    G::Key: Borrow<Q>,
+    Q: ?Sized + Hash + Eq + ToOwned<Owned = G::Key>,
     T: Clone,
     TryStart<F>: Start<G::Value>,
 {
@@ -341,7 +342,7 @@ where
     }
 }
 
-impl<G: Table, F> fmt::Debug for TryWork<'_, G, F>
+impl<G: Table, Q: ?Sized, F> fmt::Debug for TryWork<'_, G, Q, F>
 where
     TryStart<F>: Start<G::Value>,
 {

@@ -22,7 +22,7 @@ fn blocking_callers_on_threads_run_the_work_once() {
                 (group.clone(), probe.clone(), release_rx.clone(), start.clone());
             thread::spawn(move || {
                 start.wait();
-                group.work_blocking("k", || {
+                group.work_blocking(&"k", || {
                     let _running = probe.enter();
                     release_rx.lock().unwrap().recv().unwrap();
                     11
@@ -47,7 +47,7 @@ fn async_followers_share_a_blocking_leaders_flight() {
     let leader = {
         let group = group.clone();
         thread::spawn(move || {
-            group.work_blocking(1, || {
+            group.work_blocking(&1, || {
                 entered_tx.send(()).unwrap();
                 release_rx.recv().unwrap();
                 21
@@ -62,7 +62,7 @@ fn async_followers_share_a_blocking_leaders_flight() {
                 let calls: Vec<_> = (0..4)
                     .map(|_| {
                         let group = group.clone();
-                        tokio::spawn(async move { group.work(1, || async { 0 }).await.unwrap() })
+                        tokio::spawn(async move { group.work(&1, || async { 0 }).await.unwrap() })
                     })
                     .collect();
                 until(|| group.counters().followers == 4).await;
@@ -86,7 +86,7 @@ fn blocking_followers_share_an_async_leaders_flight() {
             let (group, gate) = (group.clone(), gate.wait());
             tokio::spawn(async move {
                 group
-                    .work(1, || async move {
+                    .work(&1, || async move {
                         gate.await;
                         31
                     })
@@ -98,7 +98,7 @@ fn blocking_followers_share_an_async_leaders_flight() {
         let threads: Vec<_> = (0..3)
             .map(|_| {
                 let group = group.clone();
-                thread::spawn(move || group.work_blocking(1, || 0).unwrap())
+                thread::spawn(move || group.work_blocking(&1, || 0).unwrap())
             })
             .collect();
         until(|| group.counters().followers == 3).await;
@@ -113,13 +113,13 @@ fn blocking_followers_share_an_async_leaders_flight() {
 
 #[test]
 fn blocking_follower_drives_shared_work_after_its_async_leader_left() {
-    let group = Arc::new(Group::<u8, u64>::new());
+    let group = Arc::new(Group::<u8, u64>::new().shared());
     let (tx, rx) = thread_oneshot();
-    let mut leader = Box::pin(group.work_shared(1, move || rx));
+    let mut leader = Box::pin(group.work(&1, move || rx));
     assert!(common::poll_once(&mut leader).is_pending());
     let follower = {
         let group = group.clone();
-        thread::spawn(move || group.work_blocking(1, || 0).unwrap())
+        thread::spawn(move || group.work_blocking(&1, || 0).unwrap())
     };
     until_blocking(|| group.counters().followers == 1);
     drop(leader); // the async leader is gone; the work lives on in the flight
@@ -152,9 +152,9 @@ fn reentrant_blocking_call_for_the_same_key_panics_instead_of_deadlocking() {
     let group = Arc::new(Group::<u8, u64>::new());
     let inner_calls = AtomicUsize::new(0);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        group.work_blocking(1, || {
+        group.work_blocking(&1, || {
             inner_calls.fetch_add(1, SeqCst);
-            group.work_blocking(1, || 2).unwrap().into_value()
+            group.work_blocking(&1, || 2).unwrap().into_value()
         })
     }));
     let payload = result.unwrap_err();
@@ -163,5 +163,5 @@ fn reentrant_blocking_call_for_the_same_key_panics_instead_of_deadlocking() {
     assert!(message.unwrap_or_default().contains("re-entrant"), "got {message:?}");
     assert_eq!(inner_calls.load(SeqCst), 1);
     assert!(group.is_idle(), "the panicked flight was removed");
-    assert_eq!(*group.work_blocking(1, || 3).unwrap().value(), 3);
+    assert_eq!(*group.work_blocking(&1, || 3).unwrap().value(), 3);
 }

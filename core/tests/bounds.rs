@@ -20,7 +20,7 @@ fn gated(group: &G, key: u32, gate: &Gate) -> tokio::task::JoinHandle<Result<Out
     let (group, gate) = (group.clone(), gate.clone());
     tokio::spawn(async move {
         group
-            .work(key, move || async move {
+            .work(&key, move || async move {
                 gate.wait().await;
                 key
             })
@@ -30,7 +30,7 @@ fn gated(group: &G, key: u32, gate: &Gate) -> tokio::task::JoinHandle<Result<Out
 
 /// Whether a call for a fresh key gets a permit right now (it is run to completion).
 async fn admits_a_new_key(group: &G, key: u32) -> bool {
-    match group.work(key, || async { 0 }).await {
+    match group.work(&key, || async { 0 }).await {
         Ok(_) => true,
         Err(aborted) if aborted.is_full() => false,
         Err(aborted) => panic!("unexpected {aborted}"),
@@ -44,11 +44,11 @@ fn a_new_key_beyond_the_bound_is_refused_with_a_typed_error() {
         let (a, b) = (gated(&group, 1, &gate), gated(&group, 2, &gate));
         until(|| group.in_flight() == 2).await;
         let refused =
-            group.work(3, || async { unreachable!("refused calls run nothing") }).await.unwrap_err();
+            group.work(&3, || async { unreachable!("refused calls run nothing") }).await.unwrap_err();
         assert_eq!(refused.cause(), Cause::Full { limit: 2 });
         assert!(refused.to_string().contains("2 keys in flight"));
         let try_group = Group::<u32, u32, _>::new().max_in_flight(0, WhenFull::Reject);
-        let err = futures_lite::future::block_on(try_group.work(1, || async { 1 })).unwrap_err();
+        let err = futures_lite::future::block_on(try_group.work(&1, || async { 1 })).unwrap_err();
         assert!(err.is_full());
         assert_eq!(group.counters().overflows, 1);
         gate.open();
@@ -84,18 +84,32 @@ fn a_call_beyond_the_bound_runs_alone_when_asked_to() {
         until(|| group.in_flight() == 1).await;
         // Key 2 runs, uncoalesced: its flight is not in the map, so a second caller of key 2
         // runs its own work too.
-        let alone = group.work(2, || async { 20 }).await.unwrap();
+        let alone = group.work(&2, || async { 20 }).await.unwrap();
         assert!(alone.is_leader() && !alone.is_shared() && *alone.value() == 20);
         let runs = Arc::new(AtomicUsize::new(0));
         let (r1, r2) = (runs.clone(), runs.clone());
         let (x, y) = tokio::join!(
-            group.work_shared(3, move || async move { r1.fetch_add(1, SeqCst) as u32 }),
-            group.work_shared(3, move || async move { r2.fetch_add(1, SeqCst) as u32 })
+            group.work(&3, move || async move { r1.fetch_add(1, SeqCst) as u32 }),
+            group.work(&3, move || async move { r2.fetch_add(1, SeqCst) as u32 })
         );
         assert!(x.unwrap().is_leader() && y.unwrap().is_leader());
         assert_eq!(runs.load(SeqCst), 2);
         assert_eq!(group.in_flight(), 1);
         assert_eq!(group.counters().overflows, 3);
+        // The same in a shared group: its flights run alone too.
+        let shared = Group::<u32, u32>::new().max_in_flight(1, WhenFull::RunAlone).shared();
+        let mut full = Box::pin(shared.work(&1, std::future::pending::<u32>));
+        assert!(poll_once(&mut full).is_pending());
+        let (r1, r2) = (runs.clone(), runs.clone());
+        let (x, y) = tokio::join!(
+            shared.work(&3, move || async move { r1.fetch_add(1, SeqCst) as u32 }),
+            shared.work(&3, move || async move { r2.fetch_add(1, SeqCst) as u32 })
+        );
+        assert!(x.unwrap().is_leader() && y.unwrap().is_leader());
+        assert_eq!(runs.load(SeqCst), 4);
+        assert_eq!((shared.in_flight(), shared.counters().overflows), (1, 2));
+        drop(full);
+        assert!(shared.is_idle());
         gate.open();
         assert_eq!(*first.await.unwrap().unwrap().value(), 1);
         assert!(admits_a_new_key(&group, 4).await);
@@ -108,20 +122,22 @@ fn the_permit_comes_back_once_whatever_ends_the_flight() {
         let group = bounded(1, WhenFull::Reject);
         // A panic.
         let g = group.clone();
-        let panicked = tokio::spawn(async move { g.work(1, || async { panic!("boom") }).await }).await;
+        let panicked = tokio::spawn(async move { g.work(&1, || async { panic!("boom") }).await }).await;
         assert!(panicked.unwrap_err().is_panic());
         assert!(admits_a_new_key(&group, 2).await);
         // A work-mode flight abandoned by its only caller.
-        let mut abandoned = Box::pin(group.work(3, std::future::pending::<u32>));
+        let mut abandoned = Box::pin(group.work(&3, std::future::pending::<u32>));
         assert!(poll_once(&mut abandoned).is_pending());
         assert!(!admits_a_new_key(&group, 4).await);
         drop(abandoned);
         assert!(admits_a_new_key(&group, 4).await);
         // Shared work abandoned by its only caller (the flight closes, then ends).
-        let mut shared = Box::pin(group.work_shared(5, std::future::pending::<u32>));
+        let shared_group = Group::<u32, u32>::new().max_in_flight(1, WhenFull::Reject).shared();
+        let mut shared = Box::pin(shared_group.work(&5, std::future::pending::<u32>));
         assert!(poll_once(&mut shared).is_pending());
+        assert!(shared_group.work(&6, || async { 6 }).await.unwrap_err().is_full());
         drop(shared);
-        assert!(admits_a_new_key(&group, 6).await);
+        assert_eq!(*shared_group.work(&6, || async { 6 }).await.unwrap().value(), 6);
         // A forgotten flight still counts until it ends.
         let gate = Gate::new();
         let forgotten = gated(&group, 7, &gate);
@@ -133,7 +149,7 @@ fn the_permit_comes_back_once_whatever_ends_the_flight() {
         assert!(admits_a_new_key(&group, 8).await);
         // A cancelled leader whose follower is promoted keeps the one permit of the flight.
         let gate = Gate::new();
-        let mut leader = Box::pin(group.work(9, std::future::pending::<u32>));
+        let mut leader = Box::pin(group.work(&9, std::future::pending::<u32>));
         assert!(poll_once(&mut leader).is_pending());
         let follower = gated(&group, 9, &gate);
         until(|| group.counters().followers == 1).await;
@@ -162,7 +178,7 @@ fn no_more_keys_run_at_once_than_the_bound_under_load() {
                     for round in 0..50u32 {
                         let key = (i * 7 + round) % 11;
                         let (probe, peak) = (probe.clone(), peak.clone());
-                        let call = group.work(key, move || async move {
+                        let call = group.work(&key, move || async move {
                             let _running = probe.enter();
                             peak.fetch_max(probe.running(), SeqCst);
                             tokio::task::yield_now().await;
@@ -186,7 +202,7 @@ fn no_more_keys_run_at_once_than_the_bound_under_load() {
         assert_eq!(group.counters().overflows, refused);
         assert!(group.is_idle());
         for key in 100..100 + LIMIT as u32 {
-            let mut hold = Box::pin(group.work(key, std::future::pending::<u32>));
+            let mut hold = Box::pin(group.work(&key, std::future::pending::<u32>));
             assert!(poll_once(&mut hold).is_pending());
             std::mem::forget(hold); // keep the permit for the rest of the test
         }

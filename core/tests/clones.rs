@@ -31,15 +31,20 @@ fn a_lone_caller_gets_its_value_without_a_clone_in_every_mode() {
     run(async {
         let group = Arc::new(Group::<u32, Counted>::new());
         let (v, clones) = counted();
-        assert!(group.work(1, || async { v }).await.unwrap().is_leader());
+        assert!(group.work(&1, || async { v }).await.unwrap().is_leader());
         let (v, shared) = counted();
-        assert!(group.work_shared(2, || async { v }).await.unwrap().is_leader());
+        let shared_group = Group::<u32, Counted>::new().shared();
+        assert!(shared_group.work(&2, || async { v }).await.unwrap().is_leader());
         let (v, detached) = counted();
-        assert!(group.work_detached(3, common::Detach, || async { v }).await.unwrap().is_leader());
+        let detached_group = Arc::new(Group::<u32, Counted>::new().detached(common::Detach));
+        assert!(detached_group.work(&3, || async { v }).await.unwrap().is_leader());
         let (v, blocking) = counted();
         let g = group.clone();
         assert!(
-            tokio::task::spawn_blocking(move || g.work_blocking(4, || v).unwrap()).await.unwrap().is_leader()
+            tokio::task::spawn_blocking(move || g.work_blocking(&4, || v).unwrap())
+                .await
+                .unwrap()
+                .is_leader()
         );
         let counts = [&clones, &shared, &detached, &blocking].map(|c| c.load(SeqCst));
         assert_eq!(counts, [0; 4], "work, shared, detached, blocking");
@@ -47,39 +52,41 @@ fn a_lone_caller_gets_its_value_without_a_clone_in_every_mode() {
 }
 
 /// `n` followers read one after another (polled by hand, in turn): exactly `n` clones.
-fn followers_in_turn_cost_one_clone_each(shared: bool) {
-    const N: usize = 5;
-    let group = Group::<u32, Counted>::new();
-    let (v, clones) = counted();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let work = move || async move {
-        rx.await.unwrap();
-        v
-    };
-    let mut leader = Box::pin(if shared { group.work_shared(1, work) } else { group.work(1, work) });
-    assert!(poll_once(&mut leader).is_pending());
-    let never = || async { unreachable!("followers do not run their work") };
-    let mut followers: Vec<_> = (0..N).map(|_| Box::pin(group.work(1, never))).collect();
-    for f in &mut followers {
-        assert!(poll_once(f).is_pending());
-    }
-    tx.send(()).unwrap();
-    let Poll::Ready(Ok(outcome)) = poll_once(&mut leader) else { panic!("the leader finishes") };
-    assert!(outcome.is_leader() && outcome.is_shared());
-    for f in &mut followers {
-        assert!(matches!(poll_once(f), Poll::Ready(Ok(ref o)) if !o.is_leader() && o.is_shared()));
-    }
-    assert_eq!(clones.load(SeqCst), N);
+macro_rules! followers_in_turn_cost_one_clone_each {
+    ($group:expr) => {{
+        const N: usize = 5;
+        let group = $group;
+        let (v, clones) = counted();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let work = move || async move {
+            rx.await.unwrap();
+            v
+        };
+        let mut leader = Box::pin(group.work(&1, work));
+        assert!(poll_once(&mut leader).is_pending());
+        let never = || async { unreachable!("followers do not run their work") };
+        let mut followers: Vec<_> = (0..N).map(|_| Box::pin(group.work(&1, never))).collect();
+        for f in &mut followers {
+            assert!(poll_once(f).is_pending());
+        }
+        tx.send(()).unwrap();
+        let Poll::Ready(Ok(outcome)) = poll_once(&mut leader) else { panic!("the leader finishes") };
+        assert!(outcome.is_leader() && outcome.is_shared());
+        for f in &mut followers {
+            assert!(matches!(poll_once(f), Poll::Ready(Ok(ref o)) if !o.is_leader() && o.is_shared()));
+        }
+        assert_eq!(clones.load(SeqCst), N);
+    }};
 }
 
 #[test]
 fn followers_reading_in_turn_cost_one_clone_each_in_work_mode() {
-    followers_in_turn_cost_one_clone_each(false);
+    followers_in_turn_cost_one_clone_each!(Group::<u32, Counted>::new());
 }
 
 #[test]
 fn followers_reading_in_turn_cost_one_clone_each_in_shared_mode() {
-    followers_in_turn_cost_one_clone_each(true);
+    followers_in_turn_cost_one_clone_each!(Group::<u32, Counted>::new().shared());
 }
 
 /// Real concurrency: the callers of a detached flight read as they are woken; at most one clone
@@ -88,14 +95,14 @@ fn followers_reading_in_turn_cost_one_clone_each_in_shared_mode() {
 fn concurrent_followers_cost_at_most_one_clone_each_plus_one() {
     run(async {
         const N: usize = 8;
-        let group = Arc::new(Group::<u32, Counted>::new());
+        let group = Arc::new(Group::<u32, Counted>::new().detached(common::Detach));
         let (v, clones) = counted();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let leader = {
             let group = group.clone();
             tokio::spawn(async move {
                 group
-                    .work_detached(1, common::Detach, move || async move {
+                    .work(&1, move || async move {
                         rx.await.unwrap();
                         v
                     })
@@ -106,7 +113,7 @@ fn concurrent_followers_cost_at_most_one_clone_each_plus_one() {
         let followers: Vec<_> = (0..N)
             .map(|_| {
                 let group = group.clone();
-                tokio::spawn(async move { group.work(1, || async { unreachable!() }).await })
+                tokio::spawn(async move { group.work(&1, || async { unreachable!() }).await })
             })
             .collect();
         until(|| group.counters().followers == N as u64).await;

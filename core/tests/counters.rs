@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 /// Spawns on tokio; dropping the task's handle aborts it (abort when abandoned). Sends on
 /// `ended` once the whole task (the work, then the flight's handle) has been dropped.
+#[derive(Clone)]
 struct Abortable(Option<tokio::sync::mpsc::UnboundedSender<()>>);
 
 /// The spawned task, then a message: fields drop in order.
@@ -58,8 +59,8 @@ impl Spawn for Abortable {
 #[test]
 fn an_abandoned_abortable_flight_counts_a_cancellation_and_no_shutdown() {
     run(async {
-        let group = Arc::new(Group::<u32, u32>::new());
-        let mut caller = Box::pin(group.work_detached(1, Abortable(None), std::future::pending::<u32>));
+        let group = Arc::new(Group::<u32, u32>::new().detached(Abortable(None)));
+        let mut caller = Box::pin(group.work(&1, std::future::pending::<u32>));
         assert!(poll_once(&mut caller).is_pending());
         drop(caller);
         until(|| group.is_idle()).await;
@@ -73,10 +74,9 @@ fn an_abandoned_abortable_flight_counts_a_cancellation_and_no_shutdown() {
 #[test]
 fn a_forgotten_then_abandoned_abortable_flight_counts_a_cancellation_and_no_shutdown() {
     run(async {
-        let group = Arc::new(Group::<u32, u32>::new());
         let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
-        let mut caller =
-            Box::pin(group.work_detached(1, Abortable(Some(ended_tx)), std::future::pending::<u32>));
+        let group = Arc::new(Group::<u32, u32>::new().detached(Abortable(Some(ended_tx))));
+        let mut caller = Box::pin(group.work(&1, std::future::pending::<u32>));
         assert!(poll_once(&mut caller).is_pending());
         assert!(group.forget(&1));
         drop(caller);

@@ -15,6 +15,7 @@ type Graveyard = Arc<Mutex<Vec<Pin<Box<dyn Future<Output = ()> + Send>>>>>;
 /// A spawner whose tasks are never polled and whose abort is slow: dropping the handle moves
 /// the task into a graveyard that the test empties when it likes (a runtime that drops an
 /// aborted task later, on another thread, as tokio and async-std do).
+#[derive(Clone)]
 struct SlowAbort(Graveyard);
 
 /// The task's handle: on drop (the abort), the task goes to the graveyard.
@@ -41,14 +42,14 @@ impl Spawn for SlowAbort {
 #[test]
 fn an_abandoned_abortable_flight_keeps_its_key_until_its_task_is_dropped() {
     run(async {
-        let group = Arc::new(Group::<u32, u32>::new());
         let graveyard = Graveyard::default();
-        let mut first = Box::pin(group.work_detached(1, SlowAbort(graveyard.clone()), || async { 1 }));
+        let group = Arc::new(Group::<u32, u32>::new().detached(SlowAbort(graveyard.clone())));
+        let mut first = Box::pin(group.work(&1, || async { 1 }));
         assert!(poll_once(&mut first).is_pending());
         drop(first); // the last caller leaves: the task is aborted, but not dropped yet
         assert_eq!(graveyard.lock().unwrap().len(), 1);
         // The key is still taken: a new call waits for the old task to go.
-        let mut next = Box::pin(group.work_detached(1, SlowAbort(graveyard.clone()), || async { 2 }));
+        let mut next = Box::pin(group.work(&1, || async { 2 }));
         assert!(poll_once(&mut next).is_pending());
         assert_eq!(group.counters().leaders, 1, "the new call must not lead while the old task lives");
         // The runtime drops the aborted task: the flight ends and the key is free.

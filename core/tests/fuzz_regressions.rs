@@ -21,7 +21,7 @@ fn panicking_closure() -> Pending<u8> {
 }
 
 /// Found by `cancellation_race`, once closures were allowed to panic in work mode: in work mode, a panic in the caller's closure, before it returns the work future, is
-/// not handled as a panic of the work. `work_shared` catches it (see the test below); `work`
+/// not handled as a panic of the work. shared-mode `work` catches it (see the test below); `work`
 /// calls the closure outside `catch_unwind`, both for the leader and for a promoted follower.
 /// The panic unwinds out of the caller's poll like a cancellation: the flight is not ended, the
 /// followers are not released with `Aborted`, no panic is counted, and the key stays taken
@@ -31,9 +31,9 @@ fn panicking_closure() -> Pending<u8> {
 #[test]
 fn a_promoted_followers_panicking_closure_releases_the_other_followers() {
     let group = Group::<u8, u8>::new();
-    let mut leader = Box::pin(group.work(1, pending::<u8>));
-    let mut promoted = Box::pin(group.work(1, panicking_closure));
-    let mut other = Box::pin(group.work(1, pending::<u8>));
+    let mut leader = Box::pin(group.work(&1, pending::<u8>));
+    let mut promoted = Box::pin(group.work(&1, panicking_closure));
+    let mut other = Box::pin(group.work(&1, pending::<u8>));
     assert!(poll(leader.as_mut()).is_pending());
     assert!(poll(promoted.as_mut()).is_pending());
     assert!(poll(other.as_mut()).is_pending());
@@ -55,12 +55,12 @@ fn a_promoted_followers_panicking_closure_releases_the_other_followers() {
 #[test]
 fn a_leaders_panicking_closure_frees_the_key() {
     let group = Group::<u8, u8>::new();
-    let mut leader = Box::pin(group.work(1, panicking_closure));
+    let mut leader = Box::pin(group.work(&1, panicking_closure));
     let ran = catch_unwind(AssertUnwindSafe(|| poll(leader.as_mut())));
     assert!(ran.is_err(), "the panic propagates to the caller that ran the closure");
     assert_eq!(group.counters().panics, 1, "the panic is counted");
     assert!(group.is_idle(), "a panicked flight's key is freed at once");
-    let mut next = Box::pin(group.work(1, || std::future::ready(7)));
+    let mut next = Box::pin(group.work(&1, || std::future::ready(7)));
     match poll(next.as_mut()) {
         Poll::Ready(Ok(outcome)) => assert!(outcome.is_leader() && *outcome.value() == 7),
         got => panic!("the next caller must lead a new flight, got {got:?}"),
@@ -68,16 +68,16 @@ fn a_leaders_panicking_closure_frees_the_key() {
     drop(leader);
 }
 
-/// What the two tests above expect, as `work_shared` already does it.
+/// What the two tests above expect, as shared-mode `work` already does it.
 #[test]
 fn a_shared_leaders_panicking_closure_frees_the_key() {
-    let group = Group::<u8, u8>::new();
-    let mut leader = Box::pin(group.work_shared(1, panicking_closure));
+    let group = Group::<u8, u8>::new().shared();
+    let mut leader = Box::pin(group.work(&1, panicking_closure));
     let ran = catch_unwind(AssertUnwindSafe(|| poll(leader.as_mut())));
     assert!(ran.is_err(), "the panic propagates to the caller that ran the closure");
     assert_eq!(group.counters().panics, 1);
     assert!(group.is_idle());
-    let mut next = Box::pin(group.work_shared(1, || std::future::ready(7)));
+    let mut next = Box::pin(group.work(&1, || std::future::ready(7)));
     match poll(next.as_mut()) {
         Poll::Ready(Ok(outcome)) => assert!(outcome.is_leader() && *outcome.value() == 7),
         got => panic!("the next caller must lead a new flight, got {got:?}"),
@@ -118,8 +118,8 @@ fn shared_work_that_yields_lets_the_callers_poll_return() {
             }
         })
     };
-    let group = Group::<u8, u8>::new();
-    let mut call = Box::pin(group.work_shared(1, yielding));
+    let group = Group::<u8, u8>::new().shared();
+    let mut call = Box::pin(group.work(&1, yielding));
     let wakes = Arc::new(Count(AtomicUsize::new(0)));
     let waker = Waker::from(wakes.clone());
     let first = call.as_mut().poll(&mut Context::from_waker(&waker));
@@ -149,7 +149,7 @@ fn work_mode_work_that_yields_lets_the_callers_poll_return() {
         })
     };
     let group = Group::<u8, u8>::new();
-    let mut call = Box::pin(group.work(1, yielding));
+    let mut call = Box::pin(group.work(&1, yielding));
     assert!(poll(call.as_mut()).is_pending());
     assert_eq!(POLLS.load(SeqCst), 1);
 }
@@ -163,7 +163,7 @@ fn work_mode_work_that_yields_lets_the_callers_poll_return() {
 /// and gone to sleep, and nobody woke it: the work's wake came while `DRIVING` was held, so it
 /// notified nobody. If the caller that yielded was then never polled again (a `select!` branch
 /// kept alive, the stalled leader that shared mode exists for), the other waiter slept forever
-/// although the work wanted a poll. `Group::work_shared`'s `# Cancel safety`: "A caller that stops being
+/// although the work wanted a poll. a shared group's `work`'s `# Cancel safety`: "A caller that stops being
 /// polled does not hold the others up: the work's waker wakes the flight's waiters". Waking
 /// the waiters (not only itself) when the work yields closes it.
 #[test]
@@ -199,9 +199,9 @@ fn shared_work_that_yields_wakes_the_waiters_that_slept_meanwhile() {
         })
     };
 
-    let group = Group::<u8, u8>::new();
-    let mut leader = Box::pin(group.work_shared(1, work));
-    let mut follower = Box::pin(group.work_shared(1, pending::<u8>));
+    let group = Group::<u8, u8>::new().shared();
+    let mut leader = Box::pin(group.work(&1, work));
+    let mut follower = Box::pin(group.work(&1, pending::<u8>));
     let (follower_waker, follower_wakes) = counting();
     std::thread::scope(|s| {
         let leader = &mut leader;

@@ -61,7 +61,7 @@ const KEY: u8 = 7;
 const DELIBERATE: &str = "deliberate panic in the work";
 
 type Fixed = BuildHasherDefault<DefaultHasher>;
-type TestGroup = Group<u8, Val, Fixed>;
+type TestGroup<M = coalescer::mode::Inline> = Group<u8, Val, Fixed, M>;
 
 /// Explores `f` with the models' preemption bound, then checks that the exploration reached
 /// every branch in `expected` (a model that never reaches the race it is named after proves
@@ -125,8 +125,16 @@ fn new_group() -> Arc<TestGroup> {
     Arc::new(Group::with_capacity_and_hasher(1, Fixed::default()))
 }
 
+fn new_shared_group() -> Arc<TestGroup<coalescer::mode::Shared>> {
+    Arc::new(Group::with_capacity_and_hasher(1, Fixed::default()).shared())
+}
+
+fn new_detached_group<Sp: Spawn>(spawner: Sp) -> Arc<TestGroup<coalescer::mode::Detached<Sp>>> {
+    Arc::new(Group::with_capacity_and_hasher(1, Fixed::default()).detached(spawner))
+}
+
 /// Checks that `group` is idle, then drops it (inside the model, on its main thread).
-fn finish_group(group: Arc<TestGroup>) {
+fn finish_group<M>(group: Arc<TestGroup<M>>) {
     assert!(group.is_idle(), "an entry was left behind: {group:?}");
     let group = Arc::try_unwrap(group).expect("a thread still holds the group");
     drop(group);
@@ -164,7 +172,7 @@ impl Probe {
         Job { id, plan, probe: self.clone(), started: false, finished: false }
     }
 
-    /// A closure for `work`/`work_shared` that makes job `id`.
+    /// A closure for `work`/shared-mode `work` that makes job `id`.
     fn work(&self, id: u32, plan: Plan) -> impl FnOnce() -> Job + Send + 'static {
         let probe = self.clone();
         move || probe.job(id, plan)
@@ -346,10 +354,10 @@ impl Drop for Job {
 }
 
 /// Runs `f` on a new loom thread with clones of the group and the probe.
-fn spawn_with<T: Send + 'static>(
-    group: &Arc<TestGroup>,
+fn spawn_with<G: Send + Sync + 'static, T: Send + 'static>(
+    group: &Arc<G>,
     probe: &Probe,
-    f: impl FnOnce(Arc<TestGroup>, Probe) -> T + Send + 'static,
+    f: impl FnOnce(Arc<G>, Probe) -> T + Send + 'static,
 ) -> thread::JoinHandle<T> {
     let (group, probe) = (group.clone(), probe.clone());
     thread::spawn(move || f(group, probe))
@@ -373,9 +381,9 @@ fn joined<F: Future>(fut: F) -> Pin<Box<F>> {
 fn leader_completes_while_follower_joins() {
     check(&[0, 1], |seen| {
         let (group, probe) = (new_group(), Probe::default());
-        let leader = joined(group.work(KEY, probe.work(1, Plan::Yield)));
+        let leader = joined(group.work(&KEY, probe.work(1, Plan::Yield)));
         let follower = spawn_with(&group, &probe, |group, probe| {
-            block_on(group.work(KEY, probe.work(2, Plan::Ready))).expect("nothing panics")
+            block_on(group.work(&KEY, probe.work(2, Plan::Ready))).expect("nothing panics")
         });
         let led = block_on(leader).expect("nothing panics");
         let followed = follower.join().unwrap();
@@ -408,9 +416,9 @@ fn leader_completes_while_follower_joins() {
 fn leader_dropped_while_follower_joins() {
     check(&[0, 1], |seen| {
         let (group, probe) = (new_group(), Probe::default());
-        let leader = joined(group.work(KEY, probe.work(1, Plan::Stuck)));
+        let leader = joined(group.work(&KEY, probe.work(1, Plan::Stuck)));
         let follower = spawn_with(&group, &probe, |group, probe| {
-            block_on(group.work(KEY, probe.work(2, Plan::Ready))).expect("nothing panics")
+            block_on(group.work(&KEY, probe.work(2, Plan::Ready))).expect("nothing panics")
         });
         drop(leader);
         let followed = follower.join().unwrap();
@@ -434,10 +442,10 @@ fn leader_dropped_while_follower_joins() {
 fn leader_dropped_while_follower_leaves() {
     check(&[0, 1, 2, 3], |seen| {
         let (group, probe) = (new_group(), Probe::default());
-        let leader = joined(group.work(KEY, probe.work(1, Plan::Stuck)));
-        let stayer = joined(group.work(KEY, probe.work(3, Plan::Ready)));
+        let leader = joined(group.work(&KEY, probe.work(1, Plan::Stuck)));
+        let stayer = joined(group.work(&KEY, probe.work(3, Plan::Ready)));
         let leaver = spawn_with(&group, &probe, |group, probe| {
-            let mut leaver = Box::pin(group.work(KEY, probe.work(2, Plan::Ready)));
+            let mut leaver = Box::pin(group.work(&KEY, probe.work(2, Plan::Ready)));
             match poll_once(leaver.as_mut()) {
                 Poll::Ready(result) => Some(id(&result.expect("nothing panics"))),
                 Poll::Pending => None, // dropped here: the follower leaves
@@ -488,10 +496,10 @@ fn leader_dropped_while_follower_leaves() {
 fn followers_race_for_promotion_after_leader_dropped() {
     check(&[0, 1, 2], |seen| {
         let (group, probe) = (new_group(), Probe::default());
-        let leader = joined(group.work(KEY, probe.work(1, Plan::Stuck)));
-        let first = joined(group.work(KEY, probe.work(2, Plan::Ready)));
+        let leader = joined(group.work(&KEY, probe.work(1, Plan::Stuck)));
+        let first = joined(group.work(&KEY, probe.work(2, Plan::Ready)));
         let second = spawn_with(&group, &probe, |group, probe| {
-            block_on(group.work(KEY, probe.work(3, Plan::Ready))).expect("nothing panics")
+            block_on(group.work(&KEY, probe.work(3, Plan::Ready))).expect("nothing panics")
         });
         drop(leader);
         let first = block_on(first).expect("nothing panics");
@@ -530,12 +538,12 @@ fn forget_races_completion_old_leader_keeps_new_entry() {
     check(&[0, 1], |seen| {
         let (group, old, new) = (new_group(), Probe::default(), Probe::default());
         let done = Arc::new(LoomUsize::new(0));
-        let leader = joined(group.work(KEY, old.work(1, Plan::Yield)));
+        let leader = joined(group.work(&KEY, old.work(1, Plan::Yield)));
         let newcomer = {
             let done = done.clone();
             spawn_with(&group, &new, move |group, new| {
                 let forgot = group.forget(&KEY);
-                let call = joined(group.work(KEY, new.work(2, Plan::Yield)));
+                let call = joined(group.work(&KEY, new.work(2, Plan::Yield)));
                 wait_for(&done, 1);
                 assert_eq!(group.in_flight(), 1, "the old leader removed the new flight's entry");
                 let got = block_on(call).expect("nothing panics");
@@ -563,13 +571,13 @@ fn forget_races_leader_drop_promotion_stays_in_old_flight() {
     check(&[0, 1], |seen| {
         let (group, old, new) = (new_group(), Probe::default(), Probe::default());
         let done = Arc::new(LoomUsize::new(0));
-        let leader = joined(group.work(KEY, old.work(1, Plan::Stuck)));
-        let follower = joined(group.work(KEY, old.work(2, Plan::Ready)));
+        let leader = joined(group.work(&KEY, old.work(1, Plan::Stuck)));
+        let follower = joined(group.work(&KEY, old.work(2, Plan::Ready)));
         let newcomer = {
             let done = done.clone();
             spawn_with(&group, &new, move |group, new| {
                 let forgot = group.forget(&KEY);
-                let call = joined(group.work(KEY, new.work(3, Plan::Yield)));
+                let call = joined(group.work(&KEY, new.work(3, Plan::Yield)));
                 wait_for(&done, 1);
                 assert_eq!(group.in_flight(), 1, "the old flight removed the new flight's entry");
                 (forgot, block_on(call).expect("nothing panics"))
@@ -599,9 +607,9 @@ fn forget_races_leader_drop_promotion_stays_in_old_flight() {
 fn leader_panics_while_follower_joins() {
     check(&[0, 1], |seen| {
         let (group, probe) = (new_group(), Probe::default());
-        let leader = joined(group.work(KEY, probe.work(1, Plan::YieldThenPanic)));
+        let leader = joined(group.work(&KEY, probe.work(1, Plan::YieldThenPanic)));
         let follower =
-            spawn_with(&group, &probe, |group, probe| block_on(group.work(KEY, probe.work(2, Plan::Ready))));
+            spawn_with(&group, &probe, |group, probe| block_on(group.work(&KEY, probe.work(2, Plan::Ready))));
         let panicked = catch_unwind(AssertUnwindSafe(|| block_on(leader)));
         let payload = panicked.expect_err("the work's panic is resumed in the leader");
         assert_eq!(payload.downcast_ref::<&str>(), Some(&DELIBERATE));
@@ -636,9 +644,9 @@ fn assert_aborted_by_panic(aborted: &Aborted) {
 fn last_waiter_leaves_entry_removed_once() {
     check(&[0, 1], |seen| {
         let (group, probe) = (new_group(), Probe::default());
-        let leader = joined(group.work(KEY, probe.work(1, Plan::Stuck)));
+        let leader = joined(group.work(&KEY, probe.work(1, Plan::Stuck)));
         let follower = spawn_with(&group, &probe, |group, probe| {
-            drop(joined(group.work(KEY, probe.work(2, Plan::Stuck))));
+            drop(joined(group.work(&KEY, probe.work(2, Plan::Stuck))));
         });
         drop(leader);
         follower.join().unwrap();
@@ -677,10 +685,10 @@ fn single_last_waiter_leaves_slot_cleared_once() {
 #[test]
 fn shared_stalled_driver_hands_over_to_waiter() {
     check(&[], |_| {
-        let (group, probe, gate) = (new_group(), Probe::default(), Arc::new(Gate::default()));
-        let leader = joined(group.work_shared(KEY, probe.work(1, Plan::Gated(gate.clone()))));
+        let (group, probe, gate) = (new_shared_group(), Probe::default(), Arc::new(Gate::default()));
+        let leader = joined(group.work(&KEY, probe.work(1, Plan::Gated(gate.clone()))));
         let follower = spawn_with(&group, &probe, |group, probe| {
-            block_on(group.work_shared(KEY, probe.work(2, Plan::Yield))).expect("nothing panics")
+            block_on(group.work(&KEY, probe.work(2, Plan::Yield))).expect("nothing panics")
         });
         gate.open();
         let followed = follower.join().unwrap();
@@ -700,10 +708,10 @@ fn shared_stalled_driver_hands_over_to_waiter() {
 #[test]
 fn shared_dropped_driver_hands_over_to_waiter() {
     check(&[0, 1], |seen| {
-        let (group, probe, gate) = (new_group(), Probe::default(), Arc::new(Gate::default()));
-        let leader = joined(group.work_shared(KEY, probe.work(1, Plan::Gated(gate.clone()))));
+        let (group, probe, gate) = (new_shared_group(), Probe::default(), Arc::new(Gate::default()));
+        let leader = joined(group.work(&KEY, probe.work(1, Plan::Gated(gate.clone()))));
         let follower = spawn_with(&group, &probe, |group, probe| {
-            block_on(group.work_shared(KEY, probe.work(2, Plan::Yield))).expect("nothing panics")
+            block_on(group.work(&KEY, probe.work(2, Plan::Yield))).expect("nothing panics")
         });
         drop(leader);
         gate.open();
@@ -728,12 +736,12 @@ fn shared_dropped_driver_hands_over_to_waiter() {
 #[test]
 fn shared_last_waiter_cancel_drops_work_once() {
     check(&[0, 1], |seen| {
-        let (group, probe, gate) = (new_group(), Probe::default(), Arc::new(Gate::default()));
-        let leader = joined(group.work_shared(KEY, probe.work(1, Plan::Gated(gate.clone()))));
+        let (group, probe, gate) = (new_shared_group(), Probe::default(), Arc::new(Gate::default()));
+        let leader = joined(group.work(&KEY, probe.work(1, Plan::Gated(gate.clone()))));
         let follower = {
             let gate = gate.clone();
             spawn_with(&group, &probe, move |group, probe| {
-                let call = joined(group.work_shared(KEY, probe.work(2, Plan::Stuck)));
+                let call = joined(group.work(&KEY, probe.work(2, Plan::Stuck)));
                 gate.open();
                 drop(call);
             })
@@ -753,12 +761,12 @@ fn shared_last_waiter_cancel_drops_work_once() {
 #[test]
 fn shared_wake_during_poll_is_not_lost() {
     check(&[], |_| {
-        let (group, probe, gate) = (new_group(), Probe::default(), Arc::new(Gate::default()));
+        let (group, probe, gate) = (new_shared_group(), Probe::default(), Arc::new(Gate::default()));
         let opener = {
             let gate = gate.clone();
             thread::spawn(move || gate.open())
         };
-        let got = block_on(group.work_shared(KEY, probe.work(1, Plan::Gated(gate.clone()))));
+        let got = block_on(group.work(&KEY, probe.work(1, Plan::Gated(gate.clone()))));
         assert_eq!(id(&got.expect("nothing panics")), 1);
         opener.join().unwrap();
         finish_group(group);
@@ -771,11 +779,11 @@ fn shared_wake_during_poll_is_not_lost() {
 #[test]
 fn shared_yielding_work_two_drivers_one_execution() {
     check_bounded(HEAVY_PREEMPTION_BOUND, &[0, 1], |seen| {
-        let (group, probe) = (new_group(), Probe::default());
+        let (group, probe) = (new_shared_group(), Probe::default());
         let other = spawn_with(&group, &probe, |group, probe| {
-            block_on(group.work_shared(KEY, probe.work(2, Plan::Yield))).expect("nothing panics")
+            block_on(group.work(&KEY, probe.work(2, Plan::Yield))).expect("nothing panics")
         });
-        let mine = block_on(group.work_shared(KEY, probe.work(1, Plan::Yield))).expect("nothing panics");
+        let mine = block_on(group.work(&KEY, probe.work(1, Plan::Yield))).expect("nothing panics");
         let other = other.join().unwrap();
         if id(&mine) == id(&other) {
             assert!(mine.is_leader() != other.is_leader() && mine.is_shared() && other.is_shared());
@@ -799,10 +807,10 @@ fn shared_yielding_work_two_drivers_one_execution() {
 #[test]
 fn shared_yielding_driver_dropped_waiter_still_woken() {
     check_bounded(HEAVY_PREEMPTION_BOUND, &[0, 1], |seen| {
-        let (group, probe) = (new_group(), Probe::default());
-        let mut leader = Box::pin(group.work_shared(KEY, probe.work(1, Plan::Yield)));
+        let (group, probe) = (new_shared_group(), Probe::default());
+        let mut leader = Box::pin(group.work(&KEY, probe.work(1, Plan::Yield)));
         let other = spawn_with(&group, &probe, |group, probe| {
-            block_on(group.work_shared(KEY, probe.work(2, Plan::Yield))).expect("nothing panics")
+            block_on(group.work(&KEY, probe.work(2, Plan::Yield))).expect("nothing panics")
         });
         let _ = poll_once(leader.as_mut());
         drop(leader);
@@ -825,11 +833,11 @@ fn shared_yielding_driver_dropped_waiter_still_woken() {
 #[test]
 fn shared_work_panics_in_follower_driver_stalled_leader_released() {
     check(&[], |_| {
-        let (group, probe, gate) = (new_group(), Probe::default(), Arc::new(Gate::default()));
-        let leader = joined(group.work_shared(KEY, probe.work(1, Plan::GatedPanic(gate.clone()))));
+        let (group, probe, gate) = (new_shared_group(), Probe::default(), Arc::new(Gate::default()));
+        let leader = joined(group.work(&KEY, probe.work(1, Plan::GatedPanic(gate.clone()))));
         gate.open();
         let follower = spawn_with(&group, &probe, |group, probe| {
-            let call = group.work_shared(KEY, probe.work(2, Plan::Ready));
+            let call = group.work(&KEY, probe.work(2, Plan::Ready));
             let payload = catch_unwind(AssertUnwindSafe(|| block_on(call)))
                 .expect_err("the work's panic is resumed in the caller driving it");
             assert_eq!(payload.downcast_ref::<&str>(), Some(&DELIBERATE));
@@ -855,11 +863,11 @@ fn shared_work_panics_in_follower_driver_stalled_leader_released() {
 #[test]
 fn shared_panicked_work_dropped_before_key_is_free() {
     check(&[0, 1, 2], |seen| {
-        let (group, probe, gate) = (new_group(), Probe::default(), Arc::new(Gate::default()));
-        let leader = joined(group.work_shared(KEY, probe.work(1, Plan::GatedPanic(gate.clone()))));
+        let (group, probe, gate) = (new_shared_group(), Probe::default(), Arc::new(Gate::default()));
+        let leader = joined(group.work(&KEY, probe.work(1, Plan::GatedPanic(gate.clone()))));
         gate.open();
-        let call = |group: &TestGroup, probe: &Probe, n| {
-            let call = group.work_shared(KEY, probe.work(n, Plan::Ready));
+        let call = |group: &TestGroup<coalescer::mode::Shared>, probe: &Probe, n| {
+            let call = group.work(&KEY, probe.work(n, Plan::Ready));
             catch_unwind(AssertUnwindSafe(|| block_on(call)))
         };
         let other = spawn_with(&group, &probe, move |group, probe| call(&group, &probe, 2));
@@ -903,9 +911,9 @@ fn shared_panicked_work_dropped_before_key_is_free() {
 fn blocking_follower_parks_until_async_leader_completes() {
     check(&[0, 1], |seen| {
         let (group, probe) = (new_group(), Probe::default());
-        let leader = joined(group.work(KEY, probe.work(1, Plan::Yield)));
+        let leader = joined(group.work(&KEY, probe.work(1, Plan::Yield)));
         let follower = spawn_with(&group, &probe, |group, probe| {
-            group.work_blocking(KEY, probe.blocking(2)).expect("nothing panics")
+            group.work_blocking(&KEY, probe.blocking(2)).expect("nothing panics")
         });
         let led = block_on(leader).expect("nothing panics");
         let followed = follower.join().unwrap();
@@ -927,9 +935,9 @@ fn blocking_follower_parks_until_async_leader_completes() {
 fn blocking_follower_promoted_after_async_leader_dropped() {
     check(&[0, 1], |seen| {
         let (group, probe) = (new_group(), Probe::default());
-        let leader = joined(group.work(KEY, probe.work(1, Plan::Stuck)));
+        let leader = joined(group.work(&KEY, probe.work(1, Plan::Stuck)));
         let follower = spawn_with(&group, &probe, |group, probe| {
-            group.work_blocking(KEY, probe.blocking(2)).expect("nothing panics")
+            group.work_blocking(&KEY, probe.blocking(2)).expect("nothing panics")
         });
         drop(leader);
         let followed = follower.join().unwrap();
@@ -947,9 +955,9 @@ fn blocking_leader_and_blocking_follower() {
     check(&[0, 1], |seen| {
         let (group, probe) = (new_group(), Probe::default());
         let other = spawn_with(&group, &probe, |group, probe| {
-            group.work_blocking(KEY, probe.blocking(2)).expect("nothing panics")
+            group.work_blocking(&KEY, probe.blocking(2)).expect("nothing panics")
         });
-        let mine = group.work_blocking(KEY, probe.blocking(1)).expect("nothing panics");
+        let mine = group.work_blocking(&KEY, probe.blocking(1)).expect("nothing panics");
         let other = other.join().unwrap();
         if id(&mine) == id(&other) {
             assert!(mine.is_leader() != other.is_leader());
@@ -999,12 +1007,12 @@ impl LoomThreads {
 #[test]
 fn detached_work_finishes_after_its_caller_leaves() {
     check_bounded(HEAVY_PREEMPTION_BOUND, &[0, 1], |seen| {
-        let (group, probe, tasks) = (new_group(), Probe::default(), LoomThreads::default());
-        let mut leader = Box::pin(group.work_detached(KEY, tasks.clone(), probe.work(1, Plan::Ready)));
+        let tasks = LoomThreads::default();
+        let (group, probe) = (new_detached_group(tasks.clone()), Probe::default());
+        let mut leader = Box::pin(group.work(&KEY, probe.work(1, Plan::Ready)));
         let _ = poll_once(leader.as_mut()); // joins, spawns the task (which may even finish)
         drop(leader);
-        let late = block_on(group.work_detached(KEY, tasks.clone(), probe.work(2, Plan::Ready)))
-            .expect("nothing panics");
+        let late = block_on(group.work(&KEY, probe.work(2, Plan::Ready))).expect("nothing panics");
         tasks.join_all();
         assert!(probe.completed() >= 1, "the abandoned detached work did not finish");
         if id(&late) == 1 {
@@ -1097,11 +1105,13 @@ fn detached_two_would_be_finishers_publish_once() {
         // Two probes: when the leader's failure ends the flight first, the key is free while the
         // spawned task still runs the detached work, and the follower may lead a flight of its
         // own meanwhile (the contract allows that overlap; what it forbids is a second result).
-        let (group, detached, mine) = (new_group(), Probe::default(), Probe::default());
+        // The follower is a blocking caller: the only other kind of caller a detached group has
+        // (its async callers would spawn with the panicking spawner too).
         let spawner = HandOverThenPanic::default();
-        let follower =
-            spawn_with(&group, &mine, |group, mine| block_on(group.work(KEY, mine.work(2, Plan::Ready))));
-        let call = group.work_detached(KEY, spawner.clone(), detached.work(1, Plan::Yield));
+        let (group, detached, mine) =
+            (new_detached_group(spawner.clone()), Probe::default(), Probe::default());
+        let follower = spawn_with(&group, &mine, |group, mine| group.work_blocking(&KEY, mine.blocking(2)));
+        let call = group.work(&KEY, detached.work(1, Plan::Yield));
         let led = catch_unwind(AssertUnwindSafe(|| block_on(call)));
         let followed = follower.join().unwrap();
         spawner.0.join_all();
@@ -1159,7 +1169,7 @@ fn new_bounded_group() -> Arc<TestGroup> {
 /// A call for a new key, made on a loom thread: `Some(id)` if it ran, `None` if refused.
 fn new_key(group: &Arc<TestGroup>, probe: &Probe, key: u8, id: u32) -> thread::JoinHandle<Option<u32>> {
     spawn_with(group, probe, move |group, probe| {
-        match block_on(group.work(key, probe.work(id, Plan::Ready))) {
+        match block_on(group.work(&key, probe.work(id, Plan::Ready))) {
             Ok(outcome) => Some(self::id(&outcome)),
             Err(aborted) => {
                 assert!(aborted.is_full(), "only the bound may refuse: {aborted}");
@@ -1175,7 +1185,7 @@ fn new_key(group: &Arc<TestGroup>, probe: &Probe, key: u8, id: u32) -> thread::J
 fn bound_admits_a_new_key_only_once_the_flight_in_the_air_ended() {
     check(&[0, 1], |seen| {
         let (group, probe) = (new_bounded_group(), Probe::default());
-        let first = joined(group.work(KEY, probe.work(1, Plan::Yield)));
+        let first = joined(group.work(&KEY, probe.work(1, Plan::Yield)));
         let other = new_key(&group, &probe, KEY + 1, 2);
         let led = block_on(first).expect("nothing panics");
         assert_eq!(id(&led), 1);
@@ -1188,7 +1198,7 @@ fn bound_admits_a_new_key_only_once_the_flight_in_the_air_ended() {
         }
         assert_eq!(group.counters().overflows, u64::from(probe.completed() == 1));
         // Every permit is back: a third key is admitted.
-        let third = block_on(group.work(KEY + 2, probe.work(3, Plan::Ready))).expect("admitted");
+        let third = block_on(group.work(&(KEY + 2), probe.work(3, Plan::Ready))).expect("admitted");
         assert_eq!(id(&third), 3);
         drop((led, third));
         finish_group(group);
@@ -1202,7 +1212,7 @@ fn bound_admits_a_new_key_only_once_the_flight_in_the_air_ended() {
 fn bound_permit_comes_back_once_when_forget_races_the_end() {
     check(&[0, 1], |seen| {
         let (group, probe) = (new_bounded_group(), Probe::default());
-        let first = joined(group.work(KEY, probe.work(1, Plan::Yield)));
+        let first = joined(group.work(&KEY, probe.work(1, Plan::Yield)));
         let forgetter = {
             let group = group.clone();
             thread::spawn(move || group.forget(&KEY))
@@ -1213,7 +1223,7 @@ fn bound_permit_comes_back_once_when_forget_races_the_end() {
         } else {
             seen.hit(1); // it had ended already
         }
-        let second = block_on(group.work(KEY + 1, probe.work(2, Plan::Ready))).expect("admitted");
+        let second = block_on(group.work(&(KEY + 1), probe.work(2, Plan::Ready))).expect("admitted");
         assert_eq!((id(&led), id(&second)), (1, 2));
         assert_eq!(group.counters().overflows, 0);
         drop((led, second));

@@ -114,7 +114,7 @@ fn each_follower_span_follows_from_the_flight_span_and_the_work_runs_inside_it()
             tokio::spawn(
                 async move {
                     group
-                        .work(7, move || {
+                        .work(&7, move || {
                             async move {
                                 gate.wait().await;
                                 7
@@ -131,7 +131,7 @@ fn each_follower_span_follows_from_the_flight_span_and_the_work_runs_inside_it()
             .map(|id| {
                 let group = group.clone();
                 tokio::spawn(
-                    async move { group.work(7, || async { unreachable!() }).await }
+                    async move { group.work(&7, || async { unreachable!() }).await }
                         .instrument(tracing::info_span!("request", id)),
                 )
             })
@@ -170,11 +170,11 @@ fn keys_are_not_span_fields_unless_asked_for_and_promotions_are_events() {
     let recording = Recording::default();
     run_traced(&recording, async {
         let group = Arc::new(Group::<u32, u32>::new());
-        let mut leader = Box::pin(group.work(1, std::future::pending::<u32>));
+        let mut leader = Box::pin(group.work(&1, std::future::pending::<u32>));
         assert!(poll_once(&mut leader).is_pending());
         let follower = {
             let group = group.clone();
-            tokio::spawn(async move { group.work(1, || async { 1 }).await })
+            tokio::spawn(async move { group.work(&1, || async { 1 }).await })
         };
         until(|| group.counters().followers == 1).await;
         drop(leader);
@@ -203,6 +203,7 @@ fn metrics_count_a_scripted_sequence_under_the_group_name() {
     let group = metrics::with_local_recorder(&recorder, || {
         Arc::new(Group::<u32, u32>::new().named("orders").max_in_flight(2, WhenFull::Reject))
     });
+    let started = std::time::Instant::now();
     common::run({
         let group = group.clone();
         async move {
@@ -213,7 +214,7 @@ fn metrics_count_a_scripted_sequence_under_the_group_name() {
                     let (group, gate) = (group.clone(), gate.clone());
                     tokio::spawn(async move {
                         group
-                            .work(1, move || async move {
+                            .work(&1, move || async move {
                                 gate.wait().await;
                                 1
                             })
@@ -228,18 +229,21 @@ fn metrics_count_a_scripted_sequence_under_the_group_name() {
             }
             // A panic, a cancellation, a forget, an overflow.
             let g = group.clone();
-            assert!(tokio::spawn(async move { g.work(2, || async { panic!("boom") }).await }).await.is_err());
-            let mut abandoned = Box::pin(group.work(3, std::future::pending::<u32>));
+            assert!(
+                tokio::spawn(async move { g.work(&2, || async { panic!("boom") }).await }).await.is_err()
+            );
+            let mut abandoned = Box::pin(group.work(&3, std::future::pending::<u32>));
             assert!(poll_once(&mut abandoned).is_pending());
             drop(abandoned);
-            let mut a = Box::pin(group.work(4, std::future::pending::<u32>));
-            let mut b = Box::pin(group.work(5, std::future::pending::<u32>));
+            let mut a = Box::pin(group.work(&4, std::future::pending::<u32>));
+            let mut b = Box::pin(group.work(&5, std::future::pending::<u32>));
             assert!(poll_once(&mut a).is_pending() && poll_once(&mut b).is_pending());
-            assert!(group.work(6, || async { 6 }).await.unwrap_err().is_full());
+            assert!(group.work(&6, || async { 6 }).await.unwrap_err().is_full());
             assert!(group.forget(&4));
             drop((a, b));
         }
     });
+    let run = started.elapsed().as_secs_f64();
     let snapshot: Vec<(String, String, DebugValue)> = snapshotter
         .snapshot()
         .into_vec()
@@ -272,7 +276,62 @@ fn metrics_count_a_scripted_sequence_under_the_group_name() {
         panic!("no duration histogram")
     };
     assert_eq!(durations.len(), 5);
-    assert!(durations.iter().all(|d| d.0 >= 0.0));
+    // Seconds, each within the run that held the flights.
+    assert!(durations.iter().all(|d| (0.0..=run).contains(&d.0)), "{durations:?} in a run of {run} s");
+}
+
+#[test]
+fn a_named_group_under_a_subscriber_keeps_each_flight_span_and_times_it() {
+    let _serial = serial();
+    let (recording, recorder) = (Recording::default(), DebuggingRecorder::new());
+    let snapshotter = recorder.snapshotter();
+    let group =
+        metrics::with_local_recorder(&recorder, || Arc::new(Group::<u32, u32>::new().named("orders")));
+    let started = std::time::Instant::now();
+    run_traced(&recording, {
+        let group = group.clone();
+        async move {
+            let gate = Gate::new();
+            let calls: Vec<_> = (0..2)
+                .map(|_| {
+                    let (group, gate) = (group.clone(), gate.clone());
+                    tokio::spawn(async move {
+                        group
+                            .work(&1, move || async move {
+                                gate.wait().await;
+                                1
+                            })
+                            .await
+                    })
+                })
+                .collect();
+            until(|| group.counters().followers == 1).await;
+            gate.open();
+            for c in calls {
+                assert_eq!(*c.await.unwrap().unwrap().value(), 1);
+            }
+            assert_eq!(*group.work(&2, || async { 2 }).await.unwrap().value(), 2);
+        }
+    });
+    let run = started.elapsed().as_secs_f64();
+    let seen = recording.0.lock().unwrap();
+    let flights = seen.spans.values().filter(|s| s.0 == "coalescer.flight").count();
+    assert_eq!(flights, 2, "one span per flight");
+    let ended = seen.events.iter().filter(|(m, p)| m.contains("flight ended") && p.is_some()).count();
+    assert_eq!(ended, 2, "each flight ends in its span");
+    let snapshot: Vec<_> = snapshotter.snapshot().into_vec();
+    let histogram = |name: &str| match snapshot.iter().find(|(k, _, _, _)| k.key().name() == name) {
+        Some((_, _, _, DebugValue::Histogram(values))) => {
+            let mut values: Vec<f64> = values.iter().map(|v| v.0).collect();
+            values.sort_by(f64::total_cmp);
+            values
+        }
+        other => panic!("{name}: {other:?}"),
+    };
+    assert_eq!(histogram("coalescer.flight.waiters"), [1.0, 2.0]);
+    let durations = histogram("coalescer.flight.duration");
+    assert_eq!(durations.len(), 2, "the flights with a span are timed too");
+    assert!(durations.iter().all(|d| (0.0..=run).contains(d)), "{durations:?} in a run of {run} s");
 }
 
 #[test]

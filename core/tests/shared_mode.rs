@@ -1,26 +1,26 @@
-//! The contract of `Group::work_shared`: the flight owns the work and any waiter drives it, so
+//! The contract of a shared group's `work` (`Group::new().shared()`): the flight owns the work and any waiter drives it, so
 //! a stalled or dropped leader neither blocks the others nor restarts the work.
 
 mod common;
 
-use coalescer::Group;
+use coalescer::SharedGroup;
 use coalescer::futures::Timeout;
 use common::{Gate, Probe, poll_once, run, until};
 use std::sync::Arc;
 
-type G = Arc<Group<u32, u64>>;
+type G = Arc<SharedGroup<u32, u64>>;
 
 fn never_called() -> u64 {
     unreachable!("a follower of a shared flight never runs its own closure")
 }
 
-/// Spawns a caller of `work_shared(key)` whose closure must not be called (it follows).
+/// Spawns a caller of `work(key)` whose closure must not be called (it follows).
 fn follower(
     group: &G,
     key: u32,
 ) -> tokio::task::JoinHandle<Result<coalescer::Outcome<u64>, coalescer::Aborted>> {
     let group = group.clone();
-    tokio::spawn(async move { group.work_shared(key, || async { never_called() }).await })
+    tokio::spawn(async move { group.work(&key, || async { never_called() }).await })
 }
 
 #[test]
@@ -29,7 +29,7 @@ fn stalled_leader_does_not_block_followers_and_the_work_runs_once() {
         let (group, probe) = (G::default(), Arc::new(Probe::default()));
         let (tx, rx) = tokio::sync::oneshot::channel::<u64>();
         let work_probe = probe.clone();
-        let mut leader = Box::pin(group.work_shared(1, move || async move {
+        let mut leader = Box::pin(group.work(&1, move || async move {
             let _running = work_probe.enter();
             rx.await.unwrap() // woken from outside: the wake must reach a waiter that is polled
         }));
@@ -66,7 +66,7 @@ fn short_timeouts_do_not_restart_the_work() {
             timers.push(fire);
             let patient = i == 9;
             callers.push(tokio::spawn(async move {
-                let call = group.work_shared(1, move || async move {
+                let call = group.work(&1, move || async move {
                     let _running = probe.enter();
                     load.await;
                     7
@@ -88,10 +88,13 @@ fn short_timeouts_do_not_restart_the_work() {
         for caller in callers.drain(..9) {
             outcomes.push(caller.await.unwrap());
         }
-        assert!(outcomes.iter().all(Result::is_err), "nine callers gave up at their deadline");
+        assert!(
+            outcomes.iter().all(|o| o.as_ref().is_err_and(coalescer::Aborted::is_timed_out)),
+            "nine callers gave up at their deadline"
+        );
         assert_eq!((probe.runs(), probe.drops()), (1, 0), "the work neither restarted nor stopped");
         load.open();
-        let last = callers.pop().unwrap().await.unwrap().expect("no deadline").unwrap();
+        let last = callers.pop().unwrap().await.unwrap().expect("no deadline");
         assert_eq!(*last.value(), 7);
         assert_eq!(probe.runs(), 1);
         assert!(group.is_idle());
@@ -110,12 +113,12 @@ fn last_waiter_leaving_drops_the_work_and_frees_the_key() {
                     + 'a,
             >,
         >;
-        let mut waiters: Vec<Waiter<'_>> = vec![Box::pin(group.work_shared(4, move || async move {
+        let mut waiters: Vec<Waiter<'_>> = vec![Box::pin(group.work(&4, move || async move {
             let _running = work_probe.enter();
             std::future::pending::<u64>().await
         }))];
         for _ in 0..2 {
-            waiters.push(Box::pin(group.work_shared(4, || async { never_called() })));
+            waiters.push(Box::pin(group.work(&4, || async { never_called() })));
         }
         for w in &mut waiters {
             assert!(poll_once(w).is_pending());
@@ -141,7 +144,7 @@ fn dropped_leader_neither_stops_nor_restarts_shared_work() {
             let (group, probe, gate) = (group.clone(), probe.clone(), gate.wait());
             tokio::spawn(async move {
                 group
-                    .work_shared(2, move || async move {
+                    .work(&2, move || async move {
                         let _running = probe.enter();
                         gate.await;
                         5
@@ -173,7 +176,7 @@ fn shared_work_panic_is_resumed_in_its_driver_and_releases_the_others() {
             let (group, gate) = (group.clone(), gate.wait());
             callers.push(tokio::spawn(async move {
                 group
-                    .work_shared(3, move || async move {
+                    .work(&3, move || async move {
                         gate.await;
                         if i >= 0 {
                             panic!("shared work on fire")
@@ -200,51 +203,7 @@ fn shared_work_panic_is_resumed_in_its_driver_and_releases_the_others() {
         assert_eq!((driver_panics, released), (1, 3), "one driver saw the panic, the rest were released");
         assert!(group.is_idle());
         assert_eq!(group.counters().panics, 1);
-        assert_eq!(*group.work_shared(3, || async { 9 }).await.unwrap().value(), 9);
-    });
-}
-
-#[test]
-fn work_mode_and_shared_mode_callers_share_one_flight() {
-    run(async {
-        let (group, gate) = (G::default(), Gate::new());
-        // A shared flight followed by a work-mode caller, which may drive it.
-        let leader = {
-            let (group, gate) = (group.clone(), gate.wait());
-            tokio::spawn(async move {
-                group
-                    .work_shared(1, move || async move {
-                        gate.await;
-                        1
-                    })
-                    .await
-            })
-        };
-        until(|| group.in_flight() == 1).await;
-        let plain = {
-            let group = group.clone();
-            tokio::spawn(async move { group.work(1, || async { never_called() }).await })
-        };
-        until(|| group.counters().followers == 1).await;
-        leader.abort();
-        let _ = leader.await;
-        gate.open();
-        assert_eq!(*plain.await.unwrap().unwrap().value(), 1, "the work-mode caller drove the shared work");
-
-        // A work-mode flight whose leader is dropped: a shared-mode follower is promoted and
-        // runs its own closure.
-        let mut work_leader = Box::pin(group.work(2, std::future::pending::<u64>));
-        assert!(poll_once(&mut work_leader).is_pending());
-        let shared_follower = {
-            let group = group.clone();
-            tokio::spawn(async move { group.work_shared(2, || async { 2 }).await })
-        };
-        until(|| group.counters().followers == 2).await;
-        drop(work_leader);
-        let promoted = shared_follower.await.unwrap().unwrap();
-        assert_eq!((*promoted.value(), promoted.is_leader()), (2, true));
-        assert_eq!(group.counters().promotions, 1);
-        assert!(group.is_idle());
+        assert_eq!(*group.work(&3, || async { 9 }).await.unwrap().value(), 9);
     });
 }
 
@@ -270,7 +229,7 @@ fn abandoned_shared_work_is_dropped_before_the_key_is_free_again() {
     let (release_tx, release_rx) = std::sync::mpsc::channel();
     let slow =
         SlowDrop { entered: entered_tx, release: std::sync::Mutex::new(release_rx), probe: probe.clone() };
-    let mut leader = Box::pin(group.work_shared(1, move || async move {
+    let mut leader = Box::pin(group.work(&1, move || async move {
         let _slow = slow;
         std::future::pending::<u64>().await
     }));
@@ -280,7 +239,7 @@ fn abandoned_shared_work_is_dropped_before_the_key_is_free_again() {
         let leaving = s.spawn(move || drop(leader));
         entered_rx.recv().unwrap();
         let next = s.spawn(|| {
-            group.work_blocking(1, || {
+            group.work_blocking(&1, || {
                 let _running = probe.enter();
                 2
             })

@@ -39,7 +39,7 @@ fn single_runs_concurrent_work_once_and_is_not_a_cache() {
 fn single_promotes_a_follower_when_its_leader_is_dropped() {
     run(async {
         let single = Arc::new(Single::<u64>::new());
-        let mut leader = Box::pin(single.work(std::future::pending));
+        let mut leader = Box::pin(single.work(&std::future::pending));
         assert!(poll_once(&mut leader).is_pending());
         let follower = {
             let single = single.clone();
@@ -56,9 +56,9 @@ fn single_promotes_a_follower_when_its_leader_is_dropped() {
 #[test]
 fn single_forget_detaches_the_flight() {
     run(async {
-        let single = Single::<u64>::new();
+        let single = Single::<u64>::new().shared();
         let mut old = Box::pin(single.work(|| async { 1 }));
-        let mut held = Box::pin(single.work_shared(std::future::pending));
+        let mut held = Box::pin(single.work(std::future::pending));
         assert!(poll_once(&mut held).is_pending());
         assert!(single.forget());
         assert!(single.is_idle());

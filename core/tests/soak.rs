@@ -74,6 +74,17 @@ const DROP_INJECTED: &str = "soak: injected panic in the drop of the work";
 const RSS_TOLERANCE_BYTES: u64 = 4 << 20;
 
 type SoakGroup = Group<u8, Val>;
+type SharedSoakGroup = coalescer::SharedGroup<u8, Val>;
+
+/// Whether `key` lives in the shared group (odd keys) or the inline one (even keys): a group's
+/// mode is its type, so each key's calls go to one group, of one mode. The knobs `shared` and
+/// `work` put every key in one of them.
+fn is_shared_key(key: u8) -> bool {
+    knob("shared") || (!knob("work") && key % 2 == 1)
+}
+
+/// A call's future, whichever group it went to.
+type CallFuture<'a> = Pin<Box<dyn Future<Output = Result<Outcome<Val>, Aborted>> + Send + 'a>>;
 
 /// Whether the run mixes in panicking clones and drops (`SOAK_USER_PANICS=1`).
 fn user_panics() -> bool {
@@ -134,11 +145,11 @@ struct KeyState {
 enum Mode {
     /// `work`, from a tokio task.
     Work,
-    /// `work_shared`, from a tokio task.
+    /// shared-mode `work`, from a tokio task.
     Shared,
     /// `work_blocking`, from a plain thread.
     Blocking,
-    /// `work_shared` blocked on from a plain thread.
+    /// shared-mode `work` blocked on from a plain thread.
     SharedOnThread,
     /// `work` blocked on from a plain thread.
     WorkOnThread,
@@ -174,6 +185,7 @@ struct Tally {
 
 struct Soak {
     group: SoakGroup,
+    shared: SharedSoakGroup,
     keys: [KeyState; KEYS],
     seq: AtomicU64,
     exec_ids: AtomicU64,
@@ -193,6 +205,7 @@ impl Soak {
     fn new() -> Self {
         Self {
             group: Group::with_capacity(4 * KEYS),
+            shared: Group::with_capacity(4 * KEYS).shared(),
             keys: Default::default(),
             seq: AtomicU64::new(0),
             exec_ids: AtomicU64::new(0),
@@ -236,7 +249,7 @@ impl Soak {
         let Ok(_one_at_a_time) = state.forget_lock.try_lock() else { return };
         let n = state.forgets_started.fetch_add(1, SeqCst) + 1;
         trace(key, || format!("forget #{n} start"));
-        let d = self.group.forget(&key);
+        let d = if is_shared_key(key) { self.shared.forget(&key) } else { self.group.forget(&key) };
         if d {
             self.tally.forgets.fetch_add(1, SeqCst);
         }
@@ -581,11 +594,14 @@ async fn async_call(soak: &Arc<Soak>, rng: &mut Rng, caller: usize) {
         soak.forget(call.key);
     }
     let mut job = call.job(soak, rng);
-    job.mode = if knob("shared") || (!knob("work") && rng.percent(40)) { Mode::Shared } else { Mode::Work };
+    job.mode = if is_shared_key(call.key) { Mode::Shared } else { Mode::Work };
     soak.doing(caller, Some((call.key, job.mode, call.began)));
-    let shared = job.mode == Mode::Shared;
     let start = move || job;
-    let fut = if shared { soak.group.work_shared(call.key, start) } else { soak.group.work(call.key, start) };
+    let fut: CallFuture<'_> = if is_shared_key(call.key) {
+        Box::pin(soak.shared.work(&call.key, start))
+    } else {
+        Box::pin(soak.group.work(&call.key, start))
+    };
     let result = match if knob("nocancel") { 0 } else { rng.below(10) } {
         0..=6 => Some(AssertUnwindSafe(fut).catch_unwind().await),
         7 | 8 => {
@@ -600,13 +616,13 @@ async fn async_call(soak: &Arc<Soak>, rng: &mut Rng, caller: usize) {
         }
         _ => {
             let timer = tokio::time::sleep(Duration::from_micros(50 + rng.below(1500)));
-            let mut timed = Box::pin(Timeout::new(AssertUnwindSafe(fut).catch_unwind(), timer));
+            let mut timed = Box::pin(AssertUnwindSafe(Timeout::new(fut, timer)).catch_unwind());
             let result = match timed.as_mut().await {
-                Ok(result) => Some(result),
-                Err(_) => {
+                Ok(Err(aborted)) if aborted.is_timed_out() => {
                     soak.tally.timed_out.fetch_add(1, SeqCst);
                     None
                 }
+                result => Some(result),
             };
             drop_unfinished(soak, call.key, timed);
             result
@@ -632,18 +648,22 @@ fn thread_call(soak: &Arc<Soak>, rng: &mut Rng, caller: usize) {
         0 | 1 => Some(std::panic::catch_unwind(AssertUnwindSafe(|| {
             job.mode = Mode::Blocking;
             soak.doing(caller, Some((call.key, job.mode, call.began)));
-            soak.group.work_blocking(call.key, || job.run_blocking())
+            if is_shared_key(call.key) {
+                soak.shared.work_blocking(&call.key, || job.run_blocking())
+            } else {
+                soak.group.work_blocking(&call.key, || job.run_blocking())
+            }
         }))),
-        2 => {
+        _ if is_shared_key(call.key) => {
             job.mode = Mode::SharedOnThread;
             soak.doing(caller, Some((call.key, job.mode, call.began)));
-            let fut = soak.group.work_shared(call.key, move || job);
+            let fut = soak.shared.work(&call.key, move || job);
             Some(futures_lite::future::block_on(AssertUnwindSafe(fut).catch_unwind()))
         }
         _ => {
             job.mode = Mode::WorkOnThread;
             soak.doing(caller, Some((call.key, job.mode, call.began)));
-            let fut = AssertUnwindSafe(soak.group.work(call.key, move || job)).catch_unwind();
+            let fut = AssertUnwindSafe(soak.group.work(&call.key, move || job)).catch_unwind();
             let turns = rng.below(6) as u32;
             let mut give_up = GiveUp { inner: Box::pin(fut), turns };
             let result = futures_lite::future::block_on(&mut give_up);
@@ -759,8 +779,11 @@ fn quiet_check(soak: &Soak, rss: &mut Vec<(f64, u64)>) {
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    if !soak.group.is_idle() {
-        soak.violation(format!("the group is not idle while every caller is paused: {:?}", soak.group));
+    if !soak.group.is_idle() || !soak.shared.is_idle() {
+        soak.violation(format!(
+            "a group is not idle while every caller is paused: {:?} {:?}",
+            soak.group, soak.shared
+        ));
     }
     for (key, state) in soak.keys.iter().enumerate() {
         let running = state.running.lock().unwrap();
@@ -850,6 +873,7 @@ fn soak() {
 
     // Quiet at last: nothing in the air, nothing running.
     assert!(soak.group.is_idle(), "the group is not idle at the end: {:?}", soak.group);
+    assert!(soak.shared.is_idle(), "the shared group is not idle at the end: {:?}", soak.shared);
     drop(runtime);
 
     let t = &soak.tally;
@@ -874,6 +898,8 @@ fn soak() {
         t.drop_panics.load(SeqCst),
     );
     eprintln!("soak: group counters {c:?}; shared ratio {:.2}", c.shared_ratio());
+    let c = soak.shared.counters();
+    eprintln!("soak: shared group counters {c:?}; shared ratio {:.2}", c.shared_ratio());
 
     let tenth = elapsed.as_secs_f64() / 10.0;
     let first = rss.iter().filter(|(at, _)| *at <= tenth).map(|&(_, b)| b).max();

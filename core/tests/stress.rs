@@ -49,36 +49,46 @@ async fn work(probes: Arc<Vec<Probe>>, key: u64, steps: u64) -> u64 {
 fn stress_random_drops_stalls_and_timeouts_never_overlap_hang_or_leak() {
     run(async {
         let group = Arc::new(Group::<u64, u64>::new());
+        let shared_group = Arc::new(Group::<u64, u64>::new().shared());
         let probes: Arc<Vec<Probe>> = Arc::new((0..KEYS).map(|_| Probe::default()).collect());
         let completed = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for t in 0..TASKS {
             let (group, probes, completed) = (group.clone(), probes.clone(), completed.clone());
+            let shared_group = shared_group.clone();
             tasks.push(tokio::spawn(async move {
                 let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (t + 1));
+                // Calls borrow their key and may be kept (stalled) past this iteration.
+                let keys: Vec<u64> = (0..KEYS).collect();
                 let mut stalled: Vec<Call<'_>> = Vec::new();
                 for _ in 0..CALLS_PER_TASK {
                     let key = rng.next(KEYS);
                     let steps = rng.next(6);
                     let probes = probes.clone();
-                    // Key 0 is shared-only; the others mix both modes on one flight.
-                    let shared = key == 0 || rng.next(2) == 0;
+                    // Even keys live in the shared group, odd ones in the inline group (a group's
+                    // mode is its type: one mode per key).
+                    let shared = key % 2 == 0;
                     let mut call: Call<'_> = if shared {
-                        Box::pin(group.work_shared(key, move || work(probes, key, steps)))
+                        Box::pin(shared_group.work(&keys[key as usize], move || work(probes, key, steps)))
                     } else {
-                        Box::pin(group.work(key, move || work(probes, key, steps)))
+                        Box::pin(group.work(&keys[key as usize], move || work(probes, key, steps)))
                     };
                     // A stalled work-mode runner blocks its followers by contract (its
-                    // `# Cancel safety`), and a shared-mode caller promoted in a work-mode flight
-                    // is one; stalls are what shared mode is for, so they go to the shared-only key.
-                    let action = if key == 0 { rng.next(5) } else { rng.next(4) };
+                    // `# Cancel safety`); stalls are what shared mode is for, so they go to the
+                    // shared keys.
+                    let action = if shared { rng.next(5) } else { rng.next(4) };
                     let finished = match action {
                         // Wait to the end.
                         0 | 1 => Some(call.await),
                         // Give up at a short deadline.
-                        2 => Timeout::new(call, tokio::time::sleep(Duration::from_micros(rng.next(300))))
-                            .await
-                            .ok(),
+                        2 => {
+                            match Timeout::new(call, tokio::time::sleep(Duration::from_micros(rng.next(300))))
+                                .await
+                            {
+                                Err(aborted) if aborted.is_timed_out() => None,
+                                result => Some(result),
+                            }
+                        }
                         // Polled once, then dropped.
                         3 => match poll_once(&mut call) {
                             std::task::Poll::Ready(result) => Some(result),
@@ -117,10 +127,15 @@ fn stress_random_drops_stalls_and_timeouts_never_overlap_hang_or_leak() {
             assert_eq!(probe.running(), 0, "an execution of key {key} was never dropped");
         }
         assert!(group.is_idle(), "entries were left in the map: {:?}", group);
+        assert!(shared_group.is_idle(), "entries were left in the map: {:?}", shared_group);
         assert!(completed.load(SeqCst) > 0);
-        let c = group.counters();
+        let (c, s) = (group.counters(), shared_group.counters());
         let runs = probes.iter().map(Probe::runs).sum::<usize>() as u64;
-        assert_eq!(runs, c.leaders + c.promotions, "every execution was a leader's or a promoted follower's");
+        assert_eq!(
+            runs,
+            c.leaders + c.promotions + s.leaders + s.promotions,
+            "every execution was a leader's or a promoted follower's"
+        );
     });
 }
 
@@ -136,7 +151,7 @@ fn stress_blocking_threads_and_async_tasks_on_one_key_never_overlap() {
                 for _ in 0..2_000 {
                     let steps = rng.next(50);
                     let v = group
-                        .work_blocking(0, || {
+                        .work_blocking(&0, || {
                             let _running = probes[0].enter();
                             for _ in 0..steps {
                                 std::hint::spin_loop();
@@ -159,7 +174,7 @@ fn stress_blocking_threads_and_async_tasks_on_one_key_never_overlap() {
                         let mut rng = Rng(0xfeed ^ (t + 1));
                         for _ in 0..1_000 {
                             let steps = rng.next(4);
-                            let call = group.work(0, || work(probes.clone(), 0, steps));
+                            let call = group.work(&0, || work(probes.clone(), 0, steps));
                             if rng.next(3) == 0 {
                                 drop(Timeout::new(call, tokio::task::yield_now()).await);
                             } else {

@@ -6,7 +6,7 @@
 mod common;
 
 use coalescer::{Aborted, Group, Outcome, Spawn};
-use common::{Gate, run, until};
+use common::{AnyGroup, Gate, Mode, run, until};
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -73,13 +73,7 @@ async fn settle<V: Send + 'static>(tasks: Vec<Joined<V>>) -> (Vec<V>, usize) {
 // Defect 1: a value whose `Clone` panics while the result is handed out.
 
 /// Starts `n` callers of one key in `mode`, the first leading; the leader waits for `gate`.
-fn callers(
-    group: &Arc<Group<u32, Bomb>>,
-    armed: &Arc<AtomicBool>,
-    gate: &Gate,
-    shared: bool,
-    n: usize,
-) -> Vec<Joined<Bomb>> {
+fn callers(group: &Arc<AnyGroup<Bomb>>, armed: &Arc<AtomicBool>, gate: &Gate, n: usize) -> Vec<Joined<Bomb>> {
     (0..n)
         .map(|_| {
             let (group, armed, gate) = (group.clone(), armed.clone(), gate.clone());
@@ -88,7 +82,7 @@ fn callers(
                     gate.wait().await;
                     bomb(&armed)
                 };
-                if shared { group.work_shared(1, work).await } else { group.work(1, work).await }
+                group.work(1, work).await
             })
         })
         .collect()
@@ -96,8 +90,9 @@ fn callers(
 
 fn clone_panic_releases_every_other_caller(shared: bool) {
     run(async move {
-        let (group, armed, gate) = (Arc::new(Group::new()), Arc::new(AtomicBool::new(true)), Gate::new());
-        let tasks = callers(&group, &armed, &gate, shared, 4);
+        let mode = if shared { Mode::Shared } else { Mode::Work };
+        let (group, armed, gate) = (AnyGroup::new(mode), Arc::new(AtomicBool::new(true)), Gate::new());
+        let tasks = callers(&group, &armed, &gate, 4);
         until(|| group.counters().followers == 3).await;
         gate.open();
         let (values, panics) = settle(tasks).await;
@@ -129,7 +124,7 @@ fn value_clone_panic_with_a_blocking_leader_releases_the_followers() {
         let leader = {
             let (group, armed) = (group.clone(), armed.clone());
             std::thread::spawn(move || {
-                group.work_blocking(1, || {
+                group.work_blocking(&1, || {
                     go_rx.recv().unwrap();
                     bomb(&armed)
                 })
@@ -139,7 +134,7 @@ fn value_clone_panic_with_a_blocking_leader_releases_the_followers() {
         let followers: Vec<Joined<Bomb>> = (0..3)
             .map(|_| {
                 let group = group.clone();
-                tokio::spawn(async move { group.work(1, || async { unreachable!("follows") }).await })
+                tokio::spawn(async move { group.work(&1, || async { unreachable!("follows") }).await })
             })
             .collect();
         until(|| group.counters().followers == 3).await;
@@ -156,14 +151,17 @@ fn value_clone_panic_with_a_blocking_leader_releases_the_followers() {
 #[test]
 fn value_clone_panic_in_a_detached_flight_releases_the_callers() {
     run(async {
-        let (group, armed, gate) =
-            (Arc::new(Group::<u32, Bomb>::new()), Arc::new(AtomicBool::new(true)), Gate::new());
+        let (group, armed, gate) = (
+            Arc::new(Group::<u32, Bomb>::new().detached(common::Detach)),
+            Arc::new(AtomicBool::new(true)),
+            Gate::new(),
+        );
         let tasks: Vec<Joined<Bomb>> = (0..3)
             .map(|_| {
                 let (group, armed, gate) = (group.clone(), armed.clone(), gate.clone());
                 tokio::spawn(async move {
                     group
-                        .work_detached(1, common::Detach, move || async move {
+                        .work(&1, move || async move {
                             gate.wait().await;
                             bomb(&armed)
                         })
@@ -182,17 +180,9 @@ fn value_clone_panic_in_a_detached_flight_releases_the_callers() {
 // ---------------------------------------------------------------------------------------------
 // Defect 2: shared (or detached) work whose `Drop` panics.
 
-/// The mode a test's callers use.
-#[derive(Clone, Copy)]
-enum Mode {
-    Work,
-    Shared,
-    Detached,
-}
-
 /// Starts `n` callers of key 1 in `mode`; the work waits for `gate`, returns 42, and its
 /// future's `Drop` panics.
-fn drop_bomb_callers(group: &Arc<Group<u32, u64>>, gate: &Gate, mode: Mode, n: usize) -> Vec<Joined<u64>> {
+fn drop_bomb_callers(group: &Arc<AnyGroup<u64>>, gate: &Gate, n: usize) -> Vec<Joined<u64>> {
     (0..n)
         .map(|_| {
             let (group, gate) = (group.clone(), gate.clone());
@@ -203,11 +193,7 @@ fn drop_bomb_callers(group: &Arc<Group<u32, u64>>, gate: &Gate, mode: Mode, n: u
                         42
                     }))
                 };
-                match mode {
-                    Mode::Work => group.work(1, work).await,
-                    Mode::Shared => group.work_shared(1, work).await,
-                    Mode::Detached => group.work_detached(1, common::Detach, work).await,
-                }
+                group.work(1, work).await
             })
         })
         .collect()
@@ -216,8 +202,8 @@ fn drop_bomb_callers(group: &Arc<Group<u32, u64>>, gate: &Gate, mode: Mode, n: u
 #[test]
 fn shared_work_drop_panic_after_completion_still_publishes_and_frees_the_key() {
     run(async {
-        let (group, gate) = (Arc::new(Group::<u32, u64>::new()), Gate::new());
-        let tasks = drop_bomb_callers(&group, &gate, Mode::Shared, 4);
+        let (group, gate) = (AnyGroup::new(Mode::Shared), Gate::new());
+        let tasks = drop_bomb_callers(&group, &gate, 4);
         until(|| group.counters().followers == 3).await;
         gate.open();
         let (values, panics) = settle(tasks).await;
@@ -225,24 +211,23 @@ fn shared_work_drop_panic_after_completion_still_publishes_and_frees_the_key() {
         assert_eq!((values, panics), (vec![42; 3], 1));
         assert!(group.is_idle());
         assert_eq!(group.counters().panics, 1);
-        assert_eq!(*group.work_shared(1, || async { 5 }).await.unwrap().value(), 5);
+        assert_eq!(*group.work(1, || async { 5 }).await.unwrap().value(), 5);
     });
 }
 
 #[test]
 fn abandoned_shared_work_whose_drop_panics_still_frees_the_key() {
     run(async {
-        let group = Arc::new(Group::<u32, u64>::new());
-        let mut caller = Box::pin(
-            group.work_shared(1, || DropBomb(Box::pin(async { std::future::pending::<u64>().await }))),
-        );
+        let group = Arc::new(Group::<u32, u64>::new().shared());
+        let mut caller =
+            Box::pin(group.work(&1, || DropBomb(Box::pin(async { std::future::pending::<u64>().await }))));
         assert!(common::poll_once(&mut caller).is_pending());
         // The last caller leaves: the work is dropped, and its `Drop` panics out of this drop.
         let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(caller)));
         assert!(dropped.is_err(), "the work's Drop panic propagates to the caller that dropped it");
         assert!(group.is_idle(), "the key is free after the abandoned work's Drop panicked");
         assert_eq!(group.counters().cancellations, 1);
-        let next = group.work_shared(1, || async { 9 }).await.unwrap();
+        let next = group.work(&1, || async { 9 }).await.unwrap();
         assert!(next.is_leader() && *next.value() == 9);
     });
 }
@@ -250,8 +235,8 @@ fn abandoned_shared_work_whose_drop_panics_still_frees_the_key() {
 #[test]
 fn work_mode_drop_panic_after_completion_still_publishes() {
     run(async {
-        let (group, gate) = (Arc::new(Group::<u32, u64>::new()), Gate::new());
-        let tasks = drop_bomb_callers(&group, &gate, Mode::Work, 3);
+        let (group, gate) = (AnyGroup::new(Mode::Work), Gate::new());
+        let tasks = drop_bomb_callers(&group, &gate, 3);
         until(|| group.counters().followers == 2).await;
         gate.open();
         let (values, panics) = settle(tasks).await;
@@ -265,8 +250,8 @@ fn work_mode_drop_panic_after_completion_still_publishes() {
 #[test]
 fn detached_work_drop_panic_after_completion_still_publishes() {
     run(async {
-        let (group, gate) = (Arc::new(Group::<u32, u64>::new()), Gate::new());
-        let tasks = drop_bomb_callers(&group, &gate, Mode::Detached, 3);
+        let (group, gate) = (AnyGroup::new(Mode::Detached), Gate::new());
+        let tasks = drop_bomb_callers(&group, &gate, 3);
         until(|| group.counters().followers == 2).await;
         gate.open();
         let (values, panics) = settle(tasks).await;
@@ -291,7 +276,7 @@ fn promotion_survives_followers_joining_and_leaving_at_once() {
                 let (group, started) = (group.clone(), started.clone());
                 tokio::spawn(async move {
                     group
-                        .work(1, move || async move {
+                        .work(&1, move || async move {
                             started.store(true, SeqCst);
                             std::future::pending::<u64>().await
                         })
@@ -301,13 +286,13 @@ fn promotion_survives_followers_joining_and_leaving_at_once() {
             until(|| started.load(SeqCst)).await;
             let stayer = {
                 let group = group.clone();
-                tokio::spawn(async move { group.work(1, move || async move { round }).await })
+                tokio::spawn(async move { group.work(&1, move || async move { round }).await })
             };
             let leaver = {
                 let (group, gate) = (group.clone(), gate.clone());
                 tokio::spawn(async move {
                     tokio::select! {
-                        r = group.work(1, move || async move { round }) => Some(r),
+                        r = group.work(&1, move || async move { round }) => Some(r),
                         () = gate.wait() => None,
                     }
                 })
@@ -318,7 +303,7 @@ fn promotion_survives_followers_joining_and_leaving_at_once() {
             gate.open();
             let joiner = {
                 let group = group.clone();
-                tokio::spawn(async move { group.work(1, move || async move { round }).await })
+                tokio::spawn(async move { group.work(&1, move || async move { round }).await })
             };
             let _ = (&mut leader).await;
             let _ = leaver.await.unwrap();
@@ -367,6 +352,7 @@ impl Clone for Slow {
 
 /// Runs the task on a thread of its own, waits until the task is handing its value out (or
 /// is done), then panics: the leader's failure path and the task's completion race.
+#[derive(Clone)]
 struct SpawnThenPanic(Arc<Race>);
 
 impl Spawn for SpawnThenPanic {
@@ -390,29 +376,25 @@ impl Spawn for SpawnThenPanic {
 #[test]
 fn spawn_panicking_after_handing_over_finishes_the_flight_once() {
     run(async {
-        let group = Arc::new(Group::<u32, Slow>::new());
         let race =
             Arc::new(Race { reached: Gate::new(), release: Gate::new(), task_thread: Default::default() });
+        let group = Arc::new(Group::<u32, Slow>::new().detached(SpawnThenPanic(race.clone())));
         let (joined_tx, joined_rx) = tokio::sync::oneshot::channel::<()>();
         // The leader's `spawn` blocks its thread: a blocking thread, not a runtime worker.
         let leader = {
             let (group, race) = (group.clone(), race.clone());
             tokio::task::spawn_blocking(move || {
                 let value = Slow(42, race.clone());
-                futures_lite::future::block_on(group.work_detached(
-                    1,
-                    SpawnThenPanic(race),
-                    move || async move {
-                        joined_rx.await.unwrap();
-                        value
-                    },
-                ))
+                futures_lite::future::block_on(group.work(&1, move || async move {
+                    joined_rx.await.unwrap();
+                    value
+                }))
             })
         };
         until(|| group.counters().leaders == 1).await;
         let follower = {
             let group = group.clone();
-            tokio::spawn(async move { group.work(1, || async { unreachable!("follows") }).await })
+            tokio::spawn(async move { group.work(&1, || async { unreachable!("follows") }).await })
         };
         until(|| group.counters().followers == 1).await;
         joined_tx.send(()).unwrap();
@@ -464,7 +446,7 @@ fn key_hash_panic_after_joining_never_wedges_the_key() {
             let (group, key, gate) = (group.clone(), key.clone(), gate.clone());
             tokio::spawn(async move {
                 group
-                    .work(key, move || async move {
+                    .work(&key, move || async move {
                         gate.wait().await;
                         1
                     })
@@ -480,11 +462,84 @@ fn key_hash_panic_after_joining_never_wedges_the_key() {
         // A call whose key cannot be hashed panics in that caller and changes nothing.
         let k = key.clone();
         let g = group.clone();
-        let panicked = tokio::spawn(async move { g.work(k, || async { 2 }).await }).await;
+        let panicked = tokio::spawn(async move { g.work(&k, || async { 2 }).await }).await;
         assert!(panicked.unwrap_err().is_panic());
         assert!(group.is_idle());
         touchy.store(false, SeqCst);
-        assert!(group.work(key, || async { 3 }).await.unwrap().is_leader());
+        assert!(group.work(&key, || async { 3 }).await.unwrap().is_leader());
+    });
+}
+
+/// A key whose `Clone` panics while its flag is set: the clone a leader makes of its borrowed
+/// key for the map.
+#[derive(Debug)]
+struct CloneBomb(u32, Arc<AtomicBool>);
+
+impl Clone for CloneBomb {
+    fn clone(&self) -> Self {
+        assert!(!self.1.load(SeqCst), "CloneBomb::clone");
+        Self(self.0, self.1.clone())
+    }
+}
+impl PartialEq for CloneBomb {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+impl Eq for CloneBomb {}
+impl Hash for CloneBomb {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+/// Calls take the key by reference and a leader clones it for the map, outside any lock and
+/// before it takes a permit of the group's bound: a panicking `Clone` panics in that caller,
+/// which joined nothing, holds no permit, and left the group as it was. A follower never
+/// clones the key.
+#[test]
+fn key_clone_panic_at_a_leaders_join_leaves_nothing_behind() {
+    run(async {
+        let bomb = Arc::new(AtomicBool::new(false));
+        let group = Arc::new(Group::<CloneBomb, u64>::new().max_in_flight(1, coalescer::WhenFull::Reject));
+        let key = CloneBomb(1, bomb.clone());
+        bomb.store(true, SeqCst);
+        let (g, k) = (group.clone(), CloneBomb(1, bomb.clone()));
+        let panicked = tokio::spawn(async move { g.work(&k, || async { 1 }).await }).await;
+        assert!(panicked.unwrap_err().is_panic(), "the leader's clone of its key panicked in it");
+        assert!(group.is_idle());
+        assert_eq!(group.counters().leaders, 0, "it led nothing");
+        // Its permit was never taken: the bound still admits a key. A follower of that flight
+        // never clones its key, so it joins while clones still panic.
+        bomb.store(false, SeqCst);
+        let gate = Gate::new();
+        let leader = {
+            let (group, gate) = (group.clone(), gate.clone());
+            tokio::spawn(async move {
+                let key = CloneBomb(2, Arc::new(AtomicBool::new(false)));
+                group
+                    .work(&key, move || async move {
+                        gate.wait().await;
+                        2
+                    })
+                    .await
+            })
+        };
+        until(|| group.counters().leaders == 1).await;
+        bomb.store(true, SeqCst);
+        let follower = {
+            let group = group.clone();
+            tokio::spawn(async move {
+                let key = CloneBomb(2, bomb);
+                group.work(&key, || async { unreachable!("follows") }).await
+            })
+        };
+        until(|| group.counters().followers == 1).await;
+        gate.open();
+        assert_eq!(*leader.await.unwrap().unwrap().value(), 2);
+        assert_eq!(*follower.await.unwrap().unwrap().value(), 2);
+        assert!(group.is_idle());
+        drop(key);
     });
 }
 
@@ -525,7 +580,7 @@ fn key_drop_runs_outside_the_table_lock() {
             let (group, key, gate) = (group.clone(), key(), gate.clone());
             tokio::spawn(async move {
                 group
-                    .work(key, move || async move {
+                    .work(&key, move || async move {
                         gate.wait().await;
                         1
                     })
@@ -535,7 +590,7 @@ fn key_drop_runs_outside_the_table_lock() {
         until(|| group.counters().leaders == 1).await;
         let follower = {
             let (group, key) = (group.clone(), key());
-            tokio::spawn(async move { group.work(key, || async { 2 }).await })
+            tokio::spawn(async move { group.work(&key, || async { 2 }).await })
         };
         until(|| group.counters().followers == 1).await;
         gate.open();

@@ -21,7 +21,7 @@ fn caller(
 ) -> tokio::task::JoinHandle<coalescer::Outcome<u64>> {
     let (group, probe, gate) = (group.clone(), probe.clone(), gate.wait());
     tokio::spawn(async move {
-        let outcome = group.work(key, || async move {
+        let outcome = group.work(&key, || async move {
             let _running = probe.enter();
             gate.await;
             value
@@ -60,7 +60,7 @@ fn late_caller_after_completion_starts_a_new_flight() {
         let group = G::default();
         let runs = AtomicUsize::new(0);
         for round in 0..3 {
-            let v = group.work(1, || async { runs.fetch_add(1, SeqCst) as u64 }).await.unwrap();
+            let v = group.work(&1, || async { runs.fetch_add(1, SeqCst) as u64 }).await.unwrap();
             assert_eq!(*v.value(), round, "not a cache: each call after completion runs again");
             assert!(v.is_leader() && !v.is_shared());
             assert!(group.is_idle());
@@ -76,7 +76,7 @@ fn calls_with_different_keys_do_not_wait_on_each_other() {
         let slow = caller(&group, 1, &probe, &blocked, 1);
         until(|| probe.running() == 1).await;
         // Key 2 completes while key 1's work is still held.
-        let fast = group.work(2, || async { 2 }).await.unwrap();
+        let fast = group.work(&2, || async { 2 }).await.unwrap();
         assert_eq!((*fast.value(), fast.is_leader()), (2, true));
         assert_eq!(group.in_flight(), 1);
         blocked.open();
@@ -115,7 +115,7 @@ fn dropped_leader_promotes_exactly_one_follower_which_runs_its_own_work() {
     run(async {
         let (group, probe, gate) = (G::default(), Arc::new(Probe::default()), Gate::new());
         let leader_probe = probe.clone();
-        let mut leader = Box::pin(group.work(9, || async move {
+        let mut leader = Box::pin(group.work(&9, || async move {
             let _running = leader_probe.enter();
             std::future::pending::<u64>().await
         }));
@@ -144,12 +144,12 @@ fn dropped_leader_promotes_exactly_one_follower_which_runs_its_own_work() {
 fn dropped_leader_with_no_follower_frees_the_key() {
     run(async {
         let group = G::default();
-        let mut leader = Box::pin(group.work(3, std::future::pending::<u64>));
+        let mut leader = Box::pin(group.work(&3, std::future::pending::<u64>));
         assert!(poll_once(&mut leader).is_pending());
         assert_eq!(group.in_flight(), 1);
         drop(leader);
         assert!(group.is_idle());
-        assert_eq!(*group.work(3, || async { 4 }).await.unwrap().value(), 4);
+        assert_eq!(*group.work(&3, || async { 4 }).await.unwrap().value(), 4);
     });
 }
 
@@ -163,7 +163,7 @@ fn dropped_follower_affects_nobody_and_leaks_nothing() {
             let (group, value, gate) = (group.clone(), value.clone(), gate.wait());
             tokio::spawn(async move {
                 group
-                    .work(1, || async move {
+                    .work(&1, || async move {
                         gate.await;
                         value
                     })
@@ -172,7 +172,7 @@ fn dropped_follower_affects_nobody_and_leaks_nothing() {
             })
         };
         until(|| group.in_flight() == 1).await;
-        let mut follower = Box::pin(group.work(1, || async { unreachable!("a follower of a live leader") }));
+        let mut follower = Box::pin(group.work(&1, || async { unreachable!("a follower of a live leader") }));
         assert!(poll_once(&mut follower).is_pending());
         assert_eq!(group.counters().followers, 1);
         drop(follower);
@@ -193,7 +193,7 @@ fn leader_panic_releases_followers_with_a_typed_error_and_frees_the_key() {
             let (group, gate) = (group.clone(), gate.wait());
             tokio::spawn(async move {
                 group
-                    .work(2, || async move {
+                    .work(&2, || async move {
                         gate.await;
                         boom()
                     })
@@ -204,7 +204,7 @@ fn leader_panic_releases_followers_with_a_typed_error_and_frees_the_key() {
         let followers: Vec<_> = (0..3)
             .map(|_| {
                 let group = group.clone();
-                tokio::spawn(async move { group.work(2, || async { 0 }).await })
+                tokio::spawn(async move { group.work(&2, || async { 0 }).await })
             })
             .collect();
         until(|| group.counters().followers == 3).await;
@@ -216,7 +216,7 @@ fn leader_panic_releases_followers_with_a_typed_error_and_frees_the_key() {
             assert_eq!(err.message(), Some("database on fire"));
         }
         assert!(group.is_idle(), "a panicked flight's entry is removed");
-        assert_eq!(*group.work(2, || async { 5 }).await.unwrap().value(), 5, "the key is not poisoned");
+        assert_eq!(*group.work(&2, || async { 5 }).await.unwrap().value(), 5, "the key is not poisoned");
         assert_eq!(group.counters().panics, 1);
     });
 }
@@ -234,7 +234,7 @@ fn fallible_work_shares_the_error_without_clone_and_never_retains_it() {
                 let (group, gate, runs) = (group.clone(), gate.wait(), runs.clone());
                 tokio::spawn(async move {
                     group
-                        .try_work(1, || async move {
+                        .try_work(&1, || async move {
                             runs.fetch_add(1, SeqCst);
                             gate.await;
                             Err::<u64, _>(Down)
@@ -255,7 +255,7 @@ fn fallible_work_shares_the_error_without_clone_and_never_retains_it() {
         assert_eq!(runs.load(SeqCst), 1);
         assert!(errors.windows(2).all(|w| Arc::ptr_eq(&w[0], &w[1])), "one error, shared");
         drop(errors);
-        let ok = group.try_work(1, || async { Ok::<_, Down>(8) }).await.unwrap();
+        let ok = group.try_work(&1, || async { Ok::<_, Down>(8) }).await.unwrap();
         assert_eq!((*ok.value(), ok.is_leader()), (8, true), "the error was not retained");
     });
 }
@@ -264,7 +264,7 @@ fn fallible_work_shares_the_error_without_clone_and_never_retains_it() {
 fn shared_flag_tells_whether_the_value_went_to_more_than_one_caller() {
     run(async {
         let (group, probe, gate) = (G::default(), Arc::new(Probe::default()), Gate::new());
-        let alone = group.work(1, || async { 1 }).await.unwrap();
+        let alone = group.work(&1, || async { 1 }).await.unwrap();
         assert!(alone.is_leader() && !alone.is_shared());
         let leader = caller(&group, 2, &probe, &gate, 2);
         until(|| probe.running() == 1).await;
@@ -281,17 +281,17 @@ fn shared_flag_tells_whether_the_value_went_to_more_than_one_caller() {
 fn counters_count_leaders_followers_promotions_panics_and_forgets() {
     run(async {
         let group = G::default();
-        assert_eq!(group.work(1, || async { 1 }).await.unwrap().into_value(), 1);
-        let mut leader = Box::pin(group.work(2, std::future::pending));
+        assert_eq!(group.work(&1, || async { 1 }).await.unwrap().into_value(), 1);
+        let mut leader = Box::pin(group.work(&2, std::future::pending));
         assert!(poll_once(&mut leader).is_pending());
         let follower = {
             let group = group.clone();
-            tokio::spawn(async move { group.work(2, || async { 2 }).await.unwrap() })
+            tokio::spawn(async move { group.work(&2, || async { 2 }).await.unwrap() })
         };
         until(|| group.counters().followers == 1).await;
         drop(leader);
         assert_eq!(follower.await.unwrap().into_value(), 2);
-        let mut forgotten = Box::pin(group.work(3, std::future::pending));
+        let mut forgotten = Box::pin(group.work(&3, std::future::pending));
         assert!(poll_once(&mut forgotten).is_pending());
         assert!(group.forget(&3));
         drop(forgotten);

@@ -4,13 +4,14 @@
 use crate::input::{Ending, Op, Scenario, Start};
 use crate::model::{CallerState, End, FlightId, LeaveEffect, Mode, Model};
 use crate::probe::{
-    CallerId, CountingWaker, Event, ExecId, Key, Plan, Probe, Signal, StartFn, Timer, Val,
-    clone_panic_message, drop_panic_message, key_panic_message, planned_message, work_panic_message,
+    CallerId, CountingWaker, Event, ExecId, Key, Plan, Probe, Signal, Timer, Val, clone_panic_message,
+    drop_panic_message, key_panic_message, planned_message, work_panic_message,
 };
-use coalescer::futures::{TimedOut, Timeout, Work};
-use coalescer::{Aborted, Group, Outcome};
+use coalescer::futures::Timeout;
+use coalescer::{Aborted, Group, Outcome, SharedGroup, WhenFull};
 use std::collections::hash_map::DefaultHasher;
 use std::fmt;
+use std::future::Future;
 use std::hash::BuildHasherDefault;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
@@ -22,21 +23,16 @@ const MAX_LIVE_CALLERS: usize = 24;
 
 type Hasher = BuildHasherDefault<DefaultHasher>;
 type TestGroup = Group<Key, Val, Hasher>;
-type Call<'g> = Work<'g, TestGroup, StartFn>;
-type CallOutput = Result<Result<Outcome<Val>, Aborted>, TimedOut>;
+type SharedTestGroup = SharedGroup<Key, Val, Hasher>;
+type CallOutput = Result<Outcome<Val>, Aborted>;
 
-/// A caller's future: a plain call, or one that gives up when its timer fires.
-enum CallFut<'g> {
-    Plain(Pin<Box<Call<'g>>>),
-    Timed(Pin<Box<Timeout<Call<'g>, Timer>>>),
-}
+/// A caller's future, of either group: a plain call, or one that gives up (with
+/// `Aborted::is_timed_out`) when its timer fires.
+struct CallFut<'g>(Pin<Box<dyn Future<Output = CallOutput> + Send + 'g>>);
 
 impl CallFut<'_> {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<CallOutput> {
-        match self {
-            Self::Plain(call) => call.as_mut().poll(cx).map(Ok),
-            Self::Timed(call) => call.as_mut().poll(cx),
-        }
+        self.0.as_mut().poll(cx)
     }
 }
 
@@ -157,8 +153,20 @@ macro_rules! ensure {
 pub fn run(scenario: &Scenario) -> Result<Summary, Violation> {
     crate::install_panic_hook();
     // Sized for the scenario's few keys: the default capacity would dominate a short run.
-    let group = TestGroup::with_capacity_and_hasher(4, Hasher::default());
-    let mut driver = Driver::new(&group, scenario.keys.clamp(1, 4), &scenario.ops);
+    // A group's mode is its type: the driver keeps one group per mode, and each key's calls go
+    // to the group of the mode its first caller asked for (a mixed scenario mixes keys).
+    let bounded = |group: TestGroup| match scenario.bound.limit() {
+        None => group,
+        Some((limit, false)) => group.max_in_flight(limit, WhenFull::Reject),
+        Some((limit, true)) => group.max_in_flight(limit, WhenFull::RunAlone),
+    };
+    let group = bounded(TestGroup::with_capacity_and_hasher(4, Hasher::default()));
+    let shared = bounded(TestGroup::with_capacity_and_hasher(4, Hasher::default())).shared();
+    // Calls borrow their key (a leader clones it): the keys outlive the driver's callers.
+    let probe = Arc::<Probe>::default();
+    let keys: Vec<Key> = (0..4).map(|k| Key::new(k, &probe)).collect();
+    let mut driver = Driver::new(&group, &shared, &keys, probe, scenario.keys.clamp(1, 4), &scenario.ops);
+    driver.model.bound = scenario.bound.limit();
     if scenario.check_keys {
         driver.probe.check_keys();
     }
@@ -181,6 +189,11 @@ pub fn run(scenario: &Scenario) -> Result<Summary, Violation> {
 
 struct Driver<'g> {
     group: &'g TestGroup,
+    shared: &'g SharedTestGroup,
+    /// The key objects, one per key id.
+    key_objects: &'g [Key],
+    /// Per key: whether its calls go to the shared group, fixed by its first caller.
+    key_mode: [Option<bool>; 4],
     keys: u8,
     /// The scenario's operations, and the index of the next one to run.
     ops: &'g [Op],
@@ -196,15 +209,25 @@ struct Driver<'g> {
 }
 
 impl<'g> Driver<'g> {
-    fn new(group: &'g TestGroup, keys: u8, ops: &'g [Op]) -> Self {
+    fn new(
+        group: &'g TestGroup,
+        shared: &'g SharedTestGroup,
+        key_objects: &'g [Key],
+        probe: Arc<Probe>,
+        keys: u8,
+        ops: &'g [Op],
+    ) -> Self {
         Self {
             group,
+            shared,
+            key_objects,
+            key_mode: [None; 4],
             keys,
             ops,
             next: 0,
             armed: None,
             busy: None,
-            probe: Arc::default(),
+            probe,
             model: Model::default(),
             callers: Vec::new(),
             summary: Summary::default(),
@@ -287,9 +310,12 @@ impl<'g> Driver<'g> {
             }
             Op::Forget { key } => {
                 let key = key % self.keys;
-                let probe_key = Key::new(key, &self.probe);
+                let probe_key = &self.key_objects[usize::from(key)];
+                let shared = self.key_mode[usize::from(key)] == Some(true);
                 self.probe.set_current(None, false);
-                let forgot = catch_unwind(AssertUnwindSafe(|| self.group.forget(&probe_key)));
+                let forgot = catch_unwind(AssertUnwindSafe(|| {
+                    if shared { self.shared.forget(probe_key) } else { self.group.forget(probe_key) }
+                }));
                 let mut key_panicked = None;
                 for event in self.probe.drain() {
                     match event {
@@ -388,6 +414,7 @@ impl<'g> Driver<'g> {
     }
 
     fn add_caller(&mut self, key: u8, shared: bool, timed: bool, start: Start) -> CallerId {
+        let shared = *self.key_mode[usize::from(key)].get_or_insert(shared);
         let mode = if shared { Mode::Shared } else { Mode::Work };
         let c = self.model.add_caller(key, mode, timed);
         let (plan, closure_panics) = match start {
@@ -397,12 +424,17 @@ impl<'g> Driver<'g> {
             Start::PanicInClosure => (Plan::Panic, true),
         };
         let closure = self.probe.closure(c, plan, closure_panics, shared);
-        let key = Key::new(key, &self.probe);
-        let call = if shared { self.group.work_shared(key, closure) } else { self.group.work(key, closure) };
+        let key = &self.key_objects[usize::from(key)];
         let timer = timed.then(Timer::default);
-        let fut = match &timer {
-            Some(timer) => CallFut::Timed(Box::pin(Timeout::new(call, timer.clone()))),
-            None => CallFut::Plain(Box::pin(call)),
+        let fut = match (shared, &timer) {
+            (false, None) => CallFut(Box::pin(self.group.work(key, closure))),
+            (false, Some(timer)) => {
+                CallFut(Box::pin(Timeout::new(self.group.work(key, closure), timer.clone())))
+            }
+            (true, None) => CallFut(Box::pin(self.shared.work(key, closure))),
+            (true, Some(timer)) => {
+                CallFut(Box::pin(Timeout::new(self.shared.work(key, closure), timer.clone())))
+            }
         };
         let wakes = Arc::new(CountingWaker::default());
         self.callers.push(Caller {
@@ -428,7 +460,10 @@ impl<'g> Driver<'g> {
         self.summary.polls += 1;
         let first = self.model.callers[c].state == CallerState::Unjoined;
         let f = if first {
-            self.model.join(c)
+            match self.model.join(c) {
+                Some(f) => f,
+                None => return self.refused(c),
+            }
         } else {
             self.model.flight_of(c).expect("a live caller is unjoined or in a flight")
         };
@@ -542,7 +577,7 @@ impl<'g> Driver<'g> {
                         ensure!(!timed_out, "caller {c}'s timer fired but its poll was Pending");
                         ensure!(!leads_new || started, "leader {c}'s first poll did not start its work");
                     }
-                    Poll::Ready(Err(TimedOut { .. })) => {
+                    Poll::Ready(Err(aborted)) if aborted.is_timed_out() => {
                         ensure!(timed_out, "caller {c} timed out before its timer fired");
                         ensure!(
                             end.is_none(),
@@ -551,7 +586,7 @@ impl<'g> Driver<'g> {
                         self.summary.timeouts += 1;
                         self.drop_caller(c)?;
                     }
-                    Poll::Ready(Ok(result)) => {
+                    Poll::Ready(result) => {
                         self.check_result(c, f, result)?;
                         self.model.finished(c);
                         self.discard(c)?;
@@ -732,6 +767,56 @@ impl<'g> Driver<'g> {
             }
         }
         Ok(())
+    }
+
+    /// `c`'s first poll, for a new key while its group is at its bound and refuses new keys:
+    /// it must get `Aborted::is_full` at once, having joined nothing and run nothing (or panic
+    /// in its key's `Hash`, `Eq` or `Clone`, before the group looked at its bound).
+    fn refused(&mut self, c: CallerId) -> Checked {
+        self.probe.set_current(Some(c), true);
+        let waker = self.callers[c].waker.clone();
+        let fut = self.callers[c].fut.as_mut().expect("a live caller has its future");
+        let polled = catch_unwind(AssertUnwindSafe(|| fut.poll(&mut Context::from_waker(&waker))));
+        self.probe.set_current(None, false);
+        let mut key_panicked = None;
+        for event in self.probe.drain() {
+            match event {
+                Event::KeyUsed { what, by, panicked } => {
+                    ensure!(by == Some(c), "the key's {what:?} ran for {by:?} in {c}'s poll");
+                    if panicked {
+                        key_panicked = Some(what);
+                    }
+                }
+                event => return Err(format!("caller {c}, refused by the bound, did {event:?}")),
+            }
+        }
+        match polled {
+            Err(payload) => {
+                let planned = key_panicked.map(key_panic_message);
+                if planned.is_none() || planned.as_deref() != planned_message(&*payload) {
+                    resume_unwind(payload);
+                }
+                self.model.unrefuse();
+            }
+            Ok(Poll::Ready(Err(aborted))) if aborted.is_full() => {
+                ensure!(
+                    key_panicked.is_none(),
+                    "the key's {key_panicked:?} panicked, yet caller {c} returned"
+                );
+                let limit = self.model.bound.map(|(limit, _)| limit);
+                ensure!(
+                    aborted.cause() == coalescer::Cause::Full { limit: limit.unwrap_or(0) },
+                    "caller {c} was refused with {aborted:?}; the bound is {limit:?}"
+                );
+            }
+            Ok(other) => {
+                return Err(format!(
+                    "caller {c}'s group is at its bound ({:?}), yet its first poll gave {other:?}",
+                    self.model.bound
+                ));
+            }
+        }
+        self.discard(c)
     }
 
     /// Checks what `c` got from flight `f`.
@@ -933,17 +1018,29 @@ impl<'g> Driver<'g> {
         Ok(())
     }
 
+    /// Both groups' counters, added up.
+    fn counters(&self) -> coalescer::Counters {
+        let (a, b) = (self.group.counters(), self.shared.counters());
+        let mut c = a;
+        c.leaders += b.leaders;
+        c.followers += b.followers;
+        c.promotions += b.promotions;
+        c.panics += b.panics;
+        c.cancellations += b.cancellations;
+        c.forgets += b.forgets;
+        c.shutdowns += b.shutdowns;
+        c.overflows += b.overflows;
+        c
+    }
+
     /// The group's own view must match the model after every step.
     fn check_group(&self) -> Checked {
         let expected = self.model.in_flight();
-        let in_flight = self.group.in_flight();
+        let in_flight = self.group.in_flight() + self.shared.in_flight();
         ensure!(in_flight == expected, "in_flight() is {in_flight}; {expected} key(s) have a flight");
-        ensure!(
-            self.group.is_idle() == (expected == 0),
-            "is_idle() is {} with {expected} flight(s)",
-            self.group.is_idle()
-        );
-        let counters = self.group.counters();
+        let idle = self.group.is_idle() && self.shared.is_idle();
+        ensure!(idle == (expected == 0), "is_idle() is {idle} with {expected} flight(s)");
+        let counters = self.counters();
         let counts = self.model.counts;
         let pairs = [
             ("leaders", counters.leaders, counts.leaders),
@@ -953,6 +1050,7 @@ impl<'g> Driver<'g> {
             ("cancellations", counters.cancellations, counts.cancellations),
             ("forgets", counters.forgets, counts.forgets),
             ("shutdowns", counters.shutdowns, 0),
+            ("overflows", counters.overflows, counts.overflows),
         ];
         for (name, seen, expected) in pairs {
             ensure!(seen == expected, "counters().{name} is {seen}; expected {expected} ({counters:?})");
@@ -984,7 +1082,10 @@ impl<'g> Driver<'g> {
             }
         }
         self.check_group()?;
-        ensure!(self.group.is_idle(), "the group is not idle after every caller left");
+        ensure!(
+            self.group.is_idle() && self.shared.is_idle(),
+            "the group is not idle after every caller left"
+        );
         ensure!(
             self.model.flights.iter().all(|f| !f.is_live()),
             "the model has a flight in the air after every caller left"
@@ -994,9 +1095,10 @@ impl<'g> Driver<'g> {
         }
         let values = self.probe.live_values();
         ensure!(values == 0, "{values} value(s) still alive after every caller left");
-        let holders = Arc::strong_count(&self.probe) - 1;
+        // The driver's own handle and the key objects' are not the work's.
+        let holders = Arc::strong_count(&self.probe) - 1 - self.key_objects.len();
         ensure!(holders == 0, "{holders} closure(s) or work future(s) still alive after every caller left");
-        let c = self.group.counters();
+        let c = self.counters();
         self.summary.leaders = c.leaders;
         self.summary.followers = c.followers;
         self.summary.promotions = c.promotions;

@@ -42,7 +42,7 @@ impl<'a> Arbitrary<'a> for Start {
 pub enum Modes {
     /// `Group::work` for every caller.
     Work,
-    /// `Group::work_shared` for every caller.
+    /// a shared group's `work` for every caller.
     Shared,
     /// Each `Join` picks (a flight's mode is its leader's).
     Mixed,
@@ -74,13 +74,13 @@ pub enum Ending {
 /// candidates, so that every byte string is a valid scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
-    /// A new call for `key` (modulo the key count): `work_shared` when `shared`, else `work`;
+    /// A new call for `key` (modulo the key count): shared-mode `work` when `shared`, else `work`;
     /// wrapped in a `Timeout` when `timed`; polled at once when `poll` (else it joins on its
     /// first poll, as futures are lazy).
     Join {
         /// The key, modulo the scenario's key count.
         key: u8,
-        /// `work_shared` rather than `work`.
+        /// shared-mode `work` rather than `work`.
         shared: bool,
         /// Wrapped in a `Timeout` whose timer fires on `FireTimer`.
         timed: bool,
@@ -191,6 +191,28 @@ pub enum KeyFn {
     Clone,
 }
 
+/// The groups' bound on keys in flight (`Group::max_in_flight`), if any.
+#[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bound {
+    /// No bound.
+    None,
+    /// At most `1 + n % 3` keys in flight; a new key beyond is refused (`WhenFull::Reject`).
+    Reject(u8),
+    /// At most `1 + n % 3` keys in flight; a new key beyond runs alone (`WhenFull::RunAlone`).
+    RunAlone(u8),
+}
+
+impl Bound {
+    /// The limit and whether a call beyond it runs alone.
+    pub fn limit(self) -> Option<(usize, bool)> {
+        match self {
+            Self::None => None,
+            Self::Reject(n) => Some((1 + usize::from(n % 3), false)),
+            Self::RunAlone(n) => Some((1 + usize::from(n % 3), true)),
+        }
+    }
+}
+
 /// A whole run: the key count, the operations, and how the run ends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Scenario {
@@ -203,6 +225,8 @@ pub struct Scenario {
     /// Check that the group runs the key's `Hash`, `Eq` and `Clone` only while a caller joins
     /// (its first poll) or in `forget`, never after (the `key_race` target).
     pub check_keys: bool,
+    /// Each group's bound on keys in flight.
+    pub bound: Bound,
 }
 
 /// Decodes operations until the input runs out (or [`MAX_OPS`]), with no length prefix or
@@ -237,7 +261,7 @@ pub enum ForgetOp {
     Join {
         /// The key.
         key: u8,
-        /// `work_shared` (in mixed mode).
+        /// shared-mode `work` (in mixed mode: a key keeps the mode of its first caller).
         shared: bool,
         /// Polled at once.
         poll: bool,
@@ -287,7 +311,13 @@ impl ForgetRace {
             ForgetOp::Drop { caller } => Op::Drop { caller },
             ForgetOp::Arm { exec, ops } => Op::Arm { exec, ops: 1 + ops % 4 },
         });
-        Scenario { keys: 2 + self.keys % 3, ops: ops.collect(), ending: self.ending, check_keys: false }
+        Scenario {
+            keys: 2 + self.keys % 3,
+            ops: ops.collect(),
+            ending: self.ending,
+            check_keys: false,
+            bound: Bound::None,
+        }
     }
 }
 
@@ -319,7 +349,7 @@ pub enum CancelOp {
     Join {
         /// The key.
         key: u8,
-        /// `work_shared` (in mixed mode).
+        /// shared-mode `work` (in mixed mode: a key keeps the mode of its first caller).
         shared: bool,
         /// Wrapped in a `Timeout`.
         timed: bool,
@@ -416,6 +446,7 @@ impl CancellationRace {
             ops: ops.collect(),
             ending: self.ending,
             check_keys: false,
+            bound: Bound::None,
         }
     }
 }
@@ -442,7 +473,7 @@ pub enum UnwindOp {
     Join {
         /// The key.
         key: u8,
-        /// `work_shared` (in mixed mode).
+        /// shared-mode `work` (in mixed mode: a key keeps the mode of its first caller).
         shared: bool,
         /// Wrapped in a `Timeout`.
         timed: bool,
@@ -551,6 +582,7 @@ impl UnwindRace {
             ops: ops.collect(),
             ending: self.ending,
             check_keys: false,
+            bound: Bound::None,
         }
     }
 }
@@ -566,6 +598,9 @@ pub struct KeyRace {
     pub modes: Modes,
     /// How the scenario ends.
     pub ending: Ending,
+    /// The groups' bound on keys in flight: a leader clones its key before it takes a permit,
+    /// so a panicking `Clone` must leave none taken.
+    pub bound: Bound,
     /// The operations (decoded until the input runs out).
     pub ops: Vec<KeyOp>,
 }
@@ -577,7 +612,7 @@ pub enum KeyOp {
     Join {
         /// The key.
         key: u8,
-        /// `work_shared` (in mixed mode).
+        /// shared-mode `work` (in mixed mode: a key keeps the mode of its first caller).
         shared: bool,
         /// Polled at once.
         poll: bool,
@@ -618,7 +653,13 @@ pub enum KeyOp {
 
 impl<'a> Arbitrary<'a> for KeyRace {
     fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
-        Ok(Self { keys: u.arbitrary()?, modes: u.arbitrary()?, ending: u.arbitrary()?, ops: ops(u)? })
+        Ok(Self {
+            keys: u.arbitrary()?,
+            modes: u.arbitrary()?,
+            ending: u.arbitrary()?,
+            bound: u.arbitrary()?,
+            ops: ops(u)?,
+        })
     }
 }
 
@@ -637,6 +678,12 @@ impl KeyRace {
             KeyOp::Forget { key } => Op::Forget { key },
             KeyOp::KeyPanics { what } => Op::KeyPanics { what },
         });
-        Scenario { keys: 2 + self.keys % 3, ops: ops.collect(), ending: self.ending, check_keys: true }
+        Scenario {
+            keys: 2 + self.keys % 3,
+            ops: ops.collect(),
+            ending: self.ending,
+            check_keys: true,
+            bound: self.bound,
+        }
     }
 }

@@ -51,8 +51,8 @@ mod probe;
 
 pub use driver::{Summary, Violation, run};
 pub use input::{
-    CancelOp, CancellationRace, Ending, ForgetOp, ForgetRace, KeyFn, KeyOp, KeyRace, MAX_OPS, Modes, Op,
-    Scenario, Start, UnwindOp, UnwindRace,
+    Bound, CancelOp, CancellationRace, Ending, ForgetOp, ForgetRace, KeyFn, KeyOp, KeyRace, MAX_OPS, Modes,
+    Op, Scenario, Start, UnwindOp, UnwindRace,
 };
 
 /// Runs `scenario` and panics with the violation, if any: the fuzz targets' body.

@@ -15,7 +15,7 @@ pub(crate) type FlightId = usize;
 pub(crate) enum Mode {
     /// `Group::work`: the work runs inside the future of the caller that started it.
     Work,
-    /// `Group::work_shared`: the flight owns the work and any member drives it.
+    /// a shared group's `work`: the flight owns the work and any member drives it.
     Shared,
 }
 
@@ -50,6 +50,8 @@ pub(crate) struct Flight {
     pub(crate) end: Option<End>,
     /// How many callers were counted when it ended: the result went to all of them.
     pub(crate) members_at_end: usize,
+    /// It holds a permit of its group's bound on keys in flight.
+    pub(crate) permit: bool,
 }
 
 impl Flight {
@@ -111,6 +113,8 @@ pub(crate) struct Counts {
     /// Flights every caller left before they ended.
     pub(crate) cancellations: u64,
     pub(crate) forgets: u64,
+    /// Calls for a new key beyond the bound (refused, or run alone).
+    pub(crate) overflows: u64,
 }
 
 /// What leaving a flight must do to its execution.
@@ -131,6 +135,9 @@ pub(crate) struct Model {
     /// Each key's current flight: the one a new caller joins.
     pub(crate) current: [Option<FlightId>; 4],
     pub(crate) counts: Counts,
+    /// Each group's bound on keys in flight (one group per mode): the limit, and whether a call
+    /// beyond it runs alone (else it is refused).
+    pub(crate) bound: Option<(usize, bool)>,
 }
 
 impl Model {
@@ -160,10 +167,23 @@ impl Model {
         }
     }
 
-    /// `c`'s first poll: it follows its key's current flight, or leads a new one.
-    pub(crate) fn join(&mut self, c: CallerId) -> FlightId {
+    /// How many permits of the bound the flights of `mode`'s group hold: from their first
+    /// caller until they end, forgotten or not (an abandoned flight gives its permit back once
+    /// its work is gone).
+    pub(crate) fn permits_held(&self, mode: Mode) -> usize {
+        let held = |f: &&Flight| {
+            let abandoned = f.members.is_empty() && f.exec.is_none_or(|e| self.execs[e].dropped);
+            f.mode == mode && f.permit && f.end.is_none() && !abandoned
+        };
+        self.flights.iter().filter(held).count()
+    }
+
+    /// `c`'s first poll: it follows its key's current flight, or leads a new one (which runs
+    /// alone, never joined, when its group is at its bound and says so). `None`: the group is
+    /// at its bound and refuses the new key; the caller joined nothing and is gone.
+    pub(crate) fn join(&mut self, c: CallerId) -> Option<FlightId> {
         let caller = &self.callers[c];
-        let key = caller.key;
+        let (key, mode) = (caller.key, caller.mode);
         let f = match self.current[usize::from(key)] {
             Some(f) => {
                 self.flights[f].members.push(c);
@@ -171,26 +191,46 @@ impl Model {
                 f
             }
             None => {
+                let full = self.bound.filter(|&(limit, _)| self.permits_held(mode) >= limit);
+                if full.is_some() {
+                    self.counts.overflows += 1;
+                }
+                if let Some((_, false)) = full {
+                    self.callers[c].state = CallerState::Gone;
+                    return None;
+                }
+                let alone = full.is_some();
                 self.flights.push(Flight {
                     key,
-                    mode: caller.mode,
+                    mode,
                     leader: c,
                     members: vec![c],
                     runner: None,
                     exec: None,
                     started: false,
-                    forgotten: false,
+                    // A flight that runs alone is never its key's current one: like a
+                    // forgotten one, it may overlap the key's other flights.
+                    forgotten: alone,
                     end: None,
                     members_at_end: 0,
+                    permit: self.bound.is_some() && !alone,
                 });
                 self.counts.leaders += 1;
                 let f = self.flights.len() - 1;
-                self.current[usize::from(key)] = Some(f);
+                if !alone {
+                    self.current[usize::from(key)] = Some(f);
+                }
                 f
             }
         };
         self.callers[c].state = CallerState::Member(f);
-        f
+        Some(f)
+    }
+
+    /// A refused caller's poll panicked in the key's `Hash`, `Eq` or `Clone` instead, before
+    /// the group looked at its bound: it was not an overflow.
+    pub(crate) fn unrefuse(&mut self) {
+        self.counts.overflows -= 1;
     }
 
     /// `c`'s closure made execution `e` while `c` was polled for the first time (`first`) or
@@ -307,8 +347,15 @@ impl Model {
         let flight = &self.flights[f];
         if flight.leader == c && flight.members == [c] && !flight.started && f + 1 == self.flights.len() {
             let key = usize::from(flight.key);
+            if flight.forgotten {
+                // A flight that was to run alone (its group at its bound): the key's panic came
+                // first, so the call was no overflow either.
+                self.counts.overflows -= 1;
+            }
             self.flights.pop();
-            self.current[key] = None;
+            if self.current[key] == Some(f) {
+                self.current[key] = None;
+            }
             self.counts.leaders -= 1;
         } else {
             self.flights[f].members.retain(|&m| m != c);

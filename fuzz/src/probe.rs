@@ -121,7 +121,7 @@ struct Exec {
     waker: Option<Waker>,
     /// How many of its next pending polls yield (wake their own waker) instead of waiting.
     yields: u8,
-    /// Made by a `work_shared` call (the flight owns it).
+    /// Made by a shared-mode `work` call (the flight owns it).
     shared: bool,
     /// The next clone of its value panics.
     clone_panics: bool,

@@ -1,7 +1,7 @@
 //! Hand-written scenarios through the driver: each must keep the contract and reach the state
 //! it is about (the summary says so), so that the model's checks are known to be exercised.
 
-use coalescer_fuzz::{Ending, KeyFn, Op, Scenario, Start, Summary, run};
+use coalescer_fuzz::{Bound, Ending, KeyFn, Op, Scenario, Start, Summary, run};
 
 fn join(key: u8, shared: bool) -> Op {
     Op::Join { key, shared, timed: false, poll: true, start: Start::Pending }
@@ -12,7 +12,7 @@ fn timed(key: u8, shared: bool) -> Op {
 }
 
 fn ok(keys: u8, ending: Ending, ops: Vec<Op>) -> Summary {
-    let scenario = Scenario { keys, ops, ending, check_keys: false };
+    let scenario = Scenario { keys, ops, ending, check_keys: false, bound: Bound::None };
     run(&scenario).unwrap_or_else(|violation| panic!("{violation}"))
 }
 
@@ -270,7 +270,7 @@ fn a_panicking_key_method_at_the_join_leaves_the_group_unchanged() {
             Op::Complete { exec: 0 },
             Op::Settle,
         ];
-        let scenario = Scenario { keys: 1, ops, ending: Ending::Drain, check_keys: true };
+        let scenario = Scenario { keys: 1, ops, ending: Ending::Drain, check_keys: true, bound: Bound::None };
         let s = run(&scenario).unwrap_or_else(|violation| panic!("{what:?}: {violation}"));
         assert_eq!(s.leaders, 1, "{what:?}");
     }

@@ -449,7 +449,9 @@ fn replay<T: for<'a> Arbitrary<'a>>(target: &str, scenario: impl Fn(&T) -> Scena
     seeds.len()
 }
 
-/// The inputs with which libFuzzer found issue 11's defects on the core before its fix,
+/// The inputs with which libFuzzer found defects on the core before their fix (issue 11's, and
+/// `key_race/seed-defect-permit-taken-before-the-leaders-key-clone`: a leader that took its
+/// permit of the bound before cloning its borrowed key leaked it when the clone panicked),
 /// committed as it wrote them (`corpus/<target>/seed-defect-N-*`, N the defect): each keeps the
 /// contract with the fix in (they failed before it, and were ignored until it landed).
 #[test]

@@ -34,7 +34,7 @@ pub trait Runtime: Sized {
     fn call(&self, group: &Arc<TestGroup>, key: u32, probe: &Probe) -> Task<Call> {
         let (group, probe) = (group.clone(), probe.clone());
         self.spawn(async move {
-            let call = AssertUnwindSafe(group.work(key, || probe.work()));
+            let call = AssertUnwindSafe(group.work(&key, || probe.work()));
             Call::new(call.catch_unwind().await)
         })
     }

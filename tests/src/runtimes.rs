@@ -217,7 +217,7 @@ impl Runtime for Threads {
     fn call(&self, group: &Arc<TestGroup>, key: u32, probe: &Probe) -> Task<Call> {
         let (group, probe) = (group.clone(), probe.clone());
         spawn_thread(move || {
-            let call = AssertUnwindSafe(|| group.work_blocking(key, || probe.run_blocking()));
+            let call = AssertUnwindSafe(|| group.work_blocking(&key, || probe.run_blocking()));
             Call::new(catch_unwind(call))
         })
     }

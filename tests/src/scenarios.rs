@@ -16,7 +16,7 @@ use std::time::Duration;
 /// Concurrent callers of one key in the coalescing scenario.
 const CALLERS: usize = 8;
 
-fn joined(group: &TestGroup) -> u64 {
+fn joined<M>(group: &coalescer::Group<u32, u32, coalescer::DefaultHashBuilder, M>) -> u64 {
     let c = group.counters();
     c.leaders + c.followers
 }
@@ -144,11 +144,11 @@ pub fn mixed_async_and_blocking_callers<R: Runtime>() {
         let unused = Probe::ready(0);
         let work_async = |probe: &Probe| {
             let (group, probe) = (group.clone(), probe.clone());
-            rt.spawn(async move { group.work(key, || probe.work()).await })
+            rt.spawn(async move { group.work(&key, || probe.work()).await })
         };
         let work_blocking = |probe: &Probe| {
             let (group, probe) = (group.clone(), probe.clone());
-            spawn_thread(move || group.work_blocking(key, || probe.run_blocking()))
+            spawn_thread(move || group.work_blocking(&key, || probe.run_blocking()))
         };
         let followers_before = group.counters().followers;
         let mut calls = vec![if async_leader { work_async(&probe) } else { work_blocking(&probe) }];
@@ -204,14 +204,14 @@ pub fn leader_cancellation_promotes_one_follower<R: AsyncRuntime>() {
 /// followers drive the same work to completion, which runs once.
 pub fn stalled_leader_does_not_block_shared_work<R: AsyncRuntime>() {
     let rt = R::start();
-    let group = Arc::new(TestGroup::new());
+    let group = Arc::new(TestGroup::new().shared());
     let (probe, unused) = (Probe::gated(5), Probe::ready(0));
     let stalled = Arc::new(Gate::default());
     rt.block_on(async {
         let leader = rt.spawn({
             let (group, probe, stalled) = (group.clone(), probe.clone(), stalled.clone());
             async move {
-                let mut call = pin!(group.work_shared(1, || probe.work()));
+                let mut call = pin!(group.work(&1, || probe.work()));
                 let first = futures_lite::future::poll_once(&mut call).await;
                 assert!(first.is_none(), "the work is gated");
                 stalled.open();
@@ -223,7 +223,7 @@ pub fn stalled_leader_does_not_block_shared_work<R: AsyncRuntime>() {
         let followers: Vec<_> = (0..3)
             .map(|_| {
                 let (group, unused) = (group.clone(), unused.clone());
-                rt.spawn(async move { group.work_shared(1, || unused.work()).await })
+                rt.spawn(async move { group.work(&1, || unused.work()).await })
             })
             .collect();
         until(&rt, || group.counters().followers == 3).await;
@@ -253,7 +253,7 @@ pub fn timeout_gives_up_alone<R: AsyncRuntime>() {
         let call = |deadline: Option<Duration>| {
             let (group, unused, far) = (group.clone(), unused.clone(), far.clone());
             rt.spawn(async move {
-                let call = group.work(1, || unused.work());
+                let call = group.work(&1, || unused.work());
                 match deadline {
                     Some(d) => R::timeout(d, call).await,
                     None => Timeout::new(call, far.sleep(Duration::from_secs(3600))).await,
@@ -267,7 +267,7 @@ pub fn timeout_gives_up_alone<R: AsyncRuntime>() {
         assert_eq!(group.in_flight(), 1);
         probe.release();
         assert_eq!(*leader.join().await.outcome().value(), 3);
-        let outcome = patient.join().await.expect("the far deadline").unwrap();
+        let outcome = patient.join().await.expect("the far deadline");
         assert!(*outcome.value() == 3 && outcome.is_shared());
     });
     assert_eq!((probe.runs(), unused.runs()), (1, 0));
@@ -278,24 +278,25 @@ pub fn timeout_gives_up_alone<R: AsyncRuntime>() {
 /// Shared and detached work coalesce too: one run for many callers in each mode.
 pub fn every_mode_coalesces<R: AsyncRuntime>() {
     let rt = R::start();
-    let group = Arc::new(TestGroup::new());
+    let shared_group = Arc::new(TestGroup::new().shared());
+    let detached_group = Arc::new(TestGroup::new().detached(rt.detach()));
     let (shared, detached) = (Probe::gated(1), Probe::gated(2));
     let calls: Vec<_> = (0..2 * CALLERS)
         .map(|i| {
-            let (group, shared, detached, spawner) =
-                (group.clone(), shared.clone(), detached.clone(), rt.detach());
+            let (shared_group, detached_group, shared, detached) =
+                (shared_group.clone(), detached_group.clone(), shared.clone(), detached.clone());
             rt.spawn(async move {
                 if i % 2 == 0 {
-                    group.work_shared(1, || shared.work()).await
+                    shared_group.work(&1, || shared.work()).await
                 } else {
-                    group.work_detached(2, spawner, || detached.work()).await
+                    detached_group.work(&2, || detached.work()).await
                 }
             })
         })
         .collect();
     let outcomes = rt.block_on(async {
-        until(&rt, || joined(&group) == 2 * CALLERS as u64).await;
-        assert_eq!(group.counters().leaders, 2);
+        until(&rt, || joined(&shared_group) + joined(&detached_group) == 2 * CALLERS as u64).await;
+        assert_eq!(shared_group.counters().leaders + detached_group.counters().leaders, 2);
         shared.release();
         detached.release();
         join_all(calls).await
@@ -304,17 +305,17 @@ pub fn every_mode_coalesces<R: AsyncRuntime>() {
         assert_eq!(*outcome.unwrap().value(), if i % 2 == 0 { 1 } else { 2 });
     }
     assert_eq!((shared.runs(), detached.runs()), (1, 1));
-    assert!(group.is_idle());
+    assert!(shared_group.is_idle() && detached_group.is_idle());
 }
 
 /// Detached work finishes after every caller has left (the side effect happens), and a caller
 /// that arrives while it runs (async or blocking) joins it instead of running it again.
 pub fn detached_work_outlives_its_callers<R: AsyncRuntime>() {
     let rt = R::start();
-    let group = Arc::new(TestGroup::new());
+    let group = Arc::new(TestGroup::new().detached(rt.detach()));
     let detached = |key: u32, probe: &Probe| {
-        let (group, probe, spawner) = (group.clone(), probe.clone(), rt.detach());
-        rt.spawn(async move { group.work_detached(key, spawner, || probe.work()).await })
+        let (group, probe) = (group.clone(), probe.clone());
+        rt.spawn(async move { group.work(&key, || probe.work()).await })
     };
     rt.block_on(async {
         // Everybody leaves; a late async caller and a late blocking caller join the work.
@@ -329,7 +330,7 @@ pub fn detached_work_outlives_its_callers<R: AsyncRuntime>() {
         let late_async = detached(1, &unused);
         let late_blocking = spawn_thread({
             let (group, unused) = (group.clone(), unused.clone());
-            move || group.work_blocking(1, || unused.run_blocking())
+            move || group.work_blocking(&1, || unused.run_blocking())
         });
         until(&rt, || group.counters().followers == 3).await;
         probe.release();
@@ -359,11 +360,11 @@ pub fn detached_work_outlives_its_callers<R: AsyncRuntime>() {
 /// with the message, and the key is free again.
 pub fn detached_panic_reaches_every_caller<R: AsyncRuntime>() {
     let rt = R::start();
-    let group = Arc::new(TestGroup::new());
+    let group = Arc::new(TestGroup::new().detached(rt.detach()));
     let probe = Probe::panicking("detached on fire");
     let detached = |probe: &Probe| {
-        let (group, probe, spawner) = (group.clone(), probe.clone(), rt.detach());
-        rt.spawn(async move { group.work_detached(1, spawner, || probe.work()).await })
+        let (group, probe) = (group.clone(), probe.clone());
+        rt.spawn(async move { group.work(&1, || probe.work()).await })
     };
     rt.block_on(async {
         let mut calls = vec![detached(&probe)];
@@ -390,10 +391,10 @@ pub fn detached_panic_reaches_every_caller<R: AsyncRuntime>() {
 /// is gone before it starts the key's next execution (no overlap), then leads.
 pub fn abort_when_abandoned_drops_the_work<R: AsyncRuntime>() {
     let rt = R::start();
-    let group = Arc::new(TestGroup::new());
+    let group = Arc::new(TestGroup::new().detached(rt.abort_when_abandoned()));
     let spawn = |key: u32, work: Box<dyn FnOnce() -> BoxedWork + Send>| {
-        let (group, spawner) = (group.clone(), rt.abort_when_abandoned());
-        rt.spawn(async move { group.work_detached(key, spawner, work).await })
+        let group = group.clone();
+        rt.spawn(async move { group.work(&key, work).await })
     };
     let aborting = |key: u32, probe: &Probe| {
         let probe = probe.clone();
@@ -444,19 +445,18 @@ type BoxedWork = std::pin::Pin<Box<dyn std::future::Future<Output = u32> + Send>
 /// was dropped, and the key is free again.
 pub fn runtime_shutdown_under_detached_flight<R: Shutdown>() {
     let rt = R::start();
-    let group = Arc::new(TestGroup::new());
+    let group = Arc::new(TestGroup::new().detached(rt.detach()));
     let probe = Probe::gated(1); // never released
-    let spawner = rt.detach();
     let detached = || {
-        let (group, probe, spawner) = (group.clone(), probe.clone(), spawner.clone());
-        spawn_thread(move || futures_lite::future::block_on(group.work_detached(1, spawner, || probe.work())))
+        let (group, probe) = (group.clone(), probe.clone());
+        spawn_thread(move || futures_lite::future::block_on(group.work(&1, || probe.work())))
     };
     let mut calls = vec![detached()];
     rt.block_on(until(&rt, || probe.started().is_open()));
     calls.extend((0..2).map(|_| detached()));
     calls.push(spawn_thread({
         let (group, probe) = (group.clone(), probe.clone());
-        move || group.work_blocking(1, || probe.run_blocking())
+        move || group.work_blocking(&1, || probe.run_blocking())
     }));
     rt.block_on(until(&rt, || group.counters().followers == 3));
 
@@ -469,5 +469,5 @@ pub fn runtime_shutdown_under_detached_flight<R: Shutdown>() {
     let c = group.counters();
     assert_eq!((c.shutdowns, c.cancellations), (1, 0));
     assert!(group.is_idle());
-    assert!(group.work_blocking(1, || 2).unwrap().is_leader());
+    assert!(group.work_blocking(&1, || 2).unwrap().is_leader());
 }

@@ -23,13 +23,13 @@ fn a_released_follower_sees_the_panic_counted() {
             let (group, probe) = (group.clone(), probe.clone());
             move || {
                 let call =
-                    std::panic::AssertUnwindSafe(|| group.work_blocking(round, || probe.run_blocking()));
+                    std::panic::AssertUnwindSafe(|| group.work_blocking(&round, || probe.run_blocking()));
                 assert!(std::panic::catch_unwind(call).is_err());
             }
         });
         probe.started().wait_blocking();
         // A follower that polls without sleeping, so that it sees the flight end at once.
-        let mut follower = pin!(group.work(round, || async { 0 }));
+        let mut follower = pin!(group.work(&round, || async { 0 }));
         let mut cx = Context::from_waker(Waker::noop());
         assert!(follower.as_mut().poll(&mut cx).is_pending());
         probe.release();
@@ -48,6 +48,7 @@ fn a_released_follower_sees_the_panic_counted() {
 
 /// A spawner whose `spawn` panics, as `tokio::spawn` does outside a runtime: the task it was
 /// given is dropped while the panic unwinds.
+#[derive(Clone)]
 struct NoRuntime;
 
 impl coalescer::Spawn for NoRuntime {
@@ -71,10 +72,9 @@ impl coalescer::Spawn for NoRuntime {
 /// down.) Reached with `coalescer_tokio::Tokio::detach()` outside a runtime.
 #[test]
 fn a_panicking_spawn_is_counted_once_as_a_panic() {
-    let group = Arc::new(Group::<u32, u32>::new());
-    let call = std::panic::AssertUnwindSafe(|| {
-        futures_lite::future::block_on(group.work_detached(1, NoRuntime, || async { 1 }))
-    });
+    let group = Arc::new(Group::<u32, u32>::new().detached(NoRuntime));
+    let call =
+        std::panic::AssertUnwindSafe(|| futures_lite::future::block_on(group.work(&1, || async { 1 })));
     assert!(std::panic::catch_unwind(call).is_err(), "the leader sees the spawner's panic");
     assert!(group.is_idle());
     let c = group.counters();

@@ -30,29 +30,34 @@ async fn query() -> Value {
 #[test]
 fn core_futures() {
     let group = Arc::new(Group::<String, Value>::new());
+    let shared = Group::<String, Value>::new().shared();
     let tries = Arc::new(TryGroup::<String, Value, std::io::Error>::new());
+    let shared_tries = TryGroup::<String, Value, std::io::Error>::new().shared();
     let single = Arc::new(Single::<Value>::new());
     let spawner = coalescer_smol::Smol::detach();
+    let detached = Arc::new(Group::<String, Value>::new().detached(spawner.clone()));
 
-    send_sync(&group.work("k".into(), query));
-    send_sync(&group.work_shared("k".into(), query));
-    send_sync(&group.work_detached("k".into(), spawner.clone(), query));
-    send_sync(&tries.try_work("k".into(), || async { Ok(Value::from("v")) }));
-    send_sync(&tries.try_work_shared("k".into(), || async { Ok(Value::from("v")) }));
+    send_sync(&group.work("k", query));
+    send_sync(&shared.work("k", query));
+    send_sync(&detached.work("k", query));
+    send_sync(&tries.try_work("k", || async { Ok(Value::from("v")) }));
+    send_sync(&shared_tries.try_work("k", || async { Ok(Value::from("v")) }));
     send_sync(&single.work(query));
-    send_sync(&single.work_shared(query));
-    send_sync(&single.work_detached(spawner.clone(), query));
+    let shared_single = Single::<Value>::new().shared();
+    send_sync(&shared_single.work(query));
+    let detached_single = Arc::new(Single::<Value>::new().detached(spawner.clone()));
+    send_sync(&detached_single.work(query));
     let single_try = Single::<Result<Value, Arc<std::io::Error>>>::new();
     send_sync(&single_try.try_work(|| async { Ok(Value::from("v")) }));
 
-    send_sync_unpin(&group.work("k".into(), value));
-    send_sync_unpin(&group.work_shared("k".into(), value));
-    send_sync_unpin(&group.work_detached("k".into(), spawner.clone(), value));
-    send_sync_unpin(&tries.try_work("k".into(), || ready(Ok(Value::from("v")))));
+    send_sync_unpin(&group.work("k", value));
+    send_sync_unpin(&shared.work("k", value));
+    send_sync_unpin(&detached.work("k", value));
+    send_sync_unpin(&tries.try_work("k", || ready(Ok(Value::from("v")))));
     send_sync_unpin(&single.work(value));
 
-    send_sync_unpin(&Timeout::new(group.work("k".into(), value), ready(())));
-    send_sync(&Timeout::new(group.work("k".into(), query), ready(())));
+    send_sync_unpin(&Timeout::new(group.work("k", value), ready(())));
+    send_sync(&Timeout::new(group.work("k", query), ready(())));
 }
 
 #[test]
@@ -64,15 +69,18 @@ fn what_calls_return() {
     values::<coalescer::futures::TimedOut>();
     values::<coalescer::Counters>();
     values::<Group<String, Value>>();
+    values::<coalescer::SharedGroup<String, Value>>();
+    values::<coalescer::DetachedGroup<String, Value, coalescer_smol::Smol>>();
     values::<Single<Value>>();
 }
 
 #[test]
 fn tokio_adapter() {
-    use coalescer_tokio::{GroupExt, Tokio, TokioTask};
+    use coalescer_tokio::{Tokio, TokioTask};
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
     let _context = rt.enter();
     let group = Arc::new(Group::<String, Value>::new());
+    let spawned = Arc::new(Group::<String, Value>::new().detached(Tokio::detach()));
 
     spawner(&Tokio::detach());
     spawner(&Tokio::abort_when_abandoned().on(rt.handle().clone()));
@@ -80,17 +88,18 @@ fn tokio_adapter() {
     send_sync_unpin(&task);
     send_sync(&Tokio::detach().sleep(Duration::ZERO));
 
-    send_sync(&group.work_spawned("k".into(), query));
-    send_sync_unpin(&group.work_spawned("k".into(), value));
-    send_sync(&coalescer_tokio::timeout(Duration::ZERO, group.work("k".into(), value)));
-    send_sync(&Timeout::new(group.work("k".into(), query), Tokio::detach().sleep(Duration::ZERO)));
+    send_sync(&spawned.work("k", query));
+    send_sync_unpin(&spawned.work("k", value));
+    send_sync(&coalescer_tokio::timeout(Duration::ZERO, group.work("k", value)));
+    send_sync(&Timeout::new(group.work("k", query), Tokio::detach().sleep(Duration::ZERO)));
 }
 
 #[test]
 fn smol_adapter() {
-    use coalescer_smol::{GroupExt, Smol, SmolTask, Timer};
+    use coalescer_smol::{Smol, SmolTask, Timer};
     let executor = Arc::new(smol::Executor::new());
     let group = Arc::new(Group::<String, Value>::new());
+    let spawned = Arc::new(Group::<String, Value>::new().detached(Smol::detach()));
 
     spawner(&Smol::detach());
     spawner(&Smol::abort_when_abandoned().on(&executor));
@@ -99,16 +108,17 @@ fn smol_adapter() {
     let timer: Timer = Smol::detach().sleep(Duration::ZERO);
     send_sync_unpin(&timer);
 
-    send_sync(&group.work_spawned("k".into(), query));
-    send_sync_unpin(&group.work_spawned("k".into(), value));
-    send_sync_unpin(&coalescer_smol::timeout(Duration::ZERO, group.work("k".into(), value)));
-    send_sync(&coalescer_smol::timeout(Duration::ZERO, group.work("k".into(), query)));
+    send_sync(&spawned.work("k", query));
+    send_sync_unpin(&spawned.work("k", value));
+    send_sync_unpin(&coalescer_smol::timeout(Duration::ZERO, group.work("k", value)));
+    send_sync(&coalescer_smol::timeout(Duration::ZERO, group.work("k", query)));
 }
 
 #[test]
 fn async_std_adapter() {
-    use coalescer_async_std::{AsyncStd, AsyncStdTask, GroupExt, Timer};
+    use coalescer_async_std::{AsyncStd, AsyncStdTask, Timer};
     let group = Arc::new(Group::<String, Value>::new());
+    let spawned = Arc::new(Group::<String, Value>::new().detached(AsyncStd::detach()));
 
     spawner(&AsyncStd::detach());
     spawner(&AsyncStd::abort_when_abandoned());
@@ -117,10 +127,10 @@ fn async_std_adapter() {
     let timer: Timer = AsyncStd::detach().sleep(Duration::ZERO);
     send_sync_unpin(&timer);
 
-    send_sync(&group.work_spawned("k".into(), query));
-    send_sync_unpin(&group.work_spawned("k".into(), value));
-    send_sync_unpin(&coalescer_async_std::timeout(Duration::ZERO, group.work("k".into(), value)));
-    send_sync(&coalescer_async_std::timeout(Duration::ZERO, group.work("k".into(), query)));
+    send_sync(&spawned.work("k", query));
+    send_sync_unpin(&spawned.work("k", value));
+    send_sync_unpin(&coalescer_async_std::timeout(Duration::ZERO, group.work("k", value)));
+    send_sync(&coalescer_async_std::timeout(Duration::ZERO, group.work("k", query)));
 }
 
 /// The futures stay `Send` with a work future that is only `Send` (not `Sync`), as a work
@@ -129,12 +139,14 @@ fn async_std_adapter() {
 fn send_only_work() {
     fn send<T: Send>(_: &T) {}
     let group = Arc::new(Group::<String, u64>::new());
+    let shared = Group::<String, u64>::new().shared();
+    let detached = Arc::new(Group::<String, u64>::new().detached(coalescer_smol::Smol::detach()));
     let work = || async {
         let cell = std::cell::Cell::new(1);
         std::future::ready(()).await;
         cell.get()
     };
-    send(&group.work("k".into(), work));
-    send(&group.work_shared("k".into(), work));
-    send(&group.work_detached("k".into(), coalescer_smol::Smol::detach(), work));
+    send(&group.work("k", work));
+    send(&shared.work("k", work));
+    send(&detached.work("k", work));
 }

@@ -178,7 +178,7 @@ fn child(which: &str) {
         // One connection for every caller's commands in this process (as an application would).
         let con = client.get_multiplexed_async_connection().await.unwrap();
         let group: RedisGroup<String> = RedisGroup::builder(client).prefix("bench").linger(LINGER).build();
-        let local = Arc::new(coalescer::Group::<String, String>::new());
+        let local = Arc::new(coalescer::Group::<String, String>::new().shared());
         let mut lines = Vec::new();
         for round in 0..rounds {
             let _: (String, String) = redis::cmd("BLPOP")
@@ -202,7 +202,7 @@ fn child(which: &str) {
                             _ => {
                                 let k = key.clone();
                                 let work = move || async move { polling_lock(con, &k, caller).await };
-                                local.work_shared(key, work).await.unwrap().into_value()
+                                local.work(&key, work).await.unwrap().into_value()
                             }
                         };
                         report(round, &value)

@@ -1,6 +1,6 @@
 //! One process's side of one cross-process flight: subscribe, check, then lead or follow.
 //!
-//! This future is the work of a *local* shared-work flight (`Group::work_shared`): every local
+//! This future is the work of a *local* shared-work flight (a shared group's `work`): every local
 //! caller of the key drives this one future, so one process makes one set of Redis calls per
 //! flight, and a local caller that leaves does not cancel it for the others.
 //!

@@ -368,7 +368,7 @@ impl<C> Builder<C> {
             self.config.connect_timeout + self.config.response_timeout,
         );
         RedisGroup {
-            local: Arc::new(Group::new()),
+            local: Arc::new(Group::new().shared()),
             shared: Arc::new(Shared {
                 config: self.config,
                 codec: self.codec,
@@ -397,7 +397,7 @@ impl<C> Builder<C> {
 /// `V::clone` follows the core's rules (see [`coalescer::Group`]). No role (leader, renewal) is held by
 /// anything but a guard, so an unwind never leaves a lease renewed forever.
 pub struct RedisGroup<V, E = std::convert::Infallible, C = Bytes> {
-    local: Arc<Group<String, flight::Flown<V, E>>>,
+    local: Arc<coalescer::SharedGroup<String, flight::Flown<V, E>>>,
     shared: Arc<Shared<C>>,
     _error: PhantomData<fn() -> E>,
 }
@@ -451,7 +451,7 @@ where
     {
         let key = key.into();
         let (shared, flight_key) = (self.shared.clone(), key.clone());
-        let outcome = self.local.work_shared(key, move || flight::fly(shared, flight_key, work)).await;
+        let outcome = self.local.work(&key, move || flight::fly(shared, flight_key, work)).await;
         let outcome = outcome.map_err(Error::Panicked)?;
         let (leader, shared) = (outcome.is_leader(), outcome.is_shared());
         let (value, origin) = outcome.into_value()?;

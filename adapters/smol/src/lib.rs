@@ -3,24 +3,24 @@
 //! The core is executor-independent; what a runtime adds is spawning and timers. This crate adds
 //! smol's, and re-exports [`coalescer`] and its main types, so that one dependency line does:
 //!
-//! - [`GroupExt::work_spawned`]: the leader's work is spawned on smol's global executor and runs
-//!   to completion even if every caller walks away (Go's behaviour; the cache still gets filled).
-//! - [`Smol`]: the spawner and timer behind it, for [`Group::work_detached`] and
-//!   [`Single::work_detached`]: on an [`Executor`] of your own, or aborting the work when its
-//!   last caller leaves.
-//! - [`timeout`]: any call with a deadline; the caller gives up with [`TimedOut`] while the
-//!   flight goes on for the others.
+//! - [`Smol`]: the spawner of a detached group (`Group::new().detached(Smol::detach())`, whose
+//!   leaders' work runs to completion even if every caller walks away: Go's behaviour; the cache
+//!   still gets filled), and the timer of timeouts and of the loader cache.
+//! - [`timeout`]: any call with a deadline; the caller gives up with an error whose
+//!   [`is_timed_out`](Aborted::is_timed_out) is true (one `?` for both) while the flight goes on
+//!   for the others.
+//! - [`CacheExt`]: the loader cache on this runtime in one call.
 //!
 //! # Examples
 //!
 //! ```
-//! use coalescer_smol::{Group, GroupExt, timeout};
+//! use coalescer_smol::{Group, Smol, timeout};
 //! use std::{sync::Arc, time::Duration};
 //!
 //! # smol::block_on(async {
-//! let group = Arc::new(Group::<&str, u64>::new());
-//! let hits = group.work_spawned("hits", || async { 42 }).await?;
-//! let late = timeout(Duration::from_secs(5), group.work("hits", || async { 42 })).await??;
+//! let group = Arc::new(Group::<String, u64>::new().detached(Smol::detach()));
+//! let hits = group.work("hits", || async { 42 }).await?; // spawned: finishes even if we leave
+//! let late = timeout(Duration::from_secs(5), group.work("hits", || async { 42 })).await?;
 //! assert_eq!((*hits.value(), *late.value()), (42, 42));
 //! # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
 //! ```
@@ -36,12 +36,11 @@
 //! use coalescer_smol::{Group, Smol};
 //! use std::sync::Arc;
 //!
-//! let group = Arc::new(Group::<u8, u8>::new());
 //! let executor = Arc::new(smol::Executor::new());
-//! let spawner = Smol::detach().on(&executor);
+//! let group = Arc::new(Group::<u8, u8>::new().detached(Smol::detach().on(&executor)));
 //! let call = smol::spawn({
 //!     let group = group.clone();
-//!     async move { group.work_detached(1, spawner, std::future::pending).await }
+//!     async move { group.work(&1, std::future::pending).await }
 //! });
 //! while group.in_flight() == 0 {
 //!     std::thread::yield_now(); // until the caller has started the flight
@@ -53,11 +52,9 @@
 #![forbid(unsafe_code)]
 
 pub use coalescer::futures::{TimedOut, Timeout};
-pub use coalescer::{self, Aborted, Error, Group, Outcome, Single, TryGroup};
+pub use coalescer::{self, Aborted, DetachedGroup, Error, Group, Outcome, SharedGroup, Single, TryGroup};
 
-use coalescer::futures::Work;
 use core::future::Future;
-use core::hash::{BuildHasher, Hash};
 use core::pin::Pin;
 use core::task::{Context, Poll};
 use smol::Executor;
@@ -79,9 +76,8 @@ use std::time::Duration;
 /// use std::sync::Arc;
 ///
 /// let executor = Arc::new(smol::Executor::new());
-/// let group = Arc::new(Group::<u32, String>::new());
-/// let spawner = Smol::abort_when_abandoned().on(&executor);
-/// let call = group.work_detached(7, spawner, || async { "seven".to_string() });
+/// let group = Arc::new(Group::<u32, String>::new().detached(Smol::abort_when_abandoned().on(&executor)));
+/// let call = group.work(&7, || async { "seven".to_string() });
 /// let name = smol::block_on(executor.run(call))?;
 /// assert_eq!(name.value(), "seven");
 /// # Ok::<(), coalescer_smol::Aborted>(())
@@ -174,65 +170,11 @@ impl Future for Timer {
     }
 }
 
-/// Detached work on smol's global executor, as a method of `Arc<Group>`.
-pub trait GroupExt<K: Hash + Eq + Clone, V: Clone, S: BuildHasher> {
-    /// [`Group::work_detached`] with [`Smol::detach`]: the leader's work is spawned on smol's
-    /// global executor and runs to completion even if every caller leaves; a caller that
-    /// arrives while it runs joins it.
-    ///
-    /// # Cancel safety
-    ///
-    /// Dropping any caller, the leader included, never affects the work or the other callers.
-    ///
-    /// # Panics
-    ///
-    /// A panic in the work is caught in its task: every caller gets [`Aborted`] with
-    /// [`is_panic`](Aborted::is_panic).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use coalescer_smol::{Group, GroupExt};
-    /// use std::sync::Arc;
-    ///
-    /// let group = Arc::new(Group::<u64, u64>::new());
-    /// let (filled, cache) = smol::channel::bounded(1);
-    /// let (caller_present, caller_left) = smol::channel::bounded::<()>(1);
-    /// let call = group.work_spawned(1, || async move {
-    ///     let _ = caller_left.recv().await; // a slow query
-    ///     filled.send(1).await.unwrap();
-    ///     1
-    /// });
-    /// // The only caller walks away after one poll...
-    /// assert!(smol::block_on(smol::future::poll_once(call)).is_none());
-    /// drop(caller_present);
-    /// // ...and the work still fills the cache.
-    /// assert_eq!(smol::block_on(cache.recv()), Ok(1));
-    /// ```
-    fn work_spawned<F, Fut>(&self, key: K, work: F) -> Work<'_, Group<K, V, S>, F>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = V> + Send + 'static;
-}
-
-impl<K, V, S> GroupExt<K, V, S> for Arc<Group<K, V, S>>
-where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
-    S: BuildHasher + Send + Sync + 'static,
-{
-    fn work_spawned<F, Fut>(&self, key: K, work: F) -> Work<'_, Group<K, V, S>, F>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = V> + Send + 'static,
-    {
-        self.work_detached(key, Smol::detach(), work)
-    }
-}
-
-/// `call` with a deadline `duration` from now: resolves to `Ok` with the call's output, or to
-/// `Err(`[`TimedOut`]`)` when the deadline passes first. Works with any call of the crate
-/// (`work`, `work_shared`, `try_work`, detached work) and with any other future.
+/// `call` with a deadline `duration` from now: resolves to what the call resolves to, or, when
+/// the deadline passes first, to the call's error made from [`TimedOut`] ([`Aborted`] or
+/// [`Error`], whose `is_timed_out` is then true), so one `?` handles both. Works with every call
+/// of the crate (`work`, `try_work`, in every mode) and with any future that resolves to a
+/// `Result` whose error is `From<TimedOut>`.
 ///
 /// # Cancel safety
 ///
@@ -247,10 +189,10 @@ where
 /// use std::time::Duration;
 ///
 /// # smol::block_on(async {
-/// let group = Group::<&str, u64>::new();
+/// let group = Group::<String, u64>::new();
 /// let slow = group.work("report", || std::future::pending());
-/// let gave_up = timeout(Duration::from_millis(10), slow).await;
-/// assert!(gave_up.is_err());
+/// let gave_up = timeout(Duration::from_millis(10), slow).await.unwrap_err();
+/// assert!(gave_up.is_timed_out());
 /// assert!(group.is_idle()); // nobody else was waiting: the key is free
 /// # });
 /// ```

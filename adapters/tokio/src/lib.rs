@@ -3,25 +3,25 @@
 //! The core is executor-independent; what a runtime adds is spawning and timers. This crate adds
 //! tokio's, and re-exports [`coalescer`] and its main types, so that one dependency line does:
 //!
-//! - [`GroupExt::work_spawned`]: the leader's work is spawned on the current runtime and runs to
-//!   completion even if every caller walks away (Go's behaviour; the cache still gets filled).
-//! - [`Tokio`]: the spawner and timer behind it, for [`Group::work_detached`] and
-//!   [`Single::work_detached`]: on a given [`Handle`], or aborting the work when its last caller
-//!   leaves.
-//! - [`timeout`]: any call with a deadline; the caller gives up with [`TimedOut`] while the
-//!   flight goes on for the others.
+//! - [`Tokio`]: the spawner of a detached group (`Group::new().detached(Tokio::detach())`, whose
+//!   leaders' work runs to completion even if every caller walks away: Go's behaviour; the cache
+//!   still gets filled), and the timer of timeouts and of the loader cache.
+//! - [`timeout`]: any call with a deadline; the caller gives up with an error whose
+//!   [`is_timed_out`](Aborted::is_timed_out) is true (one `?` for both) while the flight goes on
+//!   for the others.
+//! - [`CacheExt`]: the loader cache on this runtime in one call.
 //!
 //! # Examples
 //!
 //! ```
-//! use coalescer_tokio::{Group, GroupExt, timeout};
+//! use coalescer_tokio::{Group, Tokio, timeout};
 //! use std::{sync::Arc, time::Duration};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let group = Arc::new(Group::<&str, u64>::new());
-//! let hits = group.work_spawned("hits", || async { 42 }).await?;
-//! let late = timeout(Duration::from_secs(5), group.work("hits", || async { 42 })).await??;
+//! let group = Arc::new(Group::<String, u64>::new().detached(Tokio::detach()));
+//! let hits = group.work("hits", || async { 42 }).await?; // spawned: finishes even if we leave
+//! let late = timeout(Duration::from_secs(5), group.work("hits", || async { 42 })).await?;
 //! assert_eq!((*hits.value(), *late.value()), (42, 42));
 //! # Ok(()) }
 //! ```
@@ -37,13 +37,12 @@
 //! use coalescer_tokio::{Group, Tokio};
 //! use std::sync::Arc;
 //!
-//! let group = Arc::new(Group::<u8, u8>::new());
 //! let doomed = tokio::runtime::Runtime::new()?;
 //! let caller = tokio::runtime::Runtime::new()?;
-//! let spawner = Tokio::detach().on(doomed.handle().clone());
+//! let group = Arc::new(Group::<u8, u8>::new().detached(Tokio::detach().on(doomed.handle().clone())));
 //! let call = caller.spawn({
 //!     let group = group.clone();
-//!     async move { group.work_detached(1, spawner, std::future::pending).await }
+//!     async move { group.work(&1, std::future::pending).await }
 //! });
 //! while group.in_flight() == 0 {
 //!     std::thread::yield_now(); // until the caller has started the flight
@@ -56,12 +55,9 @@
 #![forbid(unsafe_code)]
 
 pub use coalescer::futures::{TimedOut, Timeout};
-pub use coalescer::{self, Aborted, Error, Group, Outcome, Single, TryGroup};
+pub use coalescer::{self, Aborted, DetachedGroup, Error, Group, Outcome, SharedGroup, Single, TryGroup};
 
-use coalescer::futures::Work;
 use core::future::Future;
-use core::hash::{BuildHasher, Hash};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
@@ -89,9 +85,9 @@ use tokio::task::JoinHandle;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), coalescer_tokio::Aborted> {
-/// let group = Arc::new(Group::<u32, String>::new());
 /// let spawner = Tokio::abort_when_abandoned().on(tokio::runtime::Handle::current());
-/// let name = group.work_detached(7, spawner, || async { "seven".to_string() }).await?;
+/// let group = Arc::new(Group::<u32, String>::new().detached(spawner));
+/// let name = group.work(&7, || async { "seven".to_string() }).await?;
 /// assert_eq!(name.value(), "seven");
 /// # Ok(()) }
 /// ```
@@ -168,75 +164,11 @@ impl Drop for TokioTask {
     }
 }
 
-/// Detached work on the current tokio runtime, as a method of `Arc<Group>`.
-pub trait GroupExt<K: Hash + Eq + Clone, V: Clone, S: BuildHasher> {
-    /// [`Group::work_detached`] with [`Tokio::detach`]: the leader's work is spawned on the
-    /// current runtime and runs to completion even if every caller leaves; a caller that
-    /// arrives while it runs joins it.
-    ///
-    /// # Cancel safety
-    ///
-    /// Dropping any caller, the leader included, never affects the work or the other callers.
-    /// If the runtime drops the work unfinished (it shuts down), every caller gets [`Aborted`]
-    /// with [`is_shutdown`](Aborted::is_shutdown).
-    ///
-    /// # Panics
-    ///
-    /// The leader's first poll panics outside a tokio runtime. A panic in the work is caught in
-    /// its task: every caller gets [`Aborted`] with [`is_panic`](Aborted::is_panic).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use coalescer_tokio::{Group, GroupExt};
-    /// use std::sync::Arc;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let group = Arc::new(Group::<u64, u64>::new());
-    /// let (filled, cache) = tokio::sync::oneshot::channel();
-    /// let request = tokio::spawn({
-    ///     let group = group.clone();
-    ///     async move {
-    ///         let work = || async move {
-    ///             tokio::task::yield_now().await; // a slow query
-    ///             let _ = filled.send(1);
-    ///             1
-    ///         };
-    ///         group.work_spawned(1, work).await
-    ///     }
-    /// });
-    /// while group.in_flight() == 0 {
-    ///     tokio::task::yield_now().await; // until the request has started the flight
-    /// }
-    /// request.abort(); // the only caller walks away...
-    /// assert_eq!(cache.await, Ok(1)); // ...and the work still fills the cache
-    /// # }
-    /// ```
-    fn work_spawned<F, Fut>(&self, key: K, work: F) -> Work<'_, Group<K, V, S>, F>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = V> + Send + 'static;
-}
-
-impl<K, V, S> GroupExt<K, V, S> for Arc<Group<K, V, S>>
-where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
-    S: BuildHasher + Send + Sync + 'static,
-{
-    fn work_spawned<F, Fut>(&self, key: K, work: F) -> Work<'_, Group<K, V, S>, F>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = V> + Send + 'static,
-    {
-        self.work_detached(key, Tokio::detach(), work)
-    }
-}
-
-/// `call` with a deadline `duration` from now: resolves to `Ok` with the call's output, or to
-/// `Err(`[`TimedOut`]`)` when the deadline passes first. Works with any call of the crate
-/// (`work`, `work_shared`, `try_work`, detached work) and with any other future.
+/// `call` with a deadline `duration` from now: resolves to what the call resolves to, or, when
+/// the deadline passes first, to the call's error made from [`TimedOut`] ([`Aborted`] or
+/// [`Error`], whose `is_timed_out` is then true), so one `?` handles both. Works with every call
+/// of the crate (`work`, `try_work`, in every mode) and with any future that resolves to a
+/// `Result` whose error is `From<TimedOut>`.
 ///
 /// # Cancel safety
 ///
@@ -258,10 +190,10 @@ where
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let group = Group::<&str, u64>::new();
+/// let group = Group::<String, u64>::new();
 /// let slow = group.work("report", || std::future::pending());
-/// let gave_up = timeout(Duration::from_millis(10), slow).await;
-/// assert!(gave_up.is_err());
+/// let gave_up = timeout(Duration::from_millis(10), slow).await.unwrap_err();
+/// assert!(gave_up.is_timed_out());
 /// assert!(group.is_idle()); // nobody else was waiting: the key is free
 /// # }
 /// ```

@@ -26,7 +26,7 @@ pub(crate) struct Ctx<F: KeyFn> {
     pub(crate) max_body: usize,
     pub(crate) on_panic: PanicResponder,
     pub(crate) stats: Arc<Stats>,
-    pub(crate) group: coalescer::Group<F::Key, Done>,
+    pub(crate) group: coalescer::SharedGroup<F::Key, Done>,
 }
 
 /// The value of a flight, cloned to each of its callers (every variant is a few `Arc`s).

@@ -140,7 +140,7 @@ impl<S, F: KeyFn> Layer<S> for CoalesceLayer<F> {
             max_body: self.max_body,
             on_panic: self.on_panic.clone(),
             stats: self.stats.clone(),
-            group: coalescer::Group::new(),
+            group: coalescer::Group::new().shared(),
         };
         Coalesce::new(inner, ctx)
     }

@@ -37,7 +37,7 @@ use tower_service::Service;
 ///
 /// # Cancel safety
 ///
-/// The flight owns the inner call (`coalescer::Group::work_shared`): dropping a response
+/// The flight owns the inner call (a `coalescer::SharedGroup`): dropping a response
 /// future (a client that hung up, a timeout) leaves the flight, and the callers still waiting
 /// keep driving the same inner call; no caller is failed or restarted by it. A future that is
 /// polled once and then never again does not hold the others up either. The inner call is
@@ -187,7 +187,7 @@ where
             execute(svc, req, ctx)
         }
     };
-    let (leader, done) = match ctx.group.work_shared(key, work).await {
+    let (leader, done) = match ctx.group.work(&key, work).await {
         Ok(outcome) => (outcome.is_leader(), outcome.into_value()),
         // The work catches the inner service's panics itself; this is a panic in dropping
         // the inner future after one, or in the core.

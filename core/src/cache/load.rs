@@ -152,7 +152,7 @@ where
     {
         let group = self.group.clone();
         let work = self.work(key.clone(), seen, loader);
-        Box::pin(async move { group.work_shared(key, work).await })
+        Box::pin(async move { group.work(&key, work).await })
     }
 
     /// Starts the background refresh of `key`: spawned when the cache has a spawner, kept by
@@ -164,7 +164,7 @@ where
     {
         if let Some(spawn) = self.spawn.clone() {
             let work = self.work(key.clone(), seen, loader);
-            let call = pin!(self.group.work_detached(key, spawn, work));
+            let call = pin!(self.group.spawned(&key, spawn, work));
             // The first poll joins, and spawns the work when this call leads; then the call
             // leaves, and the detached work goes on by itself.
             let _ = call.poll(&mut Context::from_waker(Waker::noop()));
@@ -200,9 +200,8 @@ where
             return self.conclude(&key, fut.await);
         };
         match Timeout::new(&mut fut, (sleep.0)(limit)).await {
-            Ok(output) => self.conclude(&key, output),
-            Err(_) if soft.is_some() => self.soft_timed_out(key, fut).await,
-            Err(_) => {
+            Err(aborted) if aborted.is_timed_out() && soft.is_some() => self.soft_timed_out(key, fut).await,
+            Err(aborted) if aborted.is_timed_out() => {
                 // The load goes on for its other callers, and by itself when it can be spawned.
                 if let Some(spawn) = &self.spawn {
                     drop(crate::Spawn::spawn(spawn, async move {
@@ -211,6 +210,7 @@ where
                 }
                 Err(Error::TimedOut)
             }
+            output => self.conclude(&key, output),
         }
     }
 
@@ -258,14 +258,13 @@ where
     where
         F: FnOnce() -> Result<V, E>,
     {
-        let ticket_key = key.clone();
-        self.group.work_blocking(key, || {
-            if let Some(value) = self.written_since(&ticket_key, seen, self.now()) {
+        self.group.work_blocking(&key, || {
+            if let Some(value) = self.written_since(&key, seen, self.now()) {
                 return Ok(value);
             }
-            let ticket = self.ticket(&ticket_key);
+            let ticket = self.ticket(&key);
             let result = loader().map_err(Arc::new);
-            self.write_back(&ticket_key, ticket, &result);
+            self.write_back(&key, ticket, &result);
             result
         })
     }

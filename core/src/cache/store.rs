@@ -14,6 +14,7 @@ use super::entry::{Slot, Stored, Ticket, Times};
 use super::refresh::{BoxSleep, BoxSpawn};
 use super::stats::{Count, Stats};
 use crate::Group;
+use crate::mode::Shared;
 use scc::hash_cache::Entry;
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
@@ -28,7 +29,7 @@ pub(crate) type Loaded<V, E> = Result<V, Arc<E>>;
 pub(crate) struct Inner<K, V, E, S: BuildHasher> {
     pub(crate) map: scc::HashCache<K, Arc<Slot<V, E>>, S>,
     /// Every load is a flight of this group (in an `Arc`: spawned refreshes outlive a call).
-    pub(crate) group: Arc<Group<K, Loaded<V, E>, S>>,
+    pub(crate) group: Arc<Group<K, Loaded<V, E>, S, Shared>>,
     pub(crate) config: Config,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) random: Arc<dyn Fn() -> f64 + Send + Sync>,
@@ -61,7 +62,7 @@ where
         sleep: Option<BoxSleep>,
         name: Option<std::borrow::Cow<'static, str>>,
     ) -> Self {
-        let mut group = Group::with_hasher(hasher.clone());
+        let mut group = Group::with_hasher(hasher.clone()).shared();
         if let Some(name) = &name {
             group = group.named(name.clone());
         }

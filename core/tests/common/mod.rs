@@ -117,6 +117,7 @@ pub fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
 
 /// A spawner for detached work on the current tokio runtime whose task handle detaches when
 /// dropped (the work runs to its end).
+#[derive(Clone, Copy, Debug)]
 pub struct Detach;
 
 impl coalescer::Spawn for Detach {
@@ -128,5 +129,93 @@ impl coalescer::Spawn for Detach {
 
     fn aborts_when_abandoned(&self) -> bool {
         false
+    }
+}
+
+/// The mode of a test's group (a group's mode is its type; tests that run one scenario in
+/// each mode go through [`AnyGroup`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Work,
+    Shared,
+    Detached,
+}
+
+/// A call's future, in any mode.
+pub type Call<'a, V> =
+    Pin<Box<dyn Future<Output = Result<coalescer::Outcome<V>, coalescer::Aborted>> + Send + 'a>>;
+
+/// A group of `u32` keys in one of the three modes, with one `work` for all (the detached one
+/// spawns with [`Detach`]).
+pub enum AnyGroup<V> {
+    Work(coalescer::Group<u32, V>),
+    Shared(coalescer::SharedGroup<u32, V>),
+    Detached(std::sync::Arc<coalescer::DetachedGroup<u32, V, Detach>>),
+}
+
+impl<V: Clone + Send + Sync + 'static> AnyGroup<V> {
+    pub fn new(mode: Mode) -> std::sync::Arc<Self> {
+        let group = coalescer::Group::new();
+        std::sync::Arc::new(match mode {
+            Mode::Work => Self::Work(group),
+            Mode::Shared => Self::Shared(group.shared()),
+            Mode::Detached => Self::Detached(std::sync::Arc::new(group.detached(Detach))),
+        })
+    }
+
+    pub fn work<F, Fut>(&self, key: u32, work: F) -> Call<'_, V>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = V> + Send + 'static,
+    {
+        match self {
+            Self::Work(g) => Box::pin(async move { g.work(&key, work).await }),
+            Self::Shared(g) => Box::pin(async move { g.work(&key, work).await }),
+            Self::Detached(g) => Box::pin(async move { g.work(&key, work).await }),
+        }
+    }
+
+    pub fn work_blocking(
+        &self,
+        key: u32,
+        work: impl FnOnce() -> V,
+    ) -> Result<coalescer::Outcome<V>, coalescer::Aborted> {
+        match self {
+            Self::Work(g) => g.work_blocking(&key, work),
+            Self::Shared(g) => g.work_blocking(&key, work),
+            Self::Detached(g) => g.work_blocking(&key, work),
+        }
+    }
+
+    pub fn counters(&self) -> coalescer::Counters {
+        match self {
+            Self::Work(g) => g.counters(),
+            Self::Shared(g) => g.counters(),
+            Self::Detached(g) => g.counters(),
+        }
+    }
+
+    pub fn is_idle(&self) -> bool {
+        match self {
+            Self::Work(g) => g.is_idle(),
+            Self::Shared(g) => g.is_idle(),
+            Self::Detached(g) => g.is_idle(),
+        }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        match self {
+            Self::Work(g) => g.in_flight(),
+            Self::Shared(g) => g.in_flight(),
+            Self::Detached(g) => g.in_flight(),
+        }
+    }
+
+    pub fn forget(&self, key: u32) -> bool {
+        match self {
+            Self::Work(g) => g.forget(&key),
+            Self::Shared(g) => g.forget(&key),
+            Self::Detached(g) => g.forget(&key),
+        }
     }
 }

@@ -1,18 +1,17 @@
 //! The bursts: many concurrent requests for the same reports, answered in one of five ways.
 
-use crate::cache::{Source, StableLoader};
+use crate::cache::StableLoader;
 use crate::db::{Db, QueryError, Report, Ticket};
-use coalescer::futures::{TimedOut, Timeout};
-use coalescer::{Counters, Outcome, TryGroup};
+use crate::latch::Latch;
+use coalescer::futures::Timeout;
+use coalescer::{Counters, Outcome, SharedGroup, TryGroup};
 use std::collections::{BTreeMap, HashMap};
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::sync::Barrier;
 use tracing::Instrument;
-
-/// How long the patient requests of a timeout scenario wait after the impatient ones are let go,
-/// so that the first request for every key (the leader) is one that will give up.
-const STAGGER: Duration = Duration::from_millis(1);
 
 /// The report query as a future. It runs on tokio's blocking pool (rusqlite is synchronous),
 /// on a connection of its own; dropping the future interrupts the query in SQLite, so that a
@@ -45,12 +44,12 @@ impl Drop for CancelOnDrop {
 pub enum Scenario {
     /// Every request runs the query: the stampede.
     Naive,
-    /// Requests for the same key share one query (`try_work_shared`).
+    /// Requests for the same key share one query (a shared-mode group's `try_work`).
     Coalesced,
     /// `coalescer::cache` (a TTL cache whose loads are flights): the stable loader.
     Cached,
     /// Coalesced in work mode, with some requests (every key's leader among them) giving up at
-    /// a deadline.
+    /// a deadline, once their flight's query is running and every request has joined.
     TimeoutWork,
     /// Coalesced in shared-work mode, with the same impatient requests.
     TimeoutShared,
@@ -77,10 +76,10 @@ impl Scenario {
     pub fn label(self) -> &'static str {
         match self {
             Self::Naive => "naive: every request queries",
-            Self::Coalesced => "coalesced: try_work_shared",
+            Self::Coalesced => "coalesced: shared group",
             Self::Cached => "coalescer::cache (TTL)",
-            Self::TimeoutWork => "leaders time out: try_work",
-            Self::TimeoutShared => "leaders time out: try_work_shared",
+            Self::TimeoutWork => "leaders time out: work group",
+            Self::TimeoutShared => "leaders time out: shared group",
         }
     }
 
@@ -102,23 +101,33 @@ pub struct Plan {
     /// How long a cached report stays fresh.
     pub ttl: Duration,
     /// Requests per burst that give up at the deadline, in the timeout scenarios: the first
-    /// ones, so every key's first request is among them whenever this is at least the number of
-    /// keys.
+    /// ones, and always the first request for each key, which leads its key's flight (the others
+    /// are let go only once SQLite has started the leaders' queries).
     pub impatient: usize,
-    /// The deadline of the impatient requests.
+    /// The deadline of the impatient requests, from the burst's release; it never falls before
+    /// every request of the burst has joined its flight, so that a leader that gives up always
+    /// leaves followers behind. (A leader whose query lands before its deadline, which a long
+    /// deadline allows, just gets its report: the table then says that no leader gave up.)
     pub timeout: Duration,
 }
 
 /// How one scenario went, over all its bursts.
+///
+/// Each request is counted once: `ran + joined + cache_hits + timed_out + failed == requests`.
 #[derive(Clone, Debug)]
 pub struct Row {
     /// The scenario.
     pub scenario: Scenario,
     /// Requests fired.
     pub requests: usize,
-    /// Requests that got the report.
+    /// Requests that got the report (`ran + joined + cache_hits`).
     pub values: usize,
-    /// Of those, the ones the cache answered.
+    /// Of those, the ones that ran the report query themselves: every naive request, a
+    /// flight's leader, a follower promoted after its leader gave up.
+    pub ran: usize,
+    /// Of those, the ones that joined a flight and waited for another request's query.
+    pub joined: usize,
+    /// Of those, the ones the cache answered without waiting for a query.
     pub cache_hits: usize,
     /// Requests that gave up at their deadline.
     pub timed_out: usize,
@@ -129,24 +138,44 @@ pub struct Row {
     /// Requests that started a query through the group (first callers and promoted ones) and
     /// then gave up before it finished.
     pub leaders_gave_up: u64,
-    /// Report queries SQLite started, by its own trace hook.
+    /// Report queries SQLite started, by its own trace hook (interrupted ones included).
     pub queries: u64,
     /// The same, per key.
     pub queries_per_key: BTreeMap<i64, u64>,
     /// Wall time of the bursts, from their release to their last answer.
     pub wall: Duration,
-    /// Median latency of the requests that got the report.
-    pub p50: Option<Duration>,
-    /// 99th percentile latency of the requests that got the report.
-    pub p99: Option<Duration>,
-    /// The group's counters (none for the naive scenario).
+    /// Median latency of the requests that got the report, timed from the burst's release.
+    pub p50: Option<Latency>,
+    /// 99th percentile latency of the requests that got the report, timed the same way.
+    pub p99: Option<Latency>,
+    /// The group's counters (none for the naive scenario, nor for the cache, whose group is
+    /// its own).
     pub counters: Option<Counters>,
+}
+
+/// How a request that got the report got it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum How {
+    /// It ran the report query: a naive request, a flight's leader, a promoted follower.
+    Ran,
+    /// It joined a flight and waited for another request's query.
+    Joined,
+    /// The cache had the report: no query, no wait.
+    Cache,
+}
+
+/// One request's latency, and how it got its report: a percentile of a [`Row`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Latency {
+    /// From the burst's release to the report.
+    pub time: Duration,
+    /// How the request got the report (a few microseconds is a cache hit).
+    pub how: How,
 }
 
 /// What one request got.
 enum Answer {
-    /// The report, where it came from, and whether this request ran the query that made it.
-    Value(Arc<Report>, Source, bool),
+    Value(Arc<Report>, How),
     TimedOut,
     Failed,
 }
@@ -162,7 +191,10 @@ struct State {
     db: Arc<Db>,
     scenario: Scenario,
     timeout: Duration,
+    /// Work mode (`TimeoutWork`).
     group: TryGroup<i64, Arc<Report>, QueryError>,
+    /// Shared-work mode (`Coalesced`, `TimeoutShared`).
+    shared: SharedGroup<i64, Result<Arc<Report>, Arc<QueryError>>>,
     loader: StableLoader,
 }
 
@@ -179,6 +211,7 @@ pub async fn run(
         timeout: plan.timeout,
         // The group's name: the `group` label of its metrics and field of its flights' spans.
         group: TryGroup::new().named(scenario.slug()),
+        shared: TryGroup::new().named(scenario.slug()).shared(),
         loader: StableLoader::new(db.clone(), plan.ttl),
     });
     let (queries_before, per_key_before) = (db.log().total(), db.log().per_key());
@@ -196,9 +229,7 @@ pub async fn run(
         samples.extend(burst_samples);
         wall += burst_wall;
         // A query whose callers all left may still be unwinding on the blocking pool.
-        while db.running() > 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        db.idle().await;
     }
     let mut per_key = db.log().per_key();
     for (key, before) in per_key_before {
@@ -209,37 +240,66 @@ pub async fn run(
         Scenario::Naive => None,
         // The cache's own loads are not counted as a group's leaders and followers.
         Scenario::Cached => None,
-        _ => Some(state.group.counters()),
+        Scenario::TimeoutWork => Some(state.group.counters()),
+        Scenario::Coalesced | Scenario::TimeoutShared => Some(state.shared.counters()),
     };
     tally(scenario, samples, reference, wall, counters)
         .with_queries(db.log().total() - queries_before, per_key)
 }
 
+/// What orders the requests of one burst.
+struct Gates {
+    /// Every request is spawned and parked here, then all are let go at once.
+    release: Barrier,
+    /// Timeout scenarios: the first request for each key leads its flight; the others wait
+    /// until SQLite has started this many report statements (the leaders' queries) in all...
+    leaders_started: u64,
+    /// ...or until every leader's call has ended (should a leader fail before its query runs).
+    leaders_done: Latch,
+    /// Timeout scenarios: opens once every request that is not a leader has joined a flight
+    /// (been polled once); no deadline falls before it.
+    joined: Latch,
+}
+
 /// Fires one burst: every request is spawned and parked on a barrier, then all are let go at
-/// once. Returns the samples and the wall time from the release to the last answer.
+/// once; each is timed from that release. Returns the samples and the wall time from the
+/// release to the last answer.
+///
+/// In the timeout scenarios, the requests are ordered by latches, not by sleeping: the first
+/// request for each key is let go first and leads its key's flight; the others go once SQLite
+/// has started the leaders' queries, so they join those flights; an impatient request gives
+/// up at its deadline, but never before every request has joined. So every leader that gives
+/// up leaves a running query and waiting followers behind.
 async fn burst(state: &Arc<State>, plan: &Plan) -> (Vec<Sample>, Duration) {
-    let barrier = Arc::new(Barrier::new(plan.requests + 1));
+    let ordered = state.scenario.has_deadlines();
+    let leaders = if ordered { plan.keys.len().min(plan.requests) } else { 0 };
+    let gates = Arc::new(Gates {
+        release: Barrier::new(plan.requests + 1),
+        leaders_started: state.db.log().total() + leaders as u64,
+        leaders_done: Latch::new(leaders),
+        joined: Latch::new(plan.requests - leaders),
+    });
     let tasks: Vec<_> = (0..plan.requests)
         .map(|i| {
             let key = plan.keys[i % plan.keys.len()];
-            let impatient = state.scenario.has_deadlines() && i < plan.impatient;
-            let (state, barrier) = (state.clone(), barrier.clone());
+            let role = match (ordered, i < leaders, i < plan.impatient) {
+                (false, ..) => Role::Plain,
+                (true, true, _) => Role::Leader,
+                (true, false, impatient) => Role::Follower { impatient },
+            };
+            let (state, gates) = (state.clone(), gates.clone());
             tokio::spawn(async move {
-                barrier.wait().await;
-                if state.scenario.has_deadlines() && !impatient {
-                    tokio::time::sleep(STAGGER).await;
-                }
-                let start = Instant::now();
+                gates.release.wait().await;
+                let released = Instant::now();
                 // Each request in a span of its own, as a service's request handler would be:
                 // a follower's span follows from the flight it joined.
                 let span = tracing::info_span!("request", n = i, key);
-                let answer = request(&state, key, impatient).instrument(span).await;
-                let latency = start.elapsed();
-                Sample { key, latency, answer }
+                let answer = request(&state, &gates, key, role, released).instrument(span).await;
+                Sample { key, latency: released.elapsed(), answer }
             })
         })
         .collect();
-    barrier.wait().await;
+    gates.release.wait().await;
     let released = Instant::now();
     let mut samples = Vec::with_capacity(tasks.len());
     for task in tasks {
@@ -251,51 +311,101 @@ async fn burst(state: &Arc<State>, plan: &Plan) -> (Vec<Sample>, Duration) {
     (samples, released.elapsed())
 }
 
+/// A request's part in a burst.
+#[derive(Clone, Copy)]
+enum Role {
+    /// A scenario without deadlines: every request goes at the release.
+    Plain,
+    /// The first request for its key in a timeout scenario: it goes first, so it leads the
+    /// key's flight, and it is impatient.
+    Leader,
+    /// Any other request of a timeout scenario: it goes once the leaders' queries run.
+    Follower { impatient: bool },
+}
+
 /// One request, answered the scenario's way.
-async fn request(state: &State, key: i64, impatient: bool) -> Answer {
+async fn request(state: &State, gates: &Gates, key: i64, role: Role, released: Instant) -> Answer {
     let db = state.db.clone();
     match state.scenario {
         Scenario::Naive => from_query(query(db, key).await),
-        // `try_work_shared` rather than `try_work`: the flight owns the query, so a request
+        // A shared-mode group rather than a work-mode one: the flight owns the query, so a request
         // that is cancelled or times out (the leader included) neither cancels nor restarts
         // the query for the others; it is dropped only when the last waiting request leaves.
         // It needs a `Send + 'static` query, which a spawned blocking query is anyway.
-        Scenario::Coalesced => from_flight(state.group.try_work_shared(key, || query(db, key)).await),
+        Scenario::Coalesced => from_flight(state.shared.try_work(&key, || query(db, key)).await),
         Scenario::Cached => match state.loader.load(key).await {
-            Ok((report, source)) => Answer::Value(report, source, false),
+            Ok((report, served)) if served.is_cached() => Answer::Value(report, How::Cache),
+            Ok((report, coalescer::cache::Served::Loaded)) => Answer::Value(report, How::Ran),
+            Ok((report, _)) => Answer::Value(report, How::Joined),
             Err(_) => Answer::Failed,
         },
         // Work mode: the query runs inside the leader's future, so when the leader gives up
         // its query is dropped (and interrupted), and a waiting request is promoted to run
         // its own closure: a second query.
         Scenario::TimeoutWork => {
-            let call = state.group.try_work(key, || query(db, key));
-            with_deadline(call, impatient.then_some(state.timeout)).await
+            let call = state.group.try_work(&key, || query(db, key));
+            with_deadline(call, state, gates, role, released).await
         }
         Scenario::TimeoutShared => {
-            let call = state.group.try_work_shared(key, || query(db, key));
-            with_deadline(call, impatient.then_some(state.timeout)).await
+            let call = state.shared.try_work(&key, || query(db, key));
+            with_deadline(call, state, gates, role, released).await
         }
     }
 }
 
-/// Awaits a coalesced call, giving up at `deadline` if there is one.
-async fn with_deadline<W>(call: W, deadline: Option<Duration>) -> Answer
+/// Awaits a coalesced call of a timeout scenario in its `role`: a follower waits for the
+/// leaders' queries to run before it calls, and counts itself joined after its first poll (a
+/// call joins its flight when first polled); an impatient request gives up at the deadline,
+/// but not before every request has joined.
+async fn with_deadline<W>(call: W, state: &State, gates: &Gates, role: Role, released: Instant) -> Answer
 where
     W: Future<Output = Result<Outcome<Arc<Report>>, coalescer::Error<QueryError>>>,
 {
-    match deadline {
-        None => from_flight(call.await),
-        Some(deadline) => match Timeout::new(call, tokio::time::sleep(deadline)).await {
-            Ok(result) => from_flight(result),
-            Err(TimedOut { .. }) => Answer::TimedOut,
-        },
+    let impatient = match role {
+        Role::Plain => return from_flight(call.await),
+        Role::Leader => true,
+        Role::Follower { impatient } => {
+            tokio::select! {
+                () = state.db.log().started(gates.leaders_started) => {}
+                () = gates.leaders_done.wait() => {}
+            }
+            impatient
+        }
+    };
+    let _leader_done = matches!(role, Role::Leader).then(|| Arrive(&gates.leaders_done));
+    let mut call = pin!(call);
+    let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+    if !matches!(role, Role::Leader) {
+        gates.joined.arrive();
+    }
+    if let Poll::Ready(result) = first {
+        return from_flight(result);
+    }
+    if !impatient {
+        return from_flight(call.await);
+    }
+    let deadline = async {
+        gates.joined.wait().await;
+        tokio::time::sleep_until((released + state.timeout).into()).await;
+    };
+    match Timeout::new(call, deadline).await {
+        Err(e) if e.is_timed_out() => Answer::TimedOut,
+        result => from_flight(result),
+    }
+}
+
+/// Arrives at its latch when dropped: however the call it guards ends.
+struct Arrive<'a>(&'a Latch);
+
+impl Drop for Arrive<'_> {
+    fn drop(&mut self) {
+        self.0.arrive();
     }
 }
 
 fn from_query(result: Result<Arc<Report>, QueryError>) -> Answer {
     match result {
-        Ok(report) => Answer::Value(report, Source::Flight, true),
+        Ok(report) => Answer::Value(report, How::Ran),
         Err(_) => Answer::Failed,
     }
 }
@@ -303,8 +413,8 @@ fn from_query(result: Result<Arc<Report>, QueryError>) -> Answer {
 fn from_flight(result: Result<Outcome<Arc<Report>>, coalescer::Error<QueryError>>) -> Answer {
     match result {
         Ok(outcome) => {
-            let led = outcome.is_leader();
-            Answer::Value(outcome.into_value(), Source::Flight, led)
+            let how = if outcome.is_leader() { How::Ran } else { How::Joined };
+            Answer::Value(outcome.into_value(), how)
         }
         Err(_) => Answer::Failed,
     }
@@ -321,6 +431,8 @@ fn tally(
         scenario,
         requests: samples.len(),
         values: 0,
+        ran: 0,
+        joined: 0,
         cache_hits: 0,
         timed_out: 0,
         failed: 0,
@@ -334,24 +446,26 @@ fn tally(
         counters,
     };
     let mut latencies = Vec::with_capacity(samples.len());
-    let mut answered_leaders = 0;
     for sample in samples {
         match sample.answer {
-            Answer::Value(report, source, led) => {
+            Answer::Value(report, how) => {
                 row.values += 1;
-                answered_leaders += u64::from(led);
-                row.cache_hits += usize::from(source == Source::Cache);
+                *match how {
+                    How::Ran => &mut row.ran,
+                    How::Joined => &mut row.joined,
+                    How::Cache => &mut row.cache_hits,
+                } += 1;
                 row.wrong += usize::from(reference.get(&sample.key) != Some(&report));
-                latencies.push(sample.latency);
+                latencies.push(Latency { time: sample.latency, how });
             }
             Answer::TimedOut => row.timed_out += 1,
             Answer::Failed => row.failed += 1,
         }
     }
     if let Some(c) = counters {
-        row.leaders_gave_up = (c.leaders + c.promotions).saturating_sub(answered_leaders);
+        row.leaders_gave_up = (c.leaders + c.promotions).saturating_sub(row.ran as u64);
     }
-    latencies.sort_unstable();
+    latencies.sort_unstable_by_key(|l| l.time);
     row.p50 = percentile(&latencies, 50);
     row.p99 = percentile(&latencies, 99);
     row
@@ -366,7 +480,7 @@ impl Row {
 }
 
 /// The nearest-rank percentile of sorted samples.
-fn percentile(sorted: &[Duration], pct: usize) -> Option<Duration> {
+fn percentile<T: Copy>(sorted: &[T], pct: usize) -> Option<T> {
     let rank = (sorted.len() * pct).div_ceil(100).max(1);
     sorted.get(rank - 1).copied()
 }
@@ -381,6 +495,6 @@ mod tests {
         assert_eq!(percentile(&ms, 50), Some(Duration::from_millis(50)));
         assert_eq!(percentile(&ms, 99), Some(Duration::from_millis(99)));
         assert_eq!(percentile(&ms[..1], 99), Some(Duration::from_millis(1)));
-        assert_eq!(percentile(&[], 50), None);
+        assert_eq!(percentile::<Duration>(&[], 50), None);
     }
 }

@@ -42,15 +42,6 @@ impl<K: Hash + Eq, V: Clone> TtlCache<K, V> {
     }
 }
 
-/// Where a [`StableLoader`] found a report.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
-    /// The cache had it.
-    Cache,
-    /// A flight of the group brought it (run by this call or shared with it).
-    Flight,
-}
-
 /// The stable loader: [`coalescer::cache::Cache`], whose every load is a coalesced flight.
 ///
 /// A miss alone is not enough to stop a stampede: a burst of misses would each query. A group
@@ -75,17 +66,15 @@ impl StableLoader {
         &self.cache
     }
 
-    /// The report for `category`, from the cache or from a coalesced query.
+    /// The report for `category`, from the cache or from a coalesced query, and how it was
+    /// served (from the cache, or by a load this call ran or joined).
     pub async fn load(
         &self,
         category: i64,
-    ) -> Result<(Arc<Report>, Source), coalescer::cache::Error<QueryError>> {
+    ) -> Result<(Arc<Report>, Served), coalescer::cache::Error<QueryError>> {
         let db = self.db.clone();
         let read = self.cache.try_get_with(category, move || crate::burst::query(db, category)).await?;
-        let source = match read.served() {
-            Served::Loaded | Served::Joined => Source::Flight,
-            _ => Source::Cache,
-        };
-        Ok((read.into_value(), source))
+        let served = read.served();
+        Ok((read.into_value(), served))
     }
 }

@@ -2,14 +2,16 @@
 //! of the report queries SQLite really ran, taken from SQLite's own trace hook.
 
 use crate::BoxError;
+use crate::latch::until;
 use indicatif::ProgressBar;
 use rusqlite::trace::{TraceEvent, TraceEventCodes};
 use rusqlite::{Connection, InterruptHandle, OpenFlags, params};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::Notify;
 
 /// Bumped whenever the schema or the generated data change, so that an old file is re-seeded.
 const SCHEMA_VERSION: i64 = 1;
@@ -113,17 +115,29 @@ impl From<rusqlite::Error> for QueryError {
 pub struct QueryLog {
     total: AtomicU64,
     per_key: Mutex<BTreeMap<i64, u64>>,
+    /// Notified after each count.
+    counted: Notify,
 }
 
 impl QueryLog {
     /// Report statements started since the database was opened.
     pub fn total(&self) -> u64 {
-        self.total.load(Relaxed)
+        self.total.load(SeqCst)
     }
 
     /// Report statements started per category since the database was opened.
     pub fn per_key(&self) -> BTreeMap<i64, u64> {
         self.per_key.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Waits until SQLite has started `total` report statements since the database was opened:
+    /// a burst's requests wait on it for the queries of their flights' leaders to be running.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
+    pub async fn started(&self, total: u64) {
+        until(&self.counted, || self.total() >= total).await;
     }
 
     /// Called by SQLite (through rusqlite's `trace_v2`) as each statement starts running.
@@ -134,7 +148,6 @@ impl QueryLog {
         if sql != REPORT_SQL {
             return;
         }
-        self.total.fetch_add(1, Relaxed);
         // The expanded text has the bound key in place of `?1`.
         let key = stmt
             .expanded_sql()
@@ -144,7 +157,10 @@ impl QueryLog {
                 digits.parse::<i64>().ok()
             })
             .unwrap_or(-1);
+        // Counted per key first: whoever sees the total sees the key's count too.
         *self.per_key.lock().unwrap_or_else(PoisonError::into_inner).entry(key).or_default() += 1;
+        self.total.fetch_add(1, SeqCst);
+        self.counted.notify_waiters();
     }
 }
 
@@ -210,6 +226,8 @@ pub struct Db {
     idle: Mutex<Vec<Connection>>,
     log: Arc<QueryLog>,
     running: AtomicUsize,
+    /// Notified when `running` drops to 0.
+    went_idle: Notify,
 }
 
 impl fmt::Debug for Db {
@@ -249,6 +267,7 @@ impl Db {
             idle: Mutex::new(Vec::new()),
             log: Arc::default(),
             running: AtomicUsize::new(0),
+            went_idle: Notify::new(),
         };
         Ok((db, seeded))
     }
@@ -261,8 +280,8 @@ impl Db {
     /// Runs the report for `category` on a pooled connection, blocking the thread. `ticket`
     /// can interrupt it from another thread.
     pub fn report(&self, category: i64, ticket: &Ticket) -> Result<Report, QueryError> {
-        self.running.fetch_add(1, Relaxed);
-        let _running = Running(&self.running);
+        self.running.fetch_add(1, SeqCst);
+        let _running = Running(self);
         let conn = self.checkout()?;
         let result = ticket.start(&conn).and_then(|()| {
             let report = run_report(&conn, category);
@@ -275,7 +294,17 @@ impl Db {
 
     /// How many report calls are on a thread right now.
     pub fn running(&self) -> usize {
-        self.running.load(Relaxed)
+        self.running.load(SeqCst)
+    }
+
+    /// Waits until no report call is on a thread: a query whose callers all left may still be
+    /// unwinding on the blocking pool after its burst ended.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
+    pub async fn idle(&self) {
+        until(&self.went_idle, || self.running() == 0).await;
     }
 
     fn checkout(&self) -> rusqlite::Result<Connection> {
@@ -306,11 +335,13 @@ impl Db {
 }
 
 /// Counts a report call out again, however it ends.
-struct Running<'a>(&'a AtomicUsize);
+struct Running<'a>(&'a Db);
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
+        if self.0.running.fetch_sub(1, SeqCst) == 1 {
+            self.0.went_idle.notify_waiters();
+        }
     }
 }
 

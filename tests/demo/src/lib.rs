@@ -19,6 +19,7 @@ pub mod cache;
 pub mod db;
 pub mod edge;
 pub mod http;
+pub mod latch;
 pub mod observe;
 pub mod redis;
 pub mod table;
@@ -50,9 +51,11 @@ pub struct Settings {
     /// How long a cached report stays fresh.
     pub ttl: Duration,
     /// Percent of each burst's requests that give up at the deadline in the timeout scenarios
-    /// (0 skips those scenarios). The first request for every key is always among them.
+    /// (0 skips those scenarios). The first request for every key, which leads its key's
+    /// flight, is always among them (see [`burst::Plan::impatient`]).
     pub impatient_percent: usize,
-    /// The deadline of the impatient requests; `None` takes a third of a report query's time.
+    /// The deadline of the impatient requests, from the burst's release (never before every
+    /// request has joined its flight); `None` takes a third of a report query's time.
     pub timeout: Option<Duration>,
     /// Whether to draw a progress bar while seeding.
     pub progress: bool,

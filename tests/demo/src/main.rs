@@ -1,57 +1,55 @@
 //! `stampede`: the demo's command line. Everything else is in the library (`src/lib.rs`).
 
-use stampede::args::{Command, USAGE, parse};
+use clap::Parser;
+use stampede::args::{Cli, Command};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if let Some(code) = stampede::redis::hook(&args) {
-        return code; // --processes N [--redis URL], in src/redis.rs
+    if stampede::redis::is_child() {
+        return stampede::redis::child_main(); // a process started by --processes
     }
-    let settings = match parse(args) {
-        Ok(Command::Run(settings)) => settings,
-        Ok(Command::Http(settings)) => return http(&settings),
-        Ok(Command::Help) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
+    // clap prints `--help` or a usage error itself, and exits with 0 or 2.
+    match Cli::parse().into_command() {
+        Command::Run(settings) => run(&settings),
+        Command::Http(settings) => http(&settings),
+        Command::Processes { settings, processes, redis } => {
+            exit(stampede::redis::run(&settings, processes, redis).map(|table| print!("{table}")))
         }
-        Err(message) => {
-            eprintln!("stampede: {message}");
-            return ExitCode::from(2);
-        }
-    };
-    match stampede::run(&settings) {
-        Ok(summary) => {
-            print!("{}", stampede::table::render(&summary));
-            let load = stampede::edge::Load { rate: 1300, duration: std::time::Duration::from_secs(2) };
-            match stampede::edge::run(&settings, load) {
-                Ok(tables) => print!("{tables}"),
-                Err(e) => {
-                    eprintln!("stampede: {e}");
-                    return ExitCode::FAILURE;
-                }
-            }
-            if let Some(metrics) = stampede::observe::metrics_text() {
-                println!("\n--metrics (Prometheus text format):\n{metrics}");
-            }
+        Command::Completions(shell) => {
+            stampede::args::completions(shell, &mut std::io::stdout());
             ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("stampede: {e}");
-            ExitCode::FAILURE
         }
     }
 }
 
+/// The burst scenarios' table, then the expiry edge's, then `--metrics`.
+fn run(settings: &stampede::Settings) -> ExitCode {
+    let summary = match stampede::run(settings) {
+        Ok(summary) => summary,
+        Err(e) => return exit(Err(e)),
+    };
+    print!("{}", stampede::table::render(&summary));
+    let load = stampede::edge::Load { rate: 1300, duration: std::time::Duration::from_secs(2) };
+    match stampede::edge::run(settings, load) {
+        Ok(tables) => print!("{tables}"),
+        Err(e) => return exit(Err(e)),
+    }
+    if let Some(metrics) = stampede::observe::metrics_text() {
+        println!("\n--metrics (Prometheus text format):\n{metrics}");
+    }
+    ExitCode::SUCCESS
+}
+
 /// `--http`: the report over HTTP, loaded with `wrk`, with and without `coalescer-tower`.
 fn http(settings: &stampede::Settings) -> ExitCode {
-    match stampede::http::run(settings) {
-        Ok(table) => {
-            print!("{table}");
-            ExitCode::SUCCESS
-        }
+    exit(stampede::http::run(settings).map(|table| print!("{table}")))
+}
+
+fn exit(result: Result<(), stampede::BoxError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("stampede --http: {e}");
+            eprintln!("stampede: {e}");
             ExitCode::FAILURE
         }
     }

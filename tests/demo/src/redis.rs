@@ -1,4 +1,4 @@
-//! `--processes N [--redis URL]`: the stampede across processes. N copies of the demo, on one
+//! `--processes N [--redis URL]` (parsed in [`crate::args`]): the stampede across processes. N copies of the demo, on one
 //! SQLite file, each fire `--requests` concurrent requests for one report at the same moment,
 //! twice: coalesced locally only (one query per process), then through `coalescer-redis` (one
 //! query in all). Without `--redis`, a local `redis-server` is started on a Unix socket in a
@@ -20,51 +20,15 @@ const CHILD: &str = "STAMPEDE_REDIS_CHILD";
 const SCENARIOS: [(&str, &str); 2] =
     [("local", "coalesced in each process only"), ("redis", "coalescer-redis across the processes")];
 
-/// The demo's hook: handles a child process, or `--processes`/`--redis` on the command line
-/// (the other flags go to [`crate::args::parse`]); `None` for an ordinary run.
-pub fn hook(args: &[String]) -> Option<ExitCode> {
-    if std::env::var_os(CHILD).is_some() {
-        return Some(report(child()));
-    }
-    let (mut processes, mut url, mut rest) = (None, None, Vec::new());
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--processes" => processes = Some(args.next().cloned().unwrap_or_default()),
-            "--redis" => url = Some(args.next().cloned().unwrap_or_default()),
-            _ => rest.push(arg.clone()),
-        }
-    }
-    if processes.is_none() && url.is_none() {
-        return None;
-    }
-    let processes = match processes.as_deref().unwrap_or("4").parse::<usize>() {
-        Ok(n) if n >= 1 => n,
-        _ => {
-            eprintln!("stampede: --processes wants a number of processes, at least 1");
-            return Some(ExitCode::from(2));
-        }
-    };
-    let settings = match crate::args::parse(rest) {
-        Ok(crate::args::Command::Run(settings)) => settings,
-        Ok(crate::args::Command::Help) => {
-            print!("{}", crate::args::USAGE);
-            return Some(ExitCode::SUCCESS);
-        }
-        Ok(crate::args::Command::Http(_)) => {
-            eprintln!("stampede: --processes and --http do not go together");
-            return Some(ExitCode::from(2));
-        }
-        Err(message) => {
-            eprintln!("stampede: {message}");
-            return Some(ExitCode::from(2));
-        }
-    };
-    Some(report(run(&settings, processes, url).map(|table| print!("{table}"))))
+/// Whether this process is one that [`run`] started (it then runs [`child_main`], whatever its
+/// command line).
+pub fn is_child() -> bool {
+    std::env::var_os(CHILD).is_some()
 }
 
-fn report(result: Result<(), BoxError>) -> ExitCode {
-    match result {
+/// The body of a process that [`run`] started: fires its burst when told, prints its tally.
+pub fn child_main() -> ExitCode {
+    match child() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("stampede: {e}");
@@ -227,7 +191,7 @@ fn child() -> Result<(), BoxError> {
                 &redis::AsyncConnectionConfig::new().set_response_timeout(None),
             )
             .await?;
-        let local = Arc::new(coalescer::TryGroup::<i64, Arc<Report>, QueryError>::new());
+        let local = Arc::new(coalescer::TryGroup::<i64, Arc<Report>, QueryError>::new().shared());
         let fleet: RedisGroup<Arc<Report>, QueryError, ReportCodec> =
             RedisGroup::builder(client).prefix(prefix.clone()).codec(ReportCodec).build();
         let before = db.log().total();
@@ -250,11 +214,7 @@ fn child() -> Result<(), BoxError> {
                             .map_err(|e| e.to_string())
                     } else {
                         let work = move || query(db, KEY);
-                        local
-                            .try_work_shared(KEY, work)
-                            .await
-                            .map(|o| o.into_value())
-                            .map_err(|e| e.to_string())
+                        local.try_work(&KEY, work).await.map(|o| o.into_value()).map_err(|e| e.to_string())
                     }
                 })
             })

@@ -1,36 +1,82 @@
-//! The printed report: a header, one table row per scenario, and notes on what the numbers mean.
+//! The printed report: the headline (queries and wall time, naive against coalesced), the
+//! setting, one table row per scenario, and notes on what each column counts.
 
 use crate::Summary;
-use crate::burst::{Row, Scenario};
+use crate::burst::{How, Latency, Row, Scenario};
 use crate::db::Seeded;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-const HEADERS: [&str; 9] =
-    ["scenario", "requests", "answered", "timed out", "SQL queries", "wall", "p50", "p99", "shared"];
+const COLUMNS: usize = 9;
 
-/// Renders the whole report as text.
+const HEADERS: [&str; COLUMNS] = [
+    "scenario",
+    "SQL queries",
+    "wall",
+    "ran the query",
+    "joined a flight",
+    "from the cache",
+    "gave up",
+    "p50",
+    "p99",
+];
+
+/// Renders the whole report as text: the headline first, then the setting, the table and
+/// what its columns count.
 pub fn render(summary: &Summary) -> String {
     let mut out = String::new();
+    headline(&mut out, summary);
+    out.push('\n');
     header(&mut out, summary);
     out.push('\n');
-    let cells: Vec<[String; 9]> = summary.rows.iter().map(cells).collect();
+    let cells: Vec<[String; COLUMNS]> = summary.rows.iter().map(cells).collect();
     grid(&mut out, &cells);
     out.push('\n');
     notes(&mut out, summary);
     out
 }
 
+fn row(summary: &Summary, scenario: Scenario) -> Option<&Row> {
+    summary.rows.iter().find(|row| row.scenario == scenario)
+}
+
+/// What a newcomer reads first: queries and wall time, naive against coalesced (and cached).
+fn headline(out: &mut String, summary: &Summary) {
+    if let (Some(naive), Some(coalesced)) = (row(summary, Scenario::Naive), row(summary, Scenario::Coalesced))
+    {
+        let _ = writeln!(
+            out,
+            "coalescing: {} requests ran {} instead of {}, in {} instead of {}.",
+            coalesced.requests,
+            queries(coalesced.queries),
+            naive.queries,
+            duration(coalesced.wall),
+            duration(naive.wall),
+        );
+    }
+    if let Some(cached) = row(summary, Scenario::Cached) {
+        let _ = writeln!(
+            out,
+            "with coalescer::cache in front: {} in all, and {} of the {} requests answered from the \
+             cache without waiting.",
+            queries(cached.queries),
+            cached.cache_hits,
+            cached.requests,
+        );
+    }
+}
+
 fn header(out: &mut String, summary: &Summary) {
     let s = &summary.settings;
     let _ = writeln!(
         out,
-        "{} concurrent requests x {} burst{} over {} key{}, on {}",
+        "{} concurrent requests x {} burst{} over {} key{} ({} requests per row), on {}",
         s.requests,
         s.bursts,
         plural(s.bursts),
         s.keys,
         plural(s.keys),
+        s.requests * s.bursts,
         s.db_path.display()
     );
     let opened = match summary.seeded {
@@ -47,30 +93,37 @@ fn header(out: &mut String, summary: &Summary) {
     let _ = writeln!(out, "one report query alone: {} (it scans every order)", duration(summary.query_time));
 }
 
-fn cells(row: &Row) -> [String; 9] {
-    let shared = row.counters.map_or_else(|| "-".to_owned(), |c| format!("{:.1}%", 100.0 * c.shared_ratio()));
+fn cells(row: &Row) -> [String; COLUMNS] {
     [
         row.scenario.label().to_owned(),
-        row.requests.to_string(),
-        row.values.to_string(),
-        row.timed_out.to_string(),
         row.queries.to_string(),
         duration(row.wall),
-        row.p50.map_or_else(|| "-".to_owned(), duration),
-        row.p99.map_or_else(|| "-".to_owned(), duration),
-        shared,
+        row.ran.to_string(),
+        row.joined.to_string(),
+        row.cache_hits.to_string(),
+        row.timed_out.to_string(),
+        row.p50.map_or_else(|| "-".to_owned(), latency),
+        row.p99.map_or_else(|| "-".to_owned(), latency),
     ]
 }
 
+/// A percentile's time, with the reason beside it when the cache answered at once.
+fn latency(l: Latency) -> String {
+    match l.how {
+        How::Cache => format!("{} (cache hit)", duration(l.time)),
+        How::Ran | How::Joined => duration(l.time),
+    }
+}
+
 /// A plain-text grid: the first column left-aligned, the others right-aligned.
-fn grid(out: &mut String, rows: &[[String; 9]]) {
+fn grid(out: &mut String, rows: &[[String; COLUMNS]]) {
     let mut widths = HEADERS.map(str::len);
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.len());
         }
     }
-    let line = |out: &mut String, cells: [&str; 9]| {
+    let line = |out: &mut String, cells: [&str; COLUMNS]| {
         for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
             let _ = match i {
                 0 => write!(out, "{cell:<width$}"),
@@ -86,9 +139,18 @@ fn grid(out: &mut String, rows: &[[String; 9]]) {
 }
 
 fn notes(out: &mut String, summary: &Summary) {
-    out.push_str(
-        "SQL queries: report statements SQLite started, counted by its trace hook (sqlite3_trace_v2).\n\
-         shared: followers / (leaders + followers), from the group's counters().\n",
+    let per_row = summary.settings.requests * summary.settings.bursts;
+    let _ = writeln!(
+        out,
+        "Each request is counted once: ran the query + joined a flight + from the cache + gave up = {per_row}.\n  \
+         ran the query: it ran the report itself (every naive request; a flight's leader; a follower\n  \
+         promoted to run its own when its leader gave up). joined a flight: it waited for another\n  \
+         request's query and got its report. from the cache: answered at once, no query waited for.\n\
+         SQL queries: report statements SQLite started, counted by its trace hook (sqlite3_trace_v2),\n  \
+         interrupted ones included.\n\
+         wall: from each burst's release to its last answer, added up over the bursts.\n\
+         p50, p99: over the requests that got the report, each timed from its burst's release (the same\n  \
+         starting point in every row); \"(cache hit)\" marks a request the cache answered at once."
     );
     for row in &summary.rows {
         let per_key = per_key(row);
@@ -100,8 +162,13 @@ fn notes(out: &mut String, summary: &Summary) {
             Scenario::Cached => {
                 let _ = writeln!(
                     out,
-                    "coalescer::cache: {} of {} answers came from the cache; SQL queries per key {per_key}.",
-                    row.cache_hits, row.values
+                    "coalescer::cache: {} of {} requests found the report cached; the {} others reached the\n  \
+                     group behind the cache, where {} ran the query and {} joined it. SQL queries per key {per_key}.",
+                    row.cache_hits,
+                    row.requests,
+                    row.ran + row.joined,
+                    row.ran,
+                    row.joined,
                 );
             }
             Scenario::TimeoutWork | Scenario::TimeoutShared => timeout_note(out, summary, row),
@@ -110,7 +177,7 @@ fn notes(out: &mut String, summary: &Summary) {
     let wrong: usize = summary.rows.iter().map(|r| r.wrong).sum();
     let failed: usize = summary.rows.iter().map(|r| r.failed).sum();
     if wrong == 0 && failed == 0 {
-        out.push_str("Every request that did not time out got the report, equal to a reference run's.\n");
+        out.push_str("Every request that did not give up got the report, equal to a reference run's.\n");
     } else {
         let _ = writeln!(
             out,
@@ -123,12 +190,18 @@ fn timeout_note(out: &mut String, summary: &Summary, row: &Row) {
     let promotions = row.counters.map_or(0, |c| c.promotions);
     let _ = writeln!(
         out,
-        "{}: {} request{} gave up after {}, {} of them leading a flight.",
+        "{}: {} request{} gave up {} after the release (and once every\n  \
+         request had joined its flight), {} of them while running their flight's query in SQLite\n  \
+         ({}).",
         row.scenario.label(),
         row.timed_out,
         plural(row.timed_out),
         duration(summary.timeout),
         row.leaders_gave_up,
+        match row.scenario {
+            Scenario::TimeoutWork => "every leader, and any impatient follower promoted in a leader's place",
+            _ => "every leader",
+        },
     );
     let per_key = per_key(row);
     let _ = if row.leaders_gave_up == 0 {
@@ -140,12 +213,16 @@ fn timeout_note(out: &mut String, summary: &Summary, row: &Row) {
     } else if row.scenario == Scenario::TimeoutWork {
         writeln!(
             out,
-            "  {promotions} promotion{}: each time a leader left, its query was interrupted\n  \
-             and a waiting request ran its own. SQL queries per key {per_key}.",
+            "  {promotions} promotion{}: each time the request running the query left, the query was\n  \
+             interrupted and a waiting request was promoted to run its own. SQL queries per key {per_key}.",
             plural(promotions as usize)
         )
     } else {
-        writeln!(out, "  The query went on for the requests still waiting. SQL queries per key {per_key}.")
+        writeln!(
+            out,
+            "  {promotions} promotions: the query went on for the requests still waiting.\n  \
+             SQL queries per key {per_key}."
+        )
     };
 }
 
@@ -159,10 +236,18 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-/// Microseconds below a millisecond, milliseconds below a second, seconds above.
+/// `N SQL query` / `N SQL queries`.
+fn queries(n: u64) -> String {
+    format!("{n} SQL quer{}", if n == 1 { "y" } else { "ies" })
+}
+
+/// Microseconds (with a decimal below ten) below a millisecond, milliseconds below a second,
+/// seconds above.
 fn duration(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1000.0;
-    if ms < 1.0 {
+    if ms < 0.01 {
+        format!("{:.1} us", ms * 1000.0)
+    } else if ms < 1.0 {
         format!("{} us", d.as_micros())
     } else if ms < 10.0 {
         format!("{ms:.2} ms")
