@@ -109,7 +109,7 @@ impl EdgeCache for Recipe {
                 return *value;
             }
         }
-        let outcome = self.flights.work(key, || async {
+        let outcome = self.flights.work(&key, || async {
             let value = load().await;
             self.cache.lock().unwrap().insert(key, (Instant::now() + self.ttl, value));
             value

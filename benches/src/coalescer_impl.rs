@@ -1,14 +1,15 @@
 //! The product: `coalescer::Group` in each of its modes, with any key type and hasher (the
 //! timed scenarios use `u64` keys and the default hasher).
 //!
-//! LEAD (issue 17, keys by reference): every call site below passes `key` by value, so a caller
-//! holding a borrowed key makes its own (a `String` per call in the `String` rows). When `work`
-//! takes `&key`, change these three `call`s (and `Coalesce::call`'s `key` to a borrow) and the
-//! `String` rows then measure the borrowed form.
+//! Keys: `work` takes the key by reference (issue 17); `Coalesce::call` still hands each call an
+//! owned key, which the call below borrows, so the `String` rows include the caller's own
+//! `String` (made per call, as by a caller that builds its key) plus whatever copy the group
+//! keeps. LEAD: to measure a caller that already holds its key, make `Coalesce::call` take
+//! `&Self::Key` and pass `key` straight through here.
 
 use crate::{BenchHasher, BenchKey, Coalesce, CoalesceBlocking, FoldHash};
-use coalescer::Group;
-use coalescer_tokio::GroupExt;
+use coalescer::{DetachedGroup, Group, SharedGroup};
+use coalescer_tokio::Tokio;
 use core::future::Future;
 use std::sync::Arc;
 
@@ -19,13 +20,15 @@ pub struct CoalescerWork<K: BenchKey = u64, S: BenchHasher = FoldHash>(Group<K, 
 
 /// `Group::work_shared`: the flight owns the work future and any waiter drives it.
 #[derive(Debug)]
-pub struct CoalescerShared<K: BenchKey = u64, S: BenchHasher = FoldHash>(Group<K, u64, S>);
+pub struct CoalescerShared<K: BenchKey = u64, S: BenchHasher = FoldHash>(SharedGroup<K, u64, S>);
 
-/// Detached work through the tokio adapter (`GroupExt::work_spawned`, i.e. `work_detached` with
-/// `Tokio::detach()`): the leader's work is spawned as a task of its own and runs to completion
-/// even if every caller leaves.
+/// Detached work through the tokio adapter (a group made `.detached(Tokio::detach())`): the
+/// leader's work is spawned as a task of its own and runs to completion even if every caller
+/// leaves.
 #[derive(Debug)]
-pub struct CoalescerDetached<K: BenchKey = u64, S: BenchHasher = FoldHash>(Arc<Group<K, u64, S>>);
+pub struct CoalescerDetached<K: BenchKey = u64, S: BenchHasher = FoldHash>(
+    Arc<DetachedGroup<K, u64, Tokio, S>>,
+);
 
 fn group<K: BenchKey, S: BenchHasher>(capacity: usize) -> Group<K, u64, S> {
     Group::with_capacity_and_hasher(capacity, S::default())
@@ -48,7 +51,7 @@ impl<K: BenchKey, S: BenchHasher> Coalesce for CoalescerWork<K, S> {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = u64> + Send + 'static,
     {
-        self.0.work(key, work).await.expect("the bench work never panics").into_value()
+        self.0.work(&key, work).await.expect("the bench work never panics").into_value()
     }
 }
 
@@ -59,7 +62,7 @@ impl<K: BenchKey, S: BenchHasher> Coalesce for CoalescerShared<K, S> {
     type Key = K;
 
     fn with_capacity(capacity: usize) -> Self {
-        Self(group(capacity))
+        Self(group(capacity).shared())
     }
 
     async fn call<F, Fut>(&self, key: K, work: F) -> u64
@@ -67,7 +70,7 @@ impl<K: BenchKey, S: BenchHasher> Coalesce for CoalescerShared<K, S> {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = u64> + Send + 'static,
     {
-        self.0.work_shared(key, work).await.expect("the bench work never panics").into_value()
+        self.0.work(&key, work).await.expect("the bench work never panics").into_value()
     }
 }
 
@@ -78,7 +81,7 @@ impl<K: BenchKey, S: BenchHasher> Coalesce for CoalescerDetached<K, S> {
     type Key = K;
 
     fn with_capacity(capacity: usize) -> Self {
-        Self(Arc::new(group(capacity)))
+        Self(Arc::new(group(capacity).detached(Tokio::detach())))
     }
 
     async fn call<F, Fut>(&self, key: K, work: F) -> u64
@@ -86,7 +89,7 @@ impl<K: BenchKey, S: BenchHasher> Coalesce for CoalescerDetached<K, S> {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = u64> + Send + 'static,
     {
-        self.0.work_spawned(key, work).await.expect("the bench work never panics").into_value()
+        self.0.work(&key, work).await.expect("the bench work never panics").into_value()
     }
 }
 
@@ -98,6 +101,6 @@ impl CoalesceBlocking for CoalescerWork {
     }
 
     fn call_blocking(&self, key: u64, work: impl FnOnce() -> u64) -> u64 {
-        self.0.work_blocking(key, work).expect("the bench work never panics").into_value()
+        self.0.work_blocking(&key, work).expect("the bench work never panics").into_value()
     }
 }

@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | `coalescer work` | [`CoalescerWork`] | `Group::work`: the work runs in the leader's future; a dropped leader promotes a follower |
 //! | `coalescer work_shared` | [`CoalescerShared`] | `Group::work_shared`: the flight owns the work, any waiter drives it |
-//! | `coalescer detached (tokio)` | [`CoalescerDetached`] | `coalescer_tokio::GroupExt::work_spawned`: the work is a spawned task that outlives its callers |
+//! | `coalescer detached (tokio)` | [`CoalescerDetached`] | a group made `.detached(coalescer_tokio::Tokio::detach())`: the work is a spawned task that outlives its callers |
 //! | `std Mutex+HashMap` | [`StdMutexGroup`] | the baseline: `std::sync::Mutex<HashMap<K, Arc<Slot>>>` + `event-listener` |
 //! | `parking_lot Mutex+HashMap` | [`ParkingLotGroup`] | the same with `parking_lot::Mutex` |
 //! | `async_singleflight` | [`AsyncSingleflight`] | crate `async_singleflight`: tokio `Mutex<HashMap>` + `watch` channels |
