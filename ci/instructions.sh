@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Instructions per call of every async competitor of benches/, in S1 (fresh keys, one task) and
-# S4 (one hot key, two tasks on one thread), with u64 and with String keys, counted by
+# S4 (one hot key, two tasks on one thread), with u64 and with String keys (each call clones
+# its key, so a String row includes one allocation of the caller's), counted by
 # callgrind: the count is the same on a quiet machine and on a busy one, so it is the figure to
 # compare hot paths with. coalescer's modes and the mutex designs run with both hashers
 # (foldhash, coalescer's default; SipHash, std's and so the mutex design's default); the
@@ -78,7 +79,7 @@ per() { # keys name hasher scenario
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "?" }'; }
 
 {
-    echo "Instructions per call (callgrind, $calls calls per run minus a dry run, \`ci/instructions.sh $calls\`, commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)). Each call clones its key (a \`String\` is an allocation), as today's API takes it by value; ratios are to \`coalescer work\` with foldhash and the same keys:"
+    echo "Instructions per call (callgrind, $calls calls per run minus a dry run, \`ci/instructions.sh $calls\`, commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)). Each call clones its key (a \`String\` is an allocation) and lends it to the competitor; ratios are to \`coalescer work\` with foldhash and the same keys:"
     echo
     echo "| competitor | hasher | S1 u64 | S1 String | S4 u64 (2 tasks, 1 thread) | S4 String |"
     echo "|---|---|---:|---:|---:|---:|"

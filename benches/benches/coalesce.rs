@@ -247,8 +247,9 @@ fn s1(ctx: &mut Ctx<'_>) {
         s1.run("floor scc insert+remove", scenario::leak(SccFloor::with_capacity(CAPACITY)));
         s1.group.finish();
     }
-    // The same with `String` keys, each call making its `String` (today's API takes the key by
-    // value). LEAD (issue 17): with `work(&key, ..)` these rows measure the borrowed form.
+    // The same with `String` keys, each call making its `String` and lending it to the call.
+    // LEAD: with `Coalesce::call` taking `&Self::Key`, these rows measure a caller that already
+    // holds its key.
     for tasks in [1, 2] {
         let name = if tasks == 1 { "S1 1 task, String keys" } else { "S1 2 tasks, String keys" };
         ctx.extras.load((name, ctx.budget.pass));

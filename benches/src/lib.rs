@@ -36,7 +36,7 @@ pub const CAPACITY: usize = 128;
 
 /// A key type of the benchmarks: `u64` (the default: the scenarios measure the coalescing
 /// machinery, not hashing or cloning) or `String` (what a service keys by: each call makes its
-/// own `String`, as today's API takes the key by value).
+/// own `String` and lends it to the competitor).
 pub trait BenchKey: Hash + Eq + Clone + Send + Sync + 'static {
     /// The key type's name in tables.
     const LABEL: &'static str;

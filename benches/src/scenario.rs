@@ -165,8 +165,8 @@ async fn timed_region<Fut: Future<Output = ()>>(placement: &Placement, region: F
 /// for the floor ([`SccFloor`]).
 pub trait DistinctCall: Send + Sync + 'static {
     /// Calls with the key numbered `key` ([`BenchKey::fresh`]), which nobody else uses. With
-    /// `String` keys the call makes its `String` (one allocation), as a caller holding a
-    /// borrowed key must with today's API.
+    /// `String` keys the call makes its `String` (one allocation), as a caller that builds its
+    /// key from a request does.
     fn call_fresh(&self, key: u64) -> impl Future<Output = u64> + Send + '_;
 }
 

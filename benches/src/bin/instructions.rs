@@ -13,9 +13,10 @@
 //!   one hot key, work that yields once: every round is one leader and one follower.
 //!
 //! Both run on a current-thread tokio runtime, which every competitor supports. The keys are
-//! built before the calls, in the dry run too; each call then clones its key, as a caller
-//! holding a borrowed key must with today's API (a copy for `u64`, an allocation for `String`).
-//! LEAD (issue 17): with `work(&key, ..)`, pass `&keys[i]` / `&hot` below instead of the clones.
+//! built before the calls, in the dry run too; each call then clones its key (a copy for `u64`,
+//! an allocation for `String`) and hands it to `Coalesce::call`, which lends it to coalescer's
+//! `work(&key, ..)`. LEAD: once `Coalesce::call` takes `&Self::Key`, pass `&keys[i]` / `&hot`
+//! below instead of the clones to measure a caller that already holds its key.
 
 use coalescer_benches::{BenchKey, Coalesce, VisitAny, each_variant};
 use std::hint::black_box;
