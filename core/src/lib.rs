@@ -24,6 +24,8 @@ mod timeout;
 mod work;
 
 #[cfg(feature = "std")]
+mod batch;
+#[cfg(feature = "std")]
 mod blocking;
 #[cfg(feature = "std")]
 mod group;
@@ -46,4 +48,7 @@ pub mod futures {
     pub use crate::start::{Start, TryStart};
     pub use crate::timeout::{TimedOut, Timeout};
     pub use crate::work::{TryWork, Work};
+    // Batches (issue 14).
+    #[cfg(feature = "std")]
+    pub use crate::batch::{FetchMany, KeyIndex, Many, TryMany, TryWorkBatch, WorkBatch};
 }
