@@ -60,8 +60,9 @@ type TryValue<T, E> = Result<Option<T>, StdArc<E>>;
 /// A caller's place in a flight of a group.
 type GroupHandle<'a, K, V, S> = Handle<Group<K, V, S>, &'a Group<K, V, S>>;
 
-/// The fetch of a batch, boxed: its output is already split into one value per key.
-type BoxFetch<V> = Pin<Box<dyn Future<Output = Vec<V>> + Send>>;
+/// The fetch of a batch, boxed: its output is already split into one value per key, each with
+/// the place of its part in the batch.
+pub(crate) type BoxFetch<V> = Pin<Box<dyn Future<Output = Vec<(usize, V)>> + Send>>;
 
 const POLLING: usize = 1;
 const NOTIFIED: usize = 1 << 1;
@@ -78,7 +79,7 @@ pub struct KeyIndex<K> {
 
 impl<K: Hash + Eq + Clone> KeyIndex<K> {
     /// The index of `keys` (the keys' `Clone`, `Hash` and `Eq` run here).
-    fn new(keys: &[K]) -> Self {
+    pub(crate) fn new(keys: &[K]) -> Self {
         let mut places = HashMap::with_capacity_and_hasher(keys.len(), DefaultHashBuilder::default());
         for (place, key) in keys.iter().enumerate() {
             places.entry(key.clone()).or_insert(place);
@@ -119,15 +120,27 @@ pub trait FetchMany<K, V> {
     fn split(output: <Self::Future as Future>::Output, keys: &KeyIndex<K>) -> Vec<V>;
 }
 
+impl<K, V, M: FetchMany<K, V>> FetchMany<K, V> for &M {
+    type Future = M::Future;
+
+    fn fetch(&self, keys: Vec<K>) -> M::Future {
+        (**self).fetch(keys)
+    }
+
+    fn split(output: <M::Future as Future>::Output, keys: &KeyIndex<K>) -> Vec<V> {
+        M::split(output, keys)
+    }
+}
+
 /// The closure of [`Group::work_batch`] (internal).
 #[doc(hidden)]
 #[derive(Debug)]
-pub struct Many<F>(F);
+pub struct Many<F>(pub(crate) F);
 
 /// The closure of [`Group::try_work_batch`] (internal).
 #[doc(hidden)]
 #[derive(Debug)]
-pub struct TryMany<F>(F);
+pub struct TryMany<F>(pub(crate) F);
 
 impl<K, T, F, Fut, I> FetchMany<K, Option<T>> for Many<F>
 where
@@ -172,34 +185,38 @@ where
 }
 
 pin_project! {
-    /// The user's fetch, whose output is split into one value per key (boxed into a batch).
+    /// The user's fetch, whose output is split into one value per key, each with its part's
+    /// place in the batch (boxed into a batch).
     struct Split<Fut: Future, K, V> {
         #[pin]
         fut: Fut,
         keys: KeyIndex<K>,
+        places: Vec<usize>,
         split: fn(Fut::Output, &KeyIndex<K>) -> Vec<V>,
     }
 }
 
 impl<Fut: Future, K, V> Future for Split<Fut, K, V> {
-    type Output = Vec<V>;
+    type Output = Vec<(usize, V)>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Vec<V>> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        this.fut.poll(cx).map(|output| (this.split)(output, this.keys))
+        let output = core::task::ready!(this.fut.poll(cx));
+        let values = (this.split)(output, this.keys);
+        Poll::Ready(core::mem::take(this.places).into_iter().zip(values).collect())
     }
 }
 
-/// Makes the boxed fetch of `keys` (user code: the closure, and the keys' `Clone`, `Hash` and
-/// `Eq`; the caller catches a panic).
-pub(crate) fn make_fetch<K, V, M>(fetch: &M, keys: Vec<K>) -> BoxFetch<V>
+/// Makes the boxed fetch of `keys`, whose values go to the parts at `places` (user code: the
+/// closure, and the keys' `Clone`, `Hash` and `Eq`; the caller catches a panic).
+pub(crate) fn make_fetch<K, V, M>(fetch: &M, keys: Vec<K>, places: Vec<usize>) -> BoxFetch<V>
 where
     K: Hash + Eq + Clone + Send + 'static,
     V: 'static,
     M: FetchMany<K, V>,
 {
     let index = KeyIndex::new(&keys);
-    Box::pin(Split { fut: fetch.fetch(keys), keys: index, split: M::split })
+    Box::pin(Split { fut: fetch.fetch(keys), keys: index, places, split: M::split })
 }
 
 /// One fetch shared by the flights of several keys (see the module's access protocol).
@@ -211,10 +228,12 @@ pub(crate) struct Batch<V> {
     slots: Mutex<Slots<V>>,
 }
 
-/// What a batch hands to each part: its result, and the waker of the flight it belongs to.
+/// What a batch hands to each part: its result, and the waker of the flight it belongs to;
+/// and which parts have been dropped (a batcher leaves their keys out of its fetch).
 struct Slots<V> {
     results: Vec<Option<Result<V, Aborted>>>,
     wakers: Vec<Option<Waker>>,
+    left: Vec<bool>,
 }
 
 // SAFETY: `fetch` is reached by one thread at a time (the holder of `POLLING`, or the last part
@@ -244,9 +263,40 @@ impl<V: Send + Sync + 'static> Batch<V> {
             slots: Mutex::new(Slots {
                 results: (0..n).map(|_| failed.map(|a| Err(a.clone()))).collect(),
                 wakers: (0..n).map(|_| None).collect(),
+                left: alloc::vec![false; n],
             }),
         });
         (0..n).map(|place| Part { batch: batch.clone(), place }).collect()
+    }
+
+    /// A batch that collects keys (a batcher's): its first part, with the fetch that `make`
+    /// makes from the batch (it reads which parts are left when its window closes).
+    pub(crate) fn collecting(make: impl FnOnce(&Arc<Self>) -> BoxFetch<V>) -> Part<V> {
+        let part = Self::with(None, None, 1).pop().expect("one part");
+        let fetch = make(&part.batch);
+        // SAFETY: the one part is not installed in any flight yet, so nobody polls the batch.
+        part.batch.fetch.with_mut(|slot| unsafe { *slot = Some(fetch) });
+        part
+    }
+
+    /// One more part, at the next place; `None` once every part has been dropped (the batch,
+    /// abandoned, has dropped its fetch). The caller (a batcher) holds the lock of the batch's
+    /// key list, so that places and keys stay in step.
+    pub(crate) fn add_part(this: &Arc<Self>) -> Option<Part<V>> {
+        // Never up from zero: an abandoned batch stays abandoned.
+        this.parts.fetch_update(AcqRel, Acquire, |n| (n > 0).then_some(n + 1)).ok()?;
+        let place = this.slots.with(|s| {
+            s.results.push(None);
+            s.wakers.push(None);
+            s.left.push(false);
+            s.left.len() - 1
+        });
+        Some(Part { batch: this.clone(), place })
+    }
+
+    /// Which of the first `n` parts are still there (not dropped).
+    pub(crate) fn present(&self, n: usize) -> Vec<bool> {
+        self.slots.with(|s| s.left.iter().take(n).map(|left| !left).collect())
     }
 
     /// Polls part `place`: its result if the batch is done, else the fetch once if it wants
@@ -304,8 +354,7 @@ impl<V: Send + Sync + 'static> Batch<V> {
                 Poll::Pending
             }
             Ok(Poll::Ready(values)) => {
-                debug_assert_eq!(values.len(), this.slots.with(|s| s.results.len()));
-                let (own, dropped) = this.end(place, values.into_iter().map(Ok));
+                let (own, dropped) = this.end(place, values.into_iter().map(|(i, v)| (i, Ok(v))));
                 if let Some(payload) = dropped {
                     // The fetch's `Drop` panicked: the other keys have their values; this key's
                     // flight ends with the panic, resumed in the caller that drove it.
@@ -317,7 +366,7 @@ impl<V: Send + Sync + 'static> Batch<V> {
                 let aborted = Aborted::panic(&*payload);
                 let n = this.slots.with(|s| s.results.len());
                 // A second panic, of the fetch's `Drop`, is dropped: the first one is resumed.
-                drop(this.end(place, (0..n).map(|_| Err(aborted.clone()))));
+                drop(this.end(place, (0..n).map(|i| (i, Err(aborted.clone())))));
                 crate::sync::resume(payload)
             }
         }
@@ -330,21 +379,21 @@ impl<V: Send + Sync + 'static> Batch<V> {
     fn end(
         &self,
         place: usize,
-        results: impl Iterator<Item = Result<V, Aborted>>,
+        results: impl Iterator<Item = (usize, Result<V, Aborted>)>,
     ) -> (Result<V, Aborted>, Option<crate::sync::Caught>) {
         // SAFETY: the caller holds `POLLING`.
         let fetch = self.fetch.with_mut(|fetch| unsafe { (*fetch).take() });
         let dropped = crate::sync::catch(|| drop(fetch)).err();
         let mut own = None;
         let wakers = self.slots.with(|s| {
-            for (i, result) in results.enumerate() {
+            for (i, result) in results {
                 if i == place {
                     own = Some(result);
                 } else {
                     s.results[i] = Some(result);
                 }
             }
-            core::mem::take(&mut s.wakers)
+            s.wakers.iter_mut().map(Option::take).collect::<Vec<_>>()
         });
         self.state.store(DONE, crate::sync::Ordering::Release);
         for (i, waker) in wakers.into_iter().enumerate() {
@@ -352,12 +401,13 @@ impl<V: Send + Sync + 'static> Batch<V> {
                 waker.wake();
             }
         }
-        (own.expect("one result per part"), dropped)
+        (own.expect("a part that polls was present when its batch's fetch was made"), dropped)
     }
 
-    /// The fetch's waker fired: wake every part, unless someone polls the fetch now (it will,
-    /// when its poll returns) or a wake is already on its way.
-    fn wake_fetch(&self) {
+    /// The fetch's waker fired (or a batcher closed the window early): wake every part, unless
+    /// someone polls the fetch now (it will, when its poll returns) or a wake is already on its
+    /// way.
+    pub(crate) fn wake_fetch(&self) {
         let prev = self.state.fetch_or(NOTIFIED, AcqRel);
         if prev & (POLLING | NOTIFIED | DONE) == 0 {
             self.wake_parts();
@@ -411,8 +461,10 @@ impl<V> Drop for Part<V> {
     fn drop(&mut self) {
         let batch = &*self.batch;
         let place = self.place;
-        let left =
-            batch.slots.with(|s| (s.wakers.get_mut(place).and_then(Option::take), s.results[place].take()));
+        let left = batch.slots.with(|s| {
+            s.left[place] = true;
+            (s.wakers[place].take(), s.results[place].take())
+        });
         drop(left); // a result's `Drop` is user code: outside the lock
         if batch.parts.fetch_sub(1, AcqRel) == 1 {
             // SAFETY: this was the last part: nobody polls the fetch (polls happen inside
@@ -430,12 +482,12 @@ impl<V> fmt::Debug for Part<V> {
 }
 
 /// The mode of a batch's flights: shared work, driven by any waiter.
-fn shared_mode<V: Send + Sync + 'static>() -> Mode<V> {
+pub(crate) fn shared_mode<V: Send + Sync + 'static>() -> Mode<V> {
     Mode::Shared(Flight::poll_work)
 }
 
 /// A key of a batch call.
-enum Call<'a, K: Hash + Eq, V, S: BuildHasher> {
+pub(crate) enum Call<'a, K: Hash + Eq, V, S: BuildHasher> {
     /// Not joined yet.
     Start(K),
     /// Its flight is closing: wait until it is gone, then join again.
@@ -462,7 +514,7 @@ enum Call<'a, K: Hash + Eq, V, S: BuildHasher> {
 }
 
 /// What one step of a key did.
-enum Step {
+pub(crate) enum Step {
     Ready,
     Pending,
     Yielded,
@@ -504,7 +556,7 @@ where
     S: BuildHasher,
     M: FetchMany<K, V>,
 {
-    fn new(group: &'a Group<K, V, S>, keys: impl IntoIterator<Item = K>, fetch: M) -> Self {
+    pub(crate) fn new(group: &'a Group<K, V, S>, keys: impl IntoIterator<Item = K>, fetch: M) -> Self {
         Self { group, fetch, calls: keys.into_iter().map(Call::Start).collect(), done: false }
     }
 
@@ -539,7 +591,7 @@ where
         let (places, keys): (Vec<usize>, Vec<K>) = led.into_iter().unzip();
         let n = keys.len();
         let made = match joined {
-            Ok(()) => crate::sync::catch(|| make_fetch(&self.fetch, keys)),
+            Ok(()) => crate::sync::catch(|| make_fetch(&self.fetch, keys, (0..n).collect())),
             Err(payload) => Err(payload),
         };
         let (parts, panicked) = match made {
@@ -608,7 +660,7 @@ where
 }
 
 /// Advances one key of a batch call as far as it goes without waiting.
-fn step<K, V, S, M>(call: &mut Call<'_, K, V, S>, fetch: &M, cx: &mut Context<'_>) -> Step
+pub(crate) fn step<K, V, S, M>(call: &mut Call<'_, K, V, S>, fetch: &M, cx: &mut Context<'_>) -> Step
 where
     K: Hash + Eq + Clone + Send + 'static,
     V: Clone + Send + Sync + 'static,
@@ -636,7 +688,7 @@ where
                     // A work-mode flight (a single `work` call's) lost its leader: this call runs
                     // its own work, a fetch of this key alone.
                     let key = key.take().expect("only followed work-mode flights are vacated");
-                    let made = crate::sync::catch(|| make_fetch(fetch, alloc::vec![key]));
+                    let made = crate::sync::catch(|| make_fetch(fetch, alloc::vec![key], alloc::vec![0]));
                     let part = match made {
                         Ok(fetch) => Batch::parts(fetch, 1).pop(),
                         Err(payload) => handle.fail(payload),

@@ -26,6 +26,8 @@ mod work;
 #[cfg(feature = "std")]
 mod batch;
 #[cfg(feature = "std")]
+mod batcher;
+#[cfg(feature = "std")]
 mod blocking;
 #[cfg(feature = "std")]
 mod group;
@@ -33,6 +35,8 @@ mod group;
 #[cfg(feature = "cache")]
 pub mod cache;
 
+#[cfg(feature = "std")]
+pub use batcher::{Batcher, DEFAULT_MAX_BATCH, DEFAULT_YIELDS, Timed, Window, Yields};
 #[cfg(feature = "std")]
 pub use group::{DEFAULT_CAPACITY, DefaultHashBuilder, Group, TryGroup};
 #[cfg(feature = "std")]
@@ -51,4 +55,6 @@ pub mod futures {
     // Batches (issue 14).
     #[cfg(feature = "std")]
     pub use crate::batch::{FetchMany, KeyIndex, Many, TryMany, TryWorkBatch, WorkBatch};
+    #[cfg(feature = "std")]
+    pub use crate::batcher::{Load, TryLoad, YieldTimes};
 }

@@ -486,3 +486,313 @@ fn many_concurrent_overlapping_batches_fetch_each_key_once_at_a_time() {
         assert!(fetched.iter().all(|n| n.load(SeqCst) <= 32));
     });
 }
+
+// ---- Batcher ----------------------------------------------------------------------------------
+
+use coalescer::{Batcher, Sleep, Window};
+
+/// A window that closes when the test opens its gate (the test decides when, without timing).
+#[derive(Clone, Debug)]
+struct GateWindow(Gate);
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gate")
+    }
+}
+
+impl Window for GateWindow {
+    type Timer = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+    fn start(&self) -> Self::Timer {
+        Box::pin(self.0.wait())
+    }
+}
+
+/// A `Sleep` whose timers are a gate, counting the windows it was asked for.
+#[derive(Clone)]
+struct GateSleep(Gate, Arc<Mutex<Vec<std::time::Duration>>>);
+
+impl Sleep for GateSleep {
+    type Timer = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+    fn sleep(&self, duration: std::time::Duration) -> Self::Timer {
+        self.1.lock().unwrap().push(duration);
+        Box::pin(self.0.wait())
+    }
+}
+
+type Loader = Batcher<
+    u32,
+    Option<String>,
+    coalescer::futures::Many<Box<dyn Fn(Vec<u32>) -> Rows + Send + Sync>>,
+    GateWindow,
+>;
+
+fn loader(db: &Arc<Db>, window: &Gate, fetch_gate: Option<&Gate>, missing: &'static [u32]) -> Arc<Loader> {
+    let fetch: Box<dyn Fn(Vec<u32>) -> Rows + Send + Sync> = Box::new(db.fetch(fetch_gate, missing));
+    Arc::new(Batcher::new(fetch).with_window(GateWindow(window.clone())))
+}
+
+fn spawn_load(
+    loader: &Arc<Loader>,
+    key: u32,
+) -> tokio::task::JoinHandle<Result<Outcome<Option<String>>, Aborted>> {
+    let loader = loader.clone();
+    tokio::spawn(async move { loader.load(key).await })
+}
+
+fn sorted(mut calls: Vec<Vec<u32>>) -> Vec<Vec<u32>> {
+    calls.iter_mut().for_each(|c| c.sort_unstable());
+    calls.sort();
+    calls
+}
+
+#[test]
+fn batcher_collects_concurrent_loads_in_its_window_into_one_fetch() {
+    run(async {
+        let (db, window) = (Arc::new(Db::default()), Gate::new());
+        let loader = loader(&db, &window, None, &[3]);
+        let loads: Vec<_> = (1..=5).map(|k| spawn_load(&loader, k)).collect();
+        until(|| loader.in_window() == 5).await;
+        assert!(db.calls().is_empty(), "the window is still open");
+        window.open();
+        for (load, key) in loads.into_iter().zip(1..) {
+            let expected = if key == 3 { None } else { row(key) };
+            assert_eq!(*load.await.unwrap().unwrap().value(), expected);
+        }
+        assert_eq!(sorted(db.calls()), [vec![1, 2, 3, 4, 5]]);
+        assert!(loader.group().is_idle());
+    });
+}
+
+#[test]
+fn batcher_closes_a_full_batch_at_once_without_waiting_for_the_window() {
+    run(async {
+        let (db, window) = (Arc::new(Db::default()), Gate::new());
+        let fetch: Box<dyn Fn(Vec<u32>) -> Rows + Send + Sync> = Box::new(db.fetch(None, &[]));
+        let loader: Arc<Loader> =
+            Arc::new(Batcher::new(fetch).with_window(GateWindow(window.clone())).max_batch(3));
+        let loads: Vec<_> = (1..=7).map(|k| spawn_load(&loader, k)).collect();
+        // Two full batches fetched at once, the window still closed; the seventh key waits in it.
+        until(|| db.calls().len() == 2 && loader.in_window() == 1).await;
+        assert_eq!(db.calls().iter().map(Vec::len).collect::<Vec<_>>(), [3, 3]);
+        window.open(); // the third batch (one key) waited for its window
+        for (load, key) in loads.into_iter().zip(1..) {
+            assert_eq!(*load.await.unwrap().unwrap().value(), row(key));
+        }
+        let calls = db.calls();
+        assert_eq!(calls.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 1]);
+        assert_eq!(sorted(calls).concat().len(), 7, "each key fetched once");
+        assert!(loader.group().is_idle());
+    });
+}
+
+#[test]
+fn batcher_default_window_of_yields_collects_ready_tasks_without_a_timer() {
+    // A current-thread runtime: the tasks run in turn, so the window's yields are the only way
+    // the other loads can add their keys before the fetch (no timer, no runtime feature used).
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap(); // time: the watchdog only
+    rt.block_on(async {
+        tokio::time::timeout(common::WATCHDOG, async {
+            let db = Arc::new(Db::default());
+            let loader = Arc::new(Batcher::new(db.fetch(None, &[])));
+            let loads: Vec<_> = (1..=5)
+                .map(|k| {
+                    let loader = loader.clone();
+                    tokio::spawn(async move { loader.load(k).await })
+                })
+                .collect();
+            for (load, key) in loads.into_iter().zip(1..) {
+                assert_eq!(*load.await.unwrap().unwrap().value(), row(key));
+            }
+            assert_eq!(sorted(db.calls()), [vec![1, 2, 3, 4, 5]]);
+        })
+        .await
+        .expect("watchdog: the test hung");
+    });
+}
+
+#[test]
+fn batcher_loads_dropped_in_the_window_are_left_out_and_fail_nobody() {
+    run(async {
+        let (db, window) = (Arc::new(Db::default()), Gate::new());
+        let loader = loader(&db, &window, None, &[]);
+        let opener = spawn_load(&loader, 1);
+        until(|| loader.in_window() == 1).await;
+        let (two, three) = (spawn_load(&loader, 2), spawn_load(&loader, 3));
+        until(|| loader.in_window() == 3).await;
+        // The load that opened the batch (and drove its window) and another are dropped.
+        opener.abort();
+        two.abort();
+        assert!(opener.await.unwrap_err().is_cancelled() && two.await.unwrap_err().is_cancelled());
+        until(|| loader.group().in_flight() == 1).await;
+        window.open();
+        assert_eq!(*three.await.unwrap().unwrap().value(), row(3));
+        assert_eq!(db.calls(), [vec![3]], "the keys nobody waits for are left out of the fetch");
+        assert!(loader.group().is_idle());
+    });
+}
+
+#[test]
+fn batcher_every_load_dropped_in_the_window_drops_the_batch_and_the_next_load_opens_a_new_one() {
+    run(async {
+        let (db, window) = (Arc::new(Db::default()), Gate::new());
+        let loader = loader(&db, &window, None, &[]);
+        let loads: Vec<_> = (1..=2).map(|k| spawn_load(&loader, k)).collect();
+        until(|| loader.in_window() == 2).await;
+        for load in loads {
+            load.abort();
+            assert!(load.await.unwrap_err().is_cancelled());
+        }
+        until(|| loader.group().is_idle()).await;
+        window.open();
+        assert_eq!(*loader.load(9).await.unwrap().value(), row(9));
+        assert_eq!(db.calls(), [vec![9]], "the abandoned batch never fetched");
+    });
+}
+
+#[test]
+fn batcher_load_that_opened_the_batch_dropped_mid_fetch_fails_nobody() {
+    run(async {
+        let (db, window, fetch_gate) = (Arc::new(Db::default()), Gate::new(), Gate::new());
+        let loader = loader(&db, &window, Some(&fetch_gate), &[]);
+        let opener = spawn_load(&loader, 1);
+        until(|| loader.in_window() == 1).await;
+        let other = spawn_load(&loader, 2);
+        until(|| loader.in_window() == 2).await;
+        window.open();
+        until(|| db.probe.running() == 1).await; // the fetch of {1, 2} runs
+        opener.abort();
+        assert!(opener.await.unwrap_err().is_cancelled());
+        fetch_gate.open();
+        assert_eq!(*other.await.unwrap().unwrap().value(), row(2));
+        assert_eq!((db.probe.runs(), db.calls().len()), (1, 1));
+        assert!(loader.group().is_idle());
+    });
+}
+
+#[test]
+fn batcher_loads_of_a_key_in_flight_join_it_and_so_do_single_calls() {
+    run(async {
+        let (db, window) = (Arc::new(Db::default()), Gate::new());
+        let loader = loader(&db, &window, None, &[]);
+        let first = spawn_load(&loader, 4);
+        until(|| loader.in_window() == 1).await;
+        let again = spawn_load(&loader, 4);
+        let single = {
+            let loader = loader.clone();
+            tokio::spawn(async move { loader.group().work(4, || async { unreachable!("joins") }).await })
+        };
+        until(|| loader.group().counters().followers == 2).await;
+        window.open();
+        for outcome in [first.await.unwrap(), again.await.unwrap(), single.await.unwrap()] {
+            assert_eq!(*outcome.unwrap().value(), row(4));
+        }
+        assert_eq!(db.calls(), [vec![4]]);
+        assert!(loader.group().is_idle());
+    });
+}
+
+#[test]
+fn batcher_fallible_fetch_shares_its_error_with_every_load_of_the_batch() {
+    run(async {
+        let window = Gate::new();
+        let loader = Arc::new(
+            Batcher::fallible(|_: Vec<u32>| async { Err::<Vec<(u32, u32)>, _>("down".to_string()) })
+                .with_window(GateWindow(window.clone())),
+        );
+        let loads: Vec<_> = (1..=3)
+            .map(|k| {
+                let loader = loader.clone();
+                tokio::spawn(async move { loader.try_load(k).await })
+            })
+            .collect();
+        until(|| loader.in_window() == 3).await;
+        window.open();
+        let mut errors = Vec::new();
+        for load in loads {
+            match load.await.unwrap().unwrap_err() {
+                coalescer::Error::Failed(e) => errors.push(e),
+                other => panic!("expected the fetch's error, got {other:?}"),
+            }
+        }
+        assert!(errors.iter().all(|e| Arc::ptr_eq(e, &errors[0]) && e.as_str() == "down"));
+        assert!(loader.group().is_idle());
+    });
+}
+
+#[test]
+fn batcher_panicking_fetch_releases_every_load_and_frees_the_keys() {
+    run(async {
+        let window = Gate::new();
+        let loader = Arc::new(
+            Batcher::new(|_: Vec<u32>| async {
+                panic!("batch on fire");
+                #[allow(unreachable_code)]
+                Vec::<(u32, u32)>::new()
+            })
+            .with_window(GateWindow(window.clone())),
+        );
+        let loads: Vec<_> = (1..=3)
+            .map(|k| {
+                let loader = loader.clone();
+                tokio::spawn(async move { loader.load(k).await })
+            })
+            .collect();
+        until(|| loader.in_window() == 3).await;
+        window.open();
+        let mut panicked = 0;
+        for load in loads {
+            match load.await {
+                Ok(result) => assert_eq!(result.unwrap_err().message(), Some("batch on fire")),
+                Err(join) => panicked += usize::from(join.is_panic()),
+            }
+        }
+        assert_eq!(panicked, 1, "resumed in the one load that drove the fetch");
+        assert!(loader.group().is_idle());
+    });
+}
+
+#[test]
+fn batcher_timed_window_asks_the_sleep_for_one_timer_per_batch() {
+    run(async {
+        let db = Arc::new(Db::default());
+        let (gate, asked) = (Gate::new(), Arc::new(Mutex::new(Vec::new())));
+        let window = std::time::Duration::from_millis(5);
+        let loader = Arc::new(
+            Batcher::new(db.fetch(None, &[])).window(GateSleep(gate.clone(), asked.clone()), window),
+        );
+        let loads: Vec<_> = (1..=3)
+            .map(|k| {
+                let loader = loader.clone();
+                tokio::spawn(async move { loader.load(k).await })
+            })
+            .collect();
+        until(|| loader.in_window() == 3).await;
+        gate.open();
+        for (load, key) in loads.into_iter().zip(1..) {
+            assert_eq!(*load.await.unwrap().unwrap().value(), row(key));
+        }
+        assert_eq!(sorted(db.calls()), [vec![1, 2, 3]]);
+        assert_eq!(*asked.lock().unwrap(), [window]);
+    });
+}
+
+#[test]
+fn batcher_load_many_is_a_batch_of_its_own_on_the_same_flights() {
+    run(async {
+        let (db, window) = (Arc::new(Db::default()), Gate::new());
+        let loader = loader(&db, &window, None, &[]);
+        let waiting = spawn_load(&loader, 2); // in the window
+        until(|| loader.in_window() == 1).await;
+        let many = {
+            let loader = loader.clone();
+            tokio::spawn(async move { values(&loader.load_many([1, 2, 3]).await) })
+        };
+        until(|| db.calls().len() == 1 && loader.group().counters().followers == 1).await;
+        assert_eq!(db.calls(), [vec![1, 3]], "key 2 waits in the window: joined, not fetched");
+        window.open();
+        assert_eq!(many.await.unwrap(), [row(1), row(2), row(3)]);
+        assert_eq!(*waiting.await.unwrap().unwrap().value(), row(2));
+        assert!(loader.group().is_idle());
+    });
+}
