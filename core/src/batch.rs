@@ -818,7 +818,10 @@ where
     /// single call that joined one of its keys, another batch). Dropping this call, before or
     /// during the fetch, fails nobody: the callers left keep driving the same fetch; it is
     /// dropped (cancelled) only when every waiter of every key of it has left, and each key is
-    /// freed as its last waiter leaves. A key whose flight was started by
+    /// freed as its last waiter leaves: a key whose callers have all gone is freed at once,
+    /// even though the fetch goes on for the batch's other keys, so that a later call for it
+    /// starts a new flight of its own (the old fetch's value for it is then dropped, never
+    /// handed out). A key whose flight was started by
     /// [`work`](Self::work) (work mode) is joined under that flight's rules: if its leader is
     /// dropped, this call may be promoted and then fetches that key alone, inside its own
     /// future.
