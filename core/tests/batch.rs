@@ -796,3 +796,141 @@ fn batcher_load_many_is_a_batch_of_its_own_on_the_same_flights() {
         assert!(loader.group().is_idle());
     });
 }
+
+// ---- User code that panics ---------------------------------------------------------------------
+
+/// A key whose `Hash` panics for the value 13.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Touchy(u32);
+
+impl std::hash::Hash for Touchy {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        assert_ne!(self.0, 13, "unlucky key");
+        self.0.hash(state);
+    }
+}
+
+#[test]
+fn a_key_whose_hash_panics_ends_the_flights_the_batch_led_and_frees_them() {
+    run(async {
+        let group = Arc::new(Group::<Touchy, Option<u32>>::new());
+        let db = Arc::new(Db::default());
+        let call = {
+            let (group, db) = (group.clone(), db.clone());
+            tokio::spawn(async move {
+                let keys = [Touchy(1), Touchy(13), Touchy(2)];
+                group
+                    .work_batch(keys, move |ids: Vec<Touchy>| {
+                        db.calls.lock().unwrap().push(ids.iter().map(|k| k.0).collect());
+                        async move { ids.into_iter().map(|k| (k.clone(), k.0)).collect::<Vec<_>>() }
+                    })
+                    .await
+            })
+        };
+        let join = call.await.unwrap_err();
+        assert!(join.is_panic(), "the panic reaches the caller whose key panicked");
+        assert!(db.calls().is_empty(), "nothing was fetched");
+        assert!(group.is_idle(), "key 1, led before the panic, is free again");
+        let again =
+            group.work_batch([Touchy(1)], |ids| async move { ids.into_iter().map(|k| (k.clone(), k.0)) });
+        assert_eq!(*again.await[0].as_ref().unwrap().value(), Some(1));
+    });
+}
+
+#[test]
+fn a_fetch_closure_that_panics_releases_the_keys_it_led() {
+    run(async {
+        let group = G::default();
+        let call = {
+            let group = group.clone();
+            tokio::spawn(async move {
+                group
+                    .work_batch([1, 2], |_: Vec<u32>| -> std::future::Ready<Vec<(u32, String)>> {
+                        panic!("closure on fire")
+                    })
+                    .await
+            })
+        };
+        assert!(call.await.unwrap_err().is_panic());
+        assert!(group.is_idle());
+        let db = Arc::new(Db::default());
+        assert_eq!(values(&group.work_batch([1, 2], db.fetch(None, &[])).await), [row(1), row(2)]);
+    });
+}
+
+/// A fetch whose `Drop` panics once it has returned its rows (after its gate opened).
+struct DropBomb(Vec<u32>, std::pin::Pin<Box<dyn Future<Output = ()> + Send>>);
+
+impl Future for DropBomb {
+    type Output = Vec<(u32, String)>;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::task::ready!(self.1.as_mut().poll(cx));
+        std::task::Poll::Ready(
+            std::mem::take(&mut self.0).into_iter().map(|id| (id, format!("row {id}"))).collect(),
+        )
+    }
+}
+
+impl Drop for DropBomb {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("fetch drop on fire");
+        }
+    }
+}
+
+#[test]
+fn a_fetch_whose_drop_panics_still_hands_the_other_keys_their_values() {
+    run(async {
+        let group = G::default();
+        let gate = Gate::new();
+        let call = {
+            let (group, gate) = (group.clone(), gate.clone());
+            tokio::spawn(async move {
+                group.work_batch([1, 2, 3], move |ids| DropBomb(ids, Box::pin(gate.wait()))).await
+            })
+        };
+        until(|| group.counters().leaders == 3).await;
+        let singles: Vec<_> = [1, 2, 3].into_iter().map(|k| spawn_single(&group, k)).collect();
+        until(|| group.counters().followers == 3).await;
+        gate.open();
+        // The caller that drove the fetch to its end sees the panic of its `Drop` (its key ends
+        // with the panic); every other key's callers get the value.
+        let mut aborted_keys = Vec::new();
+        let mut panicked = usize::from(matches!(&call.await, Err(join) if join.is_panic()));
+        for (single, key) in singles.into_iter().zip(1..) {
+            match single.await {
+                Ok(Ok(outcome)) => assert_eq!(*outcome.value(), row(key)),
+                Ok(Err(aborted)) => {
+                    assert_eq!(aborted.message(), Some("fetch drop on fire"));
+                    aborted_keys.push(key);
+                }
+                Err(join) => panicked += usize::from(join.is_panic()),
+            }
+        }
+        assert_eq!(panicked, 1, "resumed in the one caller that dropped the fetch");
+        assert!(aborted_keys.len() <= 1, "only the driver's key ends with the panic: {aborted_keys:?}");
+        assert!(group.is_idle());
+    });
+}
+
+#[test]
+fn batch_futures_are_send_and_unpin() {
+    fn send_unpin<T: Send + Unpin>(_: &T) {}
+    let group = Group::<u32, Option<u32>>::new();
+    send_unpin(&group.work_batch([1], |ids| async move { ids.into_iter().map(|i| (i, i)) }));
+    let try_group = TryGroup::<u32, Option<u32>, String>::new();
+    send_unpin(
+        &try_group.try_work_batch([1], |ids| async move { Ok::<_, String>(ids.into_iter().map(|i| (i, i))) }),
+    );
+    let loader = Batcher::new(|ids: Vec<u32>| async move { ids.into_iter().map(|i| (i, i)) });
+    send_unpin(&loader.load(1));
+    let fallible =
+        Batcher::fallible(|ids: Vec<u32>| async move { Ok::<_, String>(ids.into_iter().map(|i| (i, i))) });
+    send_unpin(&fallible.try_load(1));
+    fn sync<T: Sync + Send>(_: &T) {}
+    sync(&loader);
+}
