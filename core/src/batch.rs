@@ -302,15 +302,17 @@ impl<V: Send + Sync + 'static> Batch<V> {
     /// Polls part `place`: its result if the batch is done, else the fetch once if it wants
     /// polling and nobody else polls it.
     fn poll_part(this: &Arc<Self>, place: usize, cx: &mut Context<'_>) -> Poll<Result<V, Aborted>> {
-        // Register first, then check the state (never check-then-register).
-        let (ready, replaced) = this.slots.with(|s| match s.results[place].take() {
-            Some(result) => (Some(result), None),
+        // Register first, then check the state (never check-then-register). The waker is
+        // cloned, and the one it replaces dropped, outside the lock (an executor's code).
+        let waker = cx.waker().clone();
+        let (ready, unused) = this.slots.with(|s| match s.results[place].take() {
+            Some(result) => (Some(result), Some(waker)),
             None => match &s.wakers[place] {
-                Some(w) if w.will_wake(cx.waker()) => (None, None),
-                _ => (None, s.wakers[place].replace(cx.waker().clone())),
+                Some(w) if w.will_wake(&waker) => (None, Some(waker)),
+                _ => (None, s.wakers[place].replace(waker)),
             },
         });
-        drop(replaced); // outside the lock
+        drop(unused);
         if let Some(result) = ready {
             return Poll::Ready(result);
         }
