@@ -2,7 +2,9 @@
 # Model-checks the flight protocol with loom: core/tests/loom.rs, one test per race (a leader
 # completing, dropped or panicking while a follower joins or leaves, followers racing to be
 # promoted, forget racing completion, the last waiter leaving, shared-work driver handover and
-# cancellation, blocking callers, detached work).
+# cancellation, blocking callers, detached work); and core/tests/loom_batch.rs, the batches' models
+# (a single call joining a key as a batch claims it, the last waiter of a key leaving while another
+# key's waiter drives the batch, every waiter leaving at once, a batcher's window losing its opener).
 #
 # Issue 11's models, promotion_survives_concurrent_join_and_leave (defect 3: a lost wake-up at
 # promotion; on Single, three threads) and detached_two_would_be_finishers_publish_once (defect
@@ -38,10 +40,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 target_dir="${CARGO_TARGET_DIR:-target}/loom"
 bound="${LOOM_MAX_PREEMPTIONS:-3 (2 for the heavy models)}"
 
-echo "==> loom: cargo test -p coalescer --release --test loom (RUSTFLAGS=--cfg loom, target dir $target_dir)"
+echo "==> loom: cargo test -p coalescer --release --test loom --test loom_batch (RUSTFLAGS=--cfg loom, target dir $target_dir)"
 echo "==> loom: preemption bound $bound"
 started=$SECONDS
 RUSTFLAGS="${RUSTFLAGS:-} --cfg loom" \
-    cargo test -p coalescer --release --test loom --target-dir "$target_dir" \
+    cargo test -p coalescer --release --test loom --test loom_batch --target-dir "$target_dir" \
     -- --test-threads=1 --nocapture "$@"
 echo "==> loom: every model passed ($((SECONDS - started)) s with the build)"

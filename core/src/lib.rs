@@ -25,6 +25,10 @@ mod timeout;
 mod work;
 
 #[cfg(feature = "std")]
+mod batch;
+#[cfg(feature = "std")]
+mod batcher;
+#[cfg(feature = "std")]
 mod blocking;
 #[cfg(feature = "std")]
 mod group;
@@ -32,6 +36,8 @@ mod group;
 #[cfg(feature = "cache")]
 pub mod cache;
 
+#[cfg(feature = "std")]
+pub use batcher::{Batcher, DEFAULT_MAX_BATCH, DEFAULT_YIELDS, Timed, Window, Yields};
 #[cfg(feature = "std")]
 pub use group::{DEFAULT_CAPACITY, DefaultHashBuilder, DetachedGroup, Group, SharedGroup, TryGroup};
 #[cfg(feature = "std")]
@@ -47,4 +53,9 @@ pub mod futures {
     pub use crate::start::{Start, TryStart};
     pub use crate::timeout::{TimedOut, Timeout};
     pub use crate::work::{TryWork, Work};
+    // Batches (issue 14).
+    #[cfg(feature = "std")]
+    pub use crate::batch::{FetchMany, KeyIndex, Many, TryMany, TryWorkBatch, WorkBatch};
+    #[cfg(feature = "std")]
+    pub use crate::batcher::{Load, TryLoad, YieldTimes};
 }

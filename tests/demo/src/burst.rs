@@ -480,7 +480,7 @@ impl Row {
 }
 
 /// The nearest-rank percentile of sorted samples.
-fn percentile<T: Copy>(sorted: &[T], pct: usize) -> Option<T> {
+pub(crate) fn percentile<T: Copy>(sorted: &[T], pct: usize) -> Option<T> {
     let rank = (sorted.len() * pct).div_ceil(100).max(1);
     sorted.get(rank - 1).copied()
 }

@@ -31,6 +31,24 @@ pub const REPORT_SQL: &str = "/* stampede:report */ \
     WHERE p.category = ?1 \
     GROUP BY p.id ORDER BY revenue DESC, p.id LIMIT 10";
 
+/// The sales of a set of products: one row per product that has orders. The products' ids are
+/// bound as `?1, ?2, ...` into the `IN (...)` list (at most 999, SQLite's default limit); like
+/// the report, it scans `orders`, so one query costs about the same for 1 id or 50.
+pub const PRODUCTS_SQL_PREFIX: &str = "/* stampede:products */ \
+    SELECT product_id, COUNT(*), SUM(quantity), SUM(quantity * unit_price) \
+    FROM orders WHERE product_id IN (";
+
+/// One product's sales, from a products query.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProductTotal {
+    /// Orders of the product.
+    pub orders: i64,
+    /// Units sold.
+    pub units: i64,
+    /// Units times their price, summed.
+    pub revenue: f64,
+}
+
 /// How a database is generated: the same shape is reused from disk, another one is re-seeded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Shape {
@@ -114,6 +132,9 @@ impl From<rusqlite::Error> for QueryError {
 #[derive(Debug, Default)]
 pub struct QueryLog {
     total: AtomicU64,
+    /// Products queries (`IN (...)` over a set of product ids) started, and the ids they asked.
+    products: AtomicU64,
+    product_ids: AtomicU64,
     per_key: Mutex<BTreeMap<i64, u64>>,
     /// Notified after each count.
     counted: Notify,
@@ -123,6 +144,12 @@ impl QueryLog {
     /// Report statements started since the database was opened.
     pub fn total(&self) -> u64 {
         self.total.load(SeqCst)
+    }
+
+    /// Products queries started since the database was opened, and the product ids they asked
+    /// for in all.
+    pub fn products(&self) -> (u64, u64) {
+        (self.products.load(SeqCst), self.product_ids.load(SeqCst))
     }
 
     /// Report statements started per category since the database was opened.
@@ -145,6 +172,12 @@ impl QueryLog {
         let TraceEvent::Stmt(stmt, sql) = event else {
             return;
         };
+        if sql.starts_with(PRODUCTS_SQL_PREFIX) {
+            // One bound parameter (`?N`) per product id.
+            self.product_ids.fetch_add(sql.matches('?').count() as u64, SeqCst);
+            self.products.fetch_add(1, SeqCst);
+            return;
+        }
         if sql != REPORT_SQL {
             return;
         }
@@ -292,6 +325,17 @@ impl Db {
         result
     }
 
+    /// The sales of the products `ids` (those that have orders), blocking the thread: one
+    /// `IN (...)` query on a pooled connection.
+    pub fn product_totals(&self, ids: &[i64]) -> Result<Vec<(i64, ProductTotal)>, QueryError> {
+        self.running.fetch_add(1, SeqCst);
+        let _running = Running(self);
+        let conn = self.checkout()?;
+        let result = run_products(&conn, ids);
+        self.checkin(conn);
+        Ok(result?)
+    }
+
     /// How many report calls are on a thread right now.
     pub fn running(&self) -> usize {
         self.running.load(SeqCst)
@@ -356,6 +400,16 @@ fn run_report(conn: &Connection, category: i64) -> rusqlite::Result<Report> {
             revenue: row.get(4)?,
             avg_price: row.get(5)?,
         })
+    })?;
+    rows.collect()
+}
+
+fn run_products(conn: &Connection, ids: &[i64]) -> rusqlite::Result<Vec<(i64, ProductTotal)>> {
+    let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("?{i}")).collect();
+    let sql = format!("{PRODUCTS_SQL_PREFIX}{}) GROUP BY product_id", placeholders.join(", "));
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(ids), |row| {
+        Ok((row.get(0)?, ProductTotal { orders: row.get(1)?, units: row.get(2)?, revenue: row.get(3)? }))
     })?;
     rows.collect()
 }

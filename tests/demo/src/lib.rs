@@ -6,7 +6,9 @@
 //! stable loader), and twice more with some requests, every key's leader among them, giving up
 //! at a deadline: once in work mode and once in shared-work mode, to show how the two
 //! cancellation modes differ. It counts the report queries SQLite itself started (through its
-//! trace hook) and prints a table.
+//! trace hook) and prints a table. Then requests for overlapping sets of products, each one SQL
+//! `IN (...)` query, naive against batched ([`batch`]), and the expiry edge of a hot key
+//! ([`edge`]).
 //!
 //! Run it with `cargo run --release -p stampede`; `-- --help` lists the flags.
 //!
@@ -14,6 +16,7 @@
 //! settings.
 
 pub mod args;
+pub mod batch;
 pub mod burst;
 pub mod cache;
 pub mod db;

@@ -22,13 +22,17 @@ fn main() -> ExitCode {
     }
 }
 
-/// The burst scenarios' table, then the expiry edge's, then `--metrics`.
+/// The burst scenarios' table, then the batches', then the expiry edge's, then `--metrics`.
 fn run(settings: &stampede::Settings) -> ExitCode {
     let summary = match stampede::run(settings) {
         Ok(summary) => summary,
         Err(e) => return exit(Err(e)),
     };
     print!("{}", stampede::table::render(&summary));
+    match stampede::batch::run(settings) {
+        Ok(table) => print!("{table}"),
+        Err(e) => return exit(Err(e)),
+    }
     let load = stampede::edge::Load { rate: 1300, duration: std::time::Duration::from_secs(2) };
     match stampede::edge::run(settings, load) {
         Ok(tables) => print!("{tables}"),

@@ -243,7 +243,7 @@ fn queries(n: u64) -> String {
 
 /// Microseconds (with a decimal below ten) below a millisecond, milliseconds below a second,
 /// seconds above.
-fn duration(d: Duration) -> String {
+pub(crate) fn duration(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1000.0;
     if ms < 0.01 {
         format!("{:.1} us", ms * 1000.0)
