@@ -502,6 +502,12 @@ impl<K: Hash + Eq, V: Clone + Send + Sync + 'static, S: BuildHasher> Group<K, V,
     /// does not hold the others up: the work's waker wakes the flight's waiters, and whichever
     /// is polled first drives the work.
     ///
+    /// That guarantee has a price when many callers wait on work that wakes itself often:
+    /// every wake of the work wakes every waiter, since any of them may be the one still being
+    /// polled (10,000 waiters and 100 timer wakes: about 81 polls per caller, against 2 in the
+    /// other modes; `benches/`'s `wake-all`). For work paced by I/O with thousands of waiters,
+    /// a [detached group](crate::DetachedGroup) wakes each caller once.
+    ///
     /// # Panics
     ///
     /// When the work panics, the panic is resumed in the caller that was polling it, and every
