@@ -43,6 +43,7 @@ pub(crate) trait SpawnWork<V, Fut: Future>: Send + Sync {
 /// call), or owned, for a spawner given with the call.
 pub(crate) enum Spawner<'a, V, Fut: Future> {
     Borrowed(&'a dyn SpawnWork<V, Fut>),
+    #[cfg_attr(not(feature = "std"), allow(dead_code))] // only the cache's refreshes (std)
     Owned(Box<dyn SpawnWork<V, Fut> + 'a>),
 }
 
@@ -55,7 +56,8 @@ impl<V, Fut: Future> Spawner<'_, V, Fut> {
     }
 }
 
-/// A table and a spawner given with the call (the cache's refreshes, `Single`).
+/// A table and a spawner given with the call (the cache's refreshes).
+#[cfg_attr(not(feature = "std"), allow(dead_code))]
 pub(crate) struct WithSpawner<G, Sp> {
     pub(crate) table: StdArc<G>,
     pub(crate) spawn: Sp,

@@ -82,6 +82,7 @@ pub struct Flight<V> {
     mode: Mode<V>,
     /// The key's hash, computed once when the flight was created: the table removes the entry by
     /// this and the flight's identity, without running the key's `Hash` or `Eq` again.
+    #[cfg_attr(not(feature = "std"), allow(dead_code))] // only the keyed `Group` (std) uses it
     hash: u64,
     /// Its span and start, for the observability features (empty without them).
     obs: FlightObs,
@@ -130,6 +131,7 @@ impl<V> Flight<V> {
     }
 
     /// The hash of the flight's key (see the field).
+    #[cfg_attr(not(feature = "std"), allow(dead_code))] // only the keyed `Group` (std) uses it
     pub(crate) fn hash(&self) -> u64 {
         self.hash
     }
@@ -197,6 +199,7 @@ impl<V> Flight<V> {
     }
 
     /// Clears `PERMIT`: true for the one caller that gives the flight's permit back.
+    #[cfg_attr(not(feature = "std"), allow(dead_code))] // only the keyed `Group` (std) uses it
     pub(crate) fn take_permit(&self) -> bool {
         self.state.fetch_and(!state::PERMIT, AcqRel) & state::PERMIT != 0
     }

@@ -125,6 +125,7 @@ impl Stats {
     }
 
     /// Reports under `name` from now on (registers its metrics handles anew).
+    #[cfg_attr(not(feature = "std"), allow(dead_code))] // only `Group::named` (std) uses it
     pub(crate) fn rename(&mut self, name: alloc::borrow::Cow<'static, str>) {
         self.observer = Observer::named(name);
     }
