@@ -894,12 +894,13 @@ impl<K: Hash + Eq, V, S: BuildHasher, M> Table for Group<K, V, S, M> {
                         // A flight of its own, never in the map: nobody can join it.
                         WhenFull::RunAlone => {
                             drop(owned);
-                            Joined::Lead(Arc::new(Flight::new(mode, hash, false, self.obs(key))))
+                            Joined::Lead(Arc::new(Flight::new(mode, hash, false, FlightObs::default())))
                         }
                     };
                 }
             };
-            let flight = Arc::new(Flight::new(mode, hash, permit, self.obs(key)));
+            // Nobody watches it yet: its leader gives it its span after winning the insert.
+            let flight = Arc::new(Flight::new(mode, hash, permit, FlightObs::default()));
             let id = Arc::as_ptr(&flight) as usize;
             match self.map.insert_sync(Slot { hash, id, key: owned }, flight.clone()) {
                 Ok(()) => return Joined::Lead(flight),
@@ -915,6 +916,14 @@ impl<K: Hash + Eq, V, S: BuildHasher, M> Table for Group<K, V, S, M> {
                 }
             }
         }
+    }
+
+    fn watch<Q>(&self, flight: &Arc<Flight<V>>, key: &Q, _: sealed::Token)
+    where
+        K: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
+    {
+        flight.obs().set(self.obs(key));
     }
 
     fn with_current(&self, flight: &Arc<Flight<V>>, decide: &mut dyn FnMut(bool) -> bool, _: sealed::Token) {

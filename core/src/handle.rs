@@ -65,9 +65,16 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
             Joined::Closing(flight) => return Err(NotJoined::Closing(flight)),
             Joined::Full(limit) => return Err(NotJoined::Full(Aborted::full(limit))),
         };
-        table.counters_of().record(if leader { Event::Leader } else { Event::Follower }, Some(flight.obs()));
         let running = leader && matches!(flight.mode(), Mode::Work);
-        Ok(Self { table, flight, leader, running, task: None, done: false })
+        let handle = Self { table, flight, leader, running, task: None, done: false };
+        if leader {
+            // User code (the key's `Debug`, a subscriber): the handle is there to leave the
+            // flight if it panics.
+            handle.table.watch_flight(&handle.flight, key);
+        }
+        let event = if leader { Event::Leader } else { Event::Follower };
+        handle.table.counters_of().record(event, Some(handle.flight.obs()));
+        Ok(handle)
     }
 
     /// The handle of a detached flight's task (counted when the flight was created).

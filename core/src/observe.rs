@@ -55,9 +55,12 @@ pub(crate) const DEFAULT_NAME: &str = "default";
 ///   dropped.
 ///
 /// Each question (a span? anything?) is then one test of the word.
+///
+/// The word is set once, by the flight's leader right after its join (see [`FlightObs::set`]):
+/// a flight that loses the race to be its key's flight is dropped without ever making a span.
 pub(crate) struct FlightObs {
     #[cfg(any(feature = "tracing", feature = "metrics"))]
-    word: u64,
+    word: core::sync::atomic::AtomicU64,
 }
 
 impl core::fmt::Debug for FlightObs {
@@ -90,7 +93,7 @@ impl Default for FlightObs {
     fn default() -> Self {
         Self {
             #[cfg(any(feature = "tracing", feature = "metrics"))]
-            word: NOBODY,
+            word: core::sync::atomic::AtomicU64::new(NOBODY),
         }
     }
 }
@@ -196,12 +199,12 @@ impl Observer {
                     #[cfg(feature = "metrics")]
                     started,
                 });
-                return FlightObs { word: alloc::boxed::Box::into_raw(watched).expose_provenance() as u64 };
+                return FlightObs::from_word(alloc::boxed::Box::into_raw(watched).expose_provenance() as u64);
             }
         }
         #[cfg(feature = "metrics")]
         if let Some(started) = started {
-            return FlightObs { word: (started << 1) | 1 };
+            return FlightObs::from_word((started << 1) | 1);
         }
         FlightObs::default()
     }
@@ -271,8 +274,9 @@ impl Drop for FlightObs {
     /// Inlined, and the box freed out of line: the drop of a flight with no span is a test.
     #[inline]
     fn drop(&mut self) {
-        if self.word & 1 == 0 {
-            free(self.word);
+        let word = *self.word.get_mut();
+        if word & 1 == 0 {
+            free(word);
         }
     }
 }
@@ -290,11 +294,41 @@ fn free(word: u64) {
 }
 
 impl FlightObs {
+    /// A flight's observer from its word.
+    #[cfg(any(feature = "tracing", feature = "metrics"))]
+    fn from_word(word: u64) -> Self {
+        Self { word: core::sync::atomic::AtomicU64::new(word) }
+    }
+
+    /// The word (see the type's docs).
+    #[cfg(any(feature = "tracing", feature = "metrics"))]
+    #[inline]
+    fn word(&self) -> u64 {
+        self.word.load(core::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Gives a flight that nobody watched yet (its word is [`NOBODY`]) what `obs` carries.
+    /// Called once, by the flight's leader, right after its join: a caller that joins in
+    /// between sees a flight nobody watches (no link from its span), the rare price of never
+    /// making a span for a flight that lost the race to be its key's flight.
+    #[inline]
+    pub(crate) fn set(&self, obs: FlightObs) {
+        #[cfg(any(feature = "tracing", feature = "metrics"))]
+        {
+            let obs = core::mem::ManuallyDrop::new(obs);
+            let word = obs.word.load(core::sync::atomic::Ordering::Relaxed);
+            let before = self.word.swap(word, core::sync::atomic::Ordering::AcqRel);
+            debug_assert_eq!(before, NOBODY, "a flight's observer is set once");
+        }
+        #[cfg(not(any(feature = "tracing", feature = "metrics")))]
+        let _ = obs;
+    }
+
     /// Whether anything watches this flight: it has a span or is timed.
     #[inline]
     fn is_watched(&self) -> bool {
         #[cfg(any(feature = "tracing", feature = "metrics"))]
-        return self.word != NOBODY;
+        return self.word() != NOBODY;
         #[cfg(not(any(feature = "tracing", feature = "metrics")))]
         false
     }
@@ -303,12 +337,14 @@ impl FlightObs {
     #[cfg(feature = "tracing")]
     #[inline]
     fn boxed(&self) -> Option<&Watched> {
-        if self.word & 1 == 1 {
+        let word = self.word();
+        if word & 1 == 1 {
             return None;
         }
-        let watched = core::ptr::with_exposed_provenance::<Watched>(self.word as usize);
+        let watched = core::ptr::with_exposed_provenance::<Watched>(word as usize);
         // SAFETY: an even word is the address of a box made by
-        // `Observer::watched` (provenance exposed there) and freed only by the drop of this
+        // `Observer::watched` (provenance exposed there; stored by `set` with `AcqRel` and read
+        // here with `Acquire`, so the box is seen whole) and freed only by the drop of this
         // `FlightObs`, which cannot run while `self` is borrowed.
         Some(unsafe { &*watched })
     }
@@ -323,8 +359,9 @@ impl FlightObs {
     /// When the flight started (nanoseconds since [`since_epoch`]'s epoch), if it is timed.
     #[cfg(feature = "metrics")]
     fn started(&self) -> Option<u64> {
-        if self.word & 1 == 1 {
-            return (self.word != NOBODY).then_some(self.word >> 1);
+        let word = self.word();
+        if word & 1 == 1 {
+            return (word != NOBODY).then_some(word >> 1);
         }
         #[cfg(feature = "tracing")]
         return self.boxed().and_then(|w| w.started);
@@ -480,7 +517,7 @@ mod tests {
     #[test]
     fn a_flight_only_timed_keeps_its_start_in_the_word() {
         for started in [1, 2, 12_345, u64::MAX >> 1] {
-            let obs = FlightObs { word: (started << 1) | 1 };
+            let obs = FlightObs::from_word((started << 1) | 1);
             assert!(obs.is_watched());
             assert_eq!(obs.started(), Some(started));
             #[cfg(feature = "tracing")]
@@ -496,7 +533,7 @@ mod tests {
             #[cfg(feature = "metrics")]
             started: Some(7),
         });
-        let obs = FlightObs { word: alloc::boxed::Box::into_raw(watched).expose_provenance() as u64 };
+        let obs = FlightObs::from_word(alloc::boxed::Box::into_raw(watched).expose_provenance() as u64);
         assert!(obs.is_watched());
         assert!(obs.span().is_some());
         #[cfg(feature = "metrics")]
@@ -517,7 +554,7 @@ mod tests {
             std::hint::spin_loop();
         }
         let before = since_epoch();
-        observer.ended(&FlightObs { word: ((before - BACK) << 1) | 1 }, 3);
+        observer.ended(&FlightObs::from_word(((before - BACK) << 1) | 1), 3);
         let after = since_epoch();
         let snapshot = snapshotter.snapshot().into_vec();
         let histogram = |name: &str| match snapshot.iter().find(|(k, _, _, _)| k.key().name() == name) {

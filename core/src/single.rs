@@ -333,11 +333,20 @@ impl<V, M> Table for Single<V, M> {
                 Joined::Follow(flight.clone())
             }
             None => {
-                let flight = Arc::new(Flight::new(mode, 0, false, self.stats.observer().flight(None)));
+                // Its leader gives it its span after the join, outside the slot's lock.
+                let flight = Arc::new(Flight::new(mode, 0, false, crate::observe::FlightObs::default()));
                 *slot = Some(flight.clone());
                 Joined::Lead(flight)
             }
         })
+    }
+
+    fn watch<Q>(&self, flight: &Arc<Flight<V>>, _: &Q, _: sealed::Token)
+    where
+        (): core::borrow::Borrow<Q>,
+        Q: ?Sized + core::hash::Hash + Eq + alloc::borrow::ToOwned<Owned = ()>,
+    {
+        flight.obs().set(self.stats.observer().flight(None));
     }
 
     fn with_current(&self, flight: &Arc<Flight<V>>, decide: &mut dyn FnMut(bool) -> bool, _: sealed::Token) {

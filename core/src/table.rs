@@ -37,6 +37,16 @@ pub trait Table: sealed::Sealed {
         Self::Key: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = Self::Key>;
 
+    /// The caller that created `flight` (its leader) gives it what it carries for
+    /// observability (its span, its start), after its join: outside any lock, so that a
+    /// flight that lost the race to be its key's flight never made a span. User code may run
+    /// (the key's `Debug`, a subscriber).
+    #[doc(hidden)]
+    fn watch<Q>(&self, flight: &Arc<Flight<Self::Value>>, key: &Q, _: sealed::Token)
+    where
+        Self::Key: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = Self::Key>;
+
     /// Calls `decide` exactly once, under the lock of the flight's slot when `flight` is still
     /// its key's current flight (argument `true`; the entry is removed when `decide` returns
     /// true), or without the lock when it is not (argument `false`; nothing is removed). The
@@ -94,6 +104,13 @@ pub(crate) trait TableExt: Table {
         Q: ?Sized + Hash + Eq + ToOwned<Owned = Self::Key>,
     {
         self.join(key, mode, sealed::TOKEN)
+    }
+    fn watch_flight<Q>(&self, flight: &Arc<Flight<Self::Value>>, key: &Q)
+    where
+        Self::Key: Borrow<Q>,
+        Q: ?Sized + Hash + Eq + ToOwned<Owned = Self::Key>,
+    {
+        self.watch(flight, key, sealed::TOKEN);
     }
     fn with_current_flight(&self, flight: &Arc<Flight<Self::Value>>, decide: &mut dyn FnMut(bool) -> bool) {
         self.with_current(flight, decide, sealed::TOKEN);
