@@ -56,6 +56,37 @@ impl<V, Fut: Future> Spawner<'_, V, Fut> {
     }
 }
 
+/// A table that carries its own spawner: a detached group or `Single`. Behind its `Arc`, it
+/// is the [`SpawnWork`] of its calls, so that nothing is allocated per call.
+pub(crate) trait OwnSpawner: Table {
+    /// The spawner.
+    type Spawner: Spawn;
+
+    /// The table's spawner.
+    fn own_spawner(&self) -> &Self::Spawner;
+}
+
+impl<G, Fut> SpawnWork<G::Value, Fut> for StdArc<G>
+where
+    G: OwnSpawner + Send + Sync + 'static,
+    G::Value: Clone + Send + Sync + 'static,
+    G::Spawner: Send + Sync,
+    Fut: Future + Send + 'static,
+{
+    fn spawn_work(
+        &self,
+        work: Fut,
+        finish: fn(Fut::Output) -> Result<G::Value, Aborted>,
+        flight: Arc<Flight<G::Value>>,
+    ) -> Owned<G::Value> {
+        spawn_on(self.own_spawner(), self.clone(), work, finish, flight)
+    }
+
+    fn aborts(&self) -> bool {
+        self.own_spawner().aborts_when_abandoned()
+    }
+}
+
 /// A table and a spawner given with the call (the cache's refreshes).
 #[cfg_attr(not(feature = "std"), allow(dead_code))]
 pub(crate) struct WithSpawner<G, Sp> {

@@ -1,7 +1,7 @@
 //! [`Group`]: request coalescing for many keys, on `scc::HashMap`.
 
-use crate::detached::{SpawnWork, Spawner, WithSpawner};
-use crate::flight::{Flight, Mode, Owned};
+use crate::detached::{OwnSpawner, Spawner, WithSpawner};
+use crate::flight::{Flight, Mode};
 use crate::limit::{Limit, WhenFull};
 use crate::mode::{Detached, Inline, Shared};
 use crate::observe::FlightObs;
@@ -628,25 +628,11 @@ where
     }
 }
 
-impl<K, V, S, Sp, Fut> SpawnWork<V, Fut> for StdArc<Group<K, V, S, Detached<Sp>>>
-where
-    K: Hash + Eq + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
-    S: BuildHasher + Send + Sync + 'static,
-    Sp: Spawn + Send + Sync + 'static,
-    Fut: Future + Send + 'static,
-{
-    fn spawn_work(
-        &self,
-        work: Fut,
-        finish: fn(Fut::Output) -> Result<V, Aborted>,
-        flight: Arc<Flight<V>>,
-    ) -> Owned<V> {
-        crate::detached::spawn_on(self.mode.spawner(), self.clone(), work, finish, flight)
-    }
+impl<K: Hash + Eq, V, S: BuildHasher, Sp: Spawn> OwnSpawner for Group<K, V, S, Detached<Sp>> {
+    type Spawner = Sp;
 
-    fn aborts(&self) -> bool {
-        self.mode.spawner().aborts_when_abandoned()
+    fn own_spawner(&self) -> &Sp {
+        self.mode.spawner()
     }
 }
 

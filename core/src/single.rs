@@ -1,11 +1,10 @@
 //! [`Single`]: request coalescing for one implicit key, without a map (and without `std`).
 
-use crate::detached::{SpawnWork, Spawner};
-use crate::flight::{Flight, Mode, Owned};
+use crate::detached::{OwnSpawner, Spawner};
+use crate::flight::{Flight, Mode};
 use crate::mode::{Detached, Inline, Shared};
-use crate::outcome::Aborted;
 #[cfg(feature = "std")]
-use crate::outcome::{Error, Outcome, split_try};
+use crate::outcome::{Aborted, Error, Outcome, split_try};
 use crate::spawn::Spawn;
 use crate::start::TryStart;
 use crate::stats::{Counters, Event, Stats};
@@ -226,23 +225,11 @@ where
     }
 }
 
-impl<V, Sp, Fut> SpawnWork<V, Fut> for StdArc<Single<V, Detached<Sp>>>
-where
-    V: Clone + Send + Sync + 'static,
-    Sp: Spawn + Send + Sync + 'static,
-    Fut: Future + Send + 'static,
-{
-    fn spawn_work(
-        &self,
-        work: Fut,
-        finish: fn(Fut::Output) -> Result<V, Aborted>,
-        flight: Arc<Flight<V>>,
-    ) -> Owned<V> {
-        crate::detached::spawn_on(self.mode.spawner(), self.clone(), work, finish, flight)
-    }
+impl<V, Sp: Spawn> OwnSpawner for Single<V, Detached<Sp>> {
+    type Spawner = Sp;
 
-    fn aborts(&self) -> bool {
-        self.mode.spawner().aborts_when_abandoned()
+    fn own_spawner(&self) -> &Sp {
+        self.mode.spawner()
     }
 }
 

@@ -31,10 +31,13 @@
 //!   them: a model that never reaches the race it is named after proves nothing.
 #![cfg(loom)]
 
+mod loom_support;
+
 use coalescer::{Aborted, Group, Outcome, Single, Spawn, WhenFull};
 use loom::future::block_on;
 use loom::sync::atomic::{AtomicBool, AtomicUsize as LoomUsize};
 use loom::thread;
+use loom_support::Seen;
 use std::collections::hash_map::DefaultHasher;
 use std::future::Future;
 use std::hash::BuildHasherDefault;
@@ -73,39 +76,7 @@ fn check(expected: &[usize], f: impl Fn(&Seen) + Sync + Send + 'static) {
 /// [`check`] with another default preemption bound.
 fn check_bounded(bound: usize, expected: &[usize], f: impl Fn(&Seen) + Sync + Send + 'static) {
     quiet_deliberate_panics();
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = builder.preemption_bound.or(Some(bound));
-    let seen = Arc::new(Seen::default());
-    let started = std::time::Instant::now();
-    builder.check({
-        let seen = seen.clone();
-        move || {
-            seen.executions.fetch_add(1, SeqCst);
-            f(&seen);
-        }
-    });
-    eprintln!(
-        "{} executions in {:.1?} (preemption bound {:?})",
-        seen.executions.load(SeqCst),
-        started.elapsed(),
-        builder.preemption_bound
-    );
-    for &branch in expected {
-        assert!(seen.branches[branch].load(SeqCst), "no execution reached branch {branch} of the model");
-    }
-}
-
-/// Which branches of a model its executions reached.
-#[derive(Default)]
-struct Seen {
-    executions: AtomicUsize,
-    branches: [std::sync::atomic::AtomicBool; 4],
-}
-
-impl Seen {
-    fn hit(&self, branch: usize) {
-        self.branches[branch].store(true, SeqCst);
-    }
+    loom_support::explore(bound, expected, f);
 }
 
 fn quiet_deliberate_panics() {

@@ -13,10 +13,13 @@
 //! another's end), and counts its creations, completions and drops.
 #![cfg(loom)]
 
+mod loom_support;
+
 use coalescer::{Group, Outcome};
 use loom::future::block_on;
 use loom::sync::atomic::{AtomicBool, AtomicUsize as LoomUsize};
 use loom::thread;
+use loom_support::Seen;
 use std::collections::hash_map::DefaultHasher;
 use std::future::Future;
 use std::hash::BuildHasherDefault;
@@ -47,38 +50,7 @@ fn check(expected: &[usize], f: impl Fn(&Seen) + Sync + Send + 'static) {
 
 /// [`check`] with another default preemption bound.
 fn check_bounded(bound: usize, expected: &[usize], f: impl Fn(&Seen) + Sync + Send + 'static) {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = builder.preemption_bound.or(Some(bound));
-    let seen = Arc::new(Seen::default());
-    let started = std::time::Instant::now();
-    builder.check({
-        let seen = seen.clone();
-        move || {
-            seen.executions.fetch_add(1, SeqCst);
-            f(&seen);
-        }
-    });
-    eprintln!(
-        "{} executions in {:.1?} (preemption bound {:?})",
-        seen.executions.load(SeqCst),
-        started.elapsed(),
-        builder.preemption_bound
-    );
-    for &branch in expected {
-        assert!(seen.branches[branch].load(SeqCst), "no execution reached branch {branch} of the model");
-    }
-}
-
-#[derive(Default)]
-struct Seen {
-    executions: AtomicUsize,
-    branches: [std::sync::atomic::AtomicBool; 4],
-}
-
-impl Seen {
-    fn hit(&self, branch: usize) {
-        self.branches[branch].store(true, SeqCst);
-    }
+    loom_support::explore(bound, expected, f);
 }
 
 fn new_group() -> Arc<TestGroup> {
