@@ -119,7 +119,6 @@ pub async fn fail_safe(db: &Arc<Db>, load: Load) -> EdgeRow {
     // The report is in the cache before the outage can begin (on a loaded machine the first
     // query alone may take longer than the quarter of the run before the outage).
     request().await;
-    let started = Instant::now();
     let outage = {
         let down = down.clone();
         tokio::spawn(async move {
@@ -131,8 +130,8 @@ pub async fn fail_safe(db: &Arc<Db>, load: Load) -> EdgeRow {
     };
     let label = "coalescer::cache, max_stale (query down for half the run)";
     let row = steady(db, label, load, request).await;
+    // Over (both of its phases ran) by the time the load's last request was answered.
     outage.await.expect("the outage task does not panic");
-    debug_assert!(started.elapsed() >= load.duration);
     row
 }
 
