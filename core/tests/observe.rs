@@ -370,3 +370,59 @@ fn a_named_cache_counts_hits_misses_and_loads_under_its_name() {
     let flights = snapshot.iter().find(|(k, _, _, _)| k.key().name() == "coalescer.flights").unwrap();
     assert!(flights.0.key().labels().any(|l| l.key() == "group" && l.value() == "reports"));
 }
+
+/// A key whose `Debug` (run by the leader when it gives its flight a span that shows the key)
+/// tells the test it started and then waits to be let go: the leader is held between winning
+/// its key's insert and making the flight's span.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct HeldKey(u32);
+
+/// Set while the next `Debug` of a [`HeldKey`] holds: (told when it starts, let go).
+static HOLD: Mutex<Option<(std::sync::mpsc::Sender<()>, Arc<std::sync::Barrier>)>> = Mutex::new(None);
+
+impl std::fmt::Debug for HeldKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hold = HOLD.lock().unwrap().take();
+        if let Some((started, go)) = hold {
+            started.send(()).unwrap();
+            go.wait();
+        }
+        write!(f, "HeldKey({})", self.0)
+    }
+}
+
+#[test]
+fn a_follower_that_joins_before_the_leader_made_the_flights_span_still_follows_from_it() {
+    let _serial = serial();
+    let recording = Recording::default();
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(recording.clone()));
+    let group = Arc::new(Group::<HeldKey, u32>::new().named("held").trace_keys());
+    let (started, told) = std::sync::mpsc::channel();
+    let go = Arc::new(std::sync::Barrier::new(2));
+    *HOLD.lock().unwrap() = Some((started, go.clone()));
+    let call = |id: u32| {
+        let (group, dispatch) = (group.clone(), dispatch.clone());
+        std::thread::spawn(move || {
+            tracing::dispatcher::with_default(&dispatch, || {
+                tracing::info_span!("request", id).in_scope(|| group.work_blocking(&HeldKey(1), || 1))
+            })
+        })
+    };
+    let leader = call(0);
+    // The leader won the insert and is in its key's `Debug`, making the flight's span.
+    told.recv_timeout(common::WATCHDOG).expect("the leader reaches the flight's span");
+    let follower = call(1);
+    common::until_blocking(|| group.counters().followers == 1);
+    go.wait();
+    assert_eq!(*leader.join().unwrap().unwrap().value(), 1);
+    assert_eq!(*follower.join().unwrap().unwrap().value(), 1);
+    let seen = recording.0.lock().unwrap();
+    let flights: Vec<_> = seen.spans.iter().filter(|(_, s)| s.0 == "coalescer.flight").collect();
+    assert_eq!(flights.len(), 1, "one span per flight: {:?}", seen.spans);
+    let flight = *flights[0].0;
+    let links: Vec<_> = seen.follows.iter().filter(|(_, cause)| *cause == flight).collect();
+    assert_eq!(links.len(), 1, "the follower's request follows from the flight: {:?}", seen.follows);
+    assert_eq!(seen.spans[&links[0].0].0, "request");
+    let joined = seen.events.iter().filter(|(m, p)| m.contains("a caller joined") && p.is_some()).count();
+    assert_eq!(joined, 1, "the join is an event of the flight's span: {:?}", seen.events);
+}
