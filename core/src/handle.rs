@@ -49,6 +49,11 @@ pub(crate) struct Handle<G: Table, R: Deref<Target = G>> {
     /// Nothing is left to do on drop: the waiter has read its result, or left, or (a task)
     /// ended the flight or lost it to another finisher.
     done: bool,
+    /// This follower joined while the flight's observer was pending (its leader had not made
+    /// the flight's span yet): its report of the join (the link from its span, the event) is
+    /// made at its next look at the flight after the leader's (see [`Self::link`]).
+    #[cfg(feature = "tracing")]
+    unlinked: bool,
 }
 
 impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
@@ -66,21 +71,60 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
             Joined::Full(limit) => return Err(NotJoined::Full(Aborted::full(limit))),
         };
         let running = leader && matches!(flight.mode(), Mode::Work);
-        let handle = Self { table, flight, leader, running, task: None, done: false };
+        #[cfg(feature = "tracing")]
+        let unlinked = !leader && flight.obs().is_pending();
+        let handle = Self {
+            table,
+            flight,
+            leader,
+            running,
+            task: None,
+            done: false,
+            #[cfg(feature = "tracing")]
+            unlinked,
+        };
         if leader {
             // User code (the key's `Debug`, a subscriber): the handle is there to leave the
             // flight if it panics.
             handle.table.watch_flight(&handle.flight, key);
+            // Followers joined before the span was there: wake them to make their report
+            // (each also makes it at its next look, at the latest when it reads the result).
+            #[cfg(feature = "tracing")]
+            if handle.flight.obs().has_span() && handle.flight.load().waiters() > 1 {
+                handle.flight.notify_all();
+            }
         }
         let event = if leader { Event::Leader } else { Event::Follower };
+        // Counted now, whether or not the flight's observer is pending (a pending one makes
+        // the follower's trace report nothing here, and `link` makes it later).
         handle.table.counters_of().record(event, Some(handle.flight.obs()));
         Ok(handle)
+    }
+
+    /// Makes the report of a join that found the flight's observer pending, once the leader
+    /// has set it: a test and nothing more otherwise.
+    #[inline]
+    fn link(&mut self) {
+        #[cfg(feature = "tracing")]
+        if self.unlinked && !self.flight.obs().is_pending() {
+            self.unlinked = false;
+            self.table.counters_of().observer().joined(self.flight.obs());
+        }
     }
 
     /// The handle of a detached flight's task (counted when the flight was created).
     pub(crate) fn for_task(table: R, flight: Arc<Flight<G::Value>>) -> Self {
         let task = Some(crate::sync::thread_token());
-        Self { table, flight, leader: true, running: true, task, done: false }
+        Self {
+            table,
+            flight,
+            leader: true,
+            running: true,
+            task,
+            done: false,
+            #[cfg(feature = "tracing")]
+            unlinked: false,
+        }
     }
 
     pub(crate) fn flight(&self) -> &Arc<Flight<G::Value>> {
@@ -116,6 +160,7 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
     where
         G::Value: Clone,
     {
+        self.link();
         if !self.flight.load().is_finished() {
             return None;
         }
@@ -234,6 +279,7 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
 
     /// Leaves the flight (the caller was dropped, or gave up, or will not read its result).
     fn leave(&mut self) {
+        self.link();
         self.done = true;
         let flight = &self.flight;
         if flight.load().is_finished() {

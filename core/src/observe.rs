@@ -46,6 +46,10 @@ pub(crate) const DEFAULT_NAME: &str = "default";
 /// enough for `Arc::new` to write it into its allocation directly (two words made it build
 /// the flight aside and copy it with a `memcpy` call). The word is
 ///
+/// - `0` ([`PENDING`]) from the flight's creation until its leader gives it its observer
+///   (see [`FlightObs::set`]): a follower that joins in between leaves its own report (the
+///   link from its span, the join event) until the observer is there (see
+///   [`Observer::joined`]);
 /// - `1` ([`NOBODY`]) when nobody watches the flight: no subscriber wanted its span and its
 ///   group is not named (what a flight costs with the features on and nothing installed);
 /// - odd and above `1`, `started << 1 | 1`, when the flight is only timed (a named group's,
@@ -58,6 +62,8 @@ pub(crate) const DEFAULT_NAME: &str = "default";
 ///
 /// The word is set once, by the flight's leader right after its join (see [`FlightObs::set`]):
 /// a flight that loses the race to be its key's flight is dropped without ever making a span.
+/// `FlightObs::default()` is a new flight's (pending); [`FlightObs::nobody`] is what a flight
+/// nobody watches is given.
 pub(crate) struct FlightObs {
     #[cfg(any(feature = "tracing", feature = "metrics"))]
     word: core::sync::atomic::AtomicU64,
@@ -84,16 +90,21 @@ struct Watched {
     started: Option<u64>,
 }
 
+/// The word of a new flight, whose leader has not given it its observer yet.
+#[cfg(any(feature = "tracing", feature = "metrics"))]
+const PENDING: u64 = 0;
+
 /// The word of a flight nobody watches.
 #[cfg(any(feature = "tracing", feature = "metrics"))]
 const NOBODY: u64 = 1;
 
+/// A new flight's: pending, until its leader [sets](FlightObs::set) what it carries.
 #[allow(clippy::derivable_impls)] // without the features it is empty, and derivable
 impl Default for FlightObs {
     fn default() -> Self {
         Self {
             #[cfg(any(feature = "tracing", feature = "metrics"))]
-            word: core::sync::atomic::AtomicU64::new(NOBODY),
+            word: core::sync::atomic::AtomicU64::new(PENDING),
         }
     }
 }
@@ -174,7 +185,7 @@ impl Observer {
         if self.histograms {
             return self.watched(key);
         }
-        FlightObs::default()
+        FlightObs::nobody()
     }
 
     /// What a flight that may be watched carries: its span if a subscriber wants it, its start
@@ -206,7 +217,19 @@ impl Observer {
         if let Some(started) = started {
             return FlightObs::from_word((started << 1) | 1);
         }
-        FlightObs::default()
+        FlightObs::nobody()
+    }
+
+    /// A follower joined the flight that `obs` belongs to while its observer was still
+    /// [pending](FlightObs::is_pending), and the observer is there now: the report its join
+    /// left (the link from the caller's current span, the join event) is made now. Its counts
+    /// were made at the join.
+    #[cold]
+    #[inline(never)]
+    #[allow(unused_variables)]
+    pub(crate) fn joined(&self, obs: &FlightObs) {
+        #[cfg(feature = "tracing")]
+        trace_event(Event::Follower, Some(obs));
     }
 
     /// Reports `event` of the flight that `obs` belongs to (or of none).
@@ -275,7 +298,7 @@ impl Drop for FlightObs {
     #[inline]
     fn drop(&mut self) {
         let word = *self.word.get_mut();
-        if word & 1 == 0 {
+        if word & 1 == 0 && word != PENDING {
             free(word);
         }
     }
@@ -287,7 +310,7 @@ impl Drop for FlightObs {
 #[inline(never)]
 fn free(word: u64) {
     let watched = core::ptr::with_exposed_provenance_mut::<Watched>(word as usize);
-    // SAFETY: an even word is only ever made by `Observer::watched`, from
+    // SAFETY: an even word other than `PENDING` (which `drop` never frees) is only ever made by `Observer::watched`, from
     // `Box::into_raw` (provenance exposed there), and this is the drop of the one `FlightObs`
     // that holds it (it is neither `Clone` nor `Copy`): the box is live and freed once.
     drop(unsafe { alloc::boxed::Box::from_raw(watched) });
@@ -307,10 +330,19 @@ impl FlightObs {
         self.word.load(core::sync::atomic::Ordering::Acquire)
     }
 
-    /// Gives a flight that nobody watched yet (its word is [`NOBODY`]) what `obs` carries.
-    /// Called once, by the flight's leader, right after its join: a caller that joins in
-    /// between sees a flight nobody watches (no link from its span), the rare price of never
-    /// making a span for a flight that lost the race to be its key's flight.
+    /// What a flight nobody watches carries.
+    pub(crate) fn nobody() -> Self {
+        #[cfg(any(feature = "tracing", feature = "metrics"))]
+        return Self::from_word(NOBODY);
+        #[cfg(not(any(feature = "tracing", feature = "metrics")))]
+        Self {}
+    }
+
+    /// Gives a new flight (its word is [`PENDING`]) what `obs` carries. Called once, by the
+    /// flight's leader, right after its join, so that a flight that lost the race to be its
+    /// key's flight never made a span. A caller that joins in between finds the flight
+    /// [pending](Self::is_pending), and makes its report once the leader has set it (see
+    /// [`Observer::joined`]).
     #[inline]
     pub(crate) fn set(&self, obs: FlightObs) {
         #[cfg(any(feature = "tracing", feature = "metrics"))]
@@ -318,17 +350,37 @@ impl FlightObs {
             let obs = core::mem::ManuallyDrop::new(obs);
             let word = obs.word.load(core::sync::atomic::Ordering::Relaxed);
             let before = self.word.swap(word, core::sync::atomic::Ordering::AcqRel);
-            debug_assert_eq!(before, NOBODY, "a flight's observer is set once");
+            debug_assert_eq!(before, PENDING, "a flight's observer is set once");
         }
         #[cfg(not(any(feature = "tracing", feature = "metrics")))]
         let _ = obs;
+    }
+
+    /// Whether the flight has a span (a subscriber wanted it).
+    #[inline]
+    pub(crate) fn has_span(&self) -> bool {
+        #[cfg(feature = "tracing")]
+        return self.boxed().is_some();
+        #[cfg(not(feature = "tracing"))]
+        false
+    }
+
+    /// Whether the flight's leader has yet to give it what it carries (see [`set`](Self::set)):
+    /// a follower's report of its join must wait. Only spans need it: without `tracing`,
+    /// always false.
+    #[inline]
+    pub(crate) fn is_pending(&self) -> bool {
+        #[cfg(feature = "tracing")]
+        return self.word() == PENDING;
+        #[cfg(not(feature = "tracing"))]
+        false
     }
 
     /// Whether anything watches this flight: it has a span or is timed.
     #[inline]
     fn is_watched(&self) -> bool {
         #[cfg(any(feature = "tracing", feature = "metrics"))]
-        return self.word() != NOBODY;
+        return self.word() > NOBODY;
         #[cfg(not(any(feature = "tracing", feature = "metrics")))]
         false
     }
@@ -338,11 +390,11 @@ impl FlightObs {
     #[inline]
     fn boxed(&self) -> Option<&Watched> {
         let word = self.word();
-        if word & 1 == 1 {
+        if word & 1 == 1 || word == PENDING {
             return None;
         }
         let watched = core::ptr::with_exposed_provenance::<Watched>(word as usize);
-        // SAFETY: an even word is the address of a box made by
+        // SAFETY: an even word other than `PENDING` is the address of a box made by
         // `Observer::watched` (provenance exposed there; stored by `set` with `AcqRel` and read
         // here with `Acquire`, so the box is seen whole) and freed only by the drop of this
         // `FlightObs`, which cannot run while `self` is borrowed.
@@ -505,12 +557,24 @@ mod tests {
     #[test]
     fn a_flight_nobody_watches_is_one_word_with_nothing_behind_it() {
         assert_eq!(size_of::<FlightObs>(), size_of::<u64>());
-        let obs = FlightObs::default();
+        let obs = FlightObs::nobody();
         assert!(!obs.is_watched());
+        assert!(!obs.is_pending());
         #[cfg(feature = "tracing")]
         assert!(obs.span().is_none());
         #[cfg(feature = "metrics")]
         assert_eq!(obs.started(), None);
+    }
+
+    #[test]
+    fn a_new_flight_is_pending_until_its_leader_sets_what_it_carries() {
+        let obs = FlightObs::default();
+        assert!(!obs.is_watched() && !obs.has_span());
+        #[cfg(feature = "tracing")]
+        assert!(obs.is_pending());
+        obs.set(FlightObs::nobody());
+        assert!(!obs.is_pending() && !obs.is_watched());
+        drop(FlightObs::default()); // a flight dropped while pending frees nothing
     }
 
     #[cfg(feature = "metrics")]

@@ -426,3 +426,51 @@ fn a_follower_that_joins_before_the_leader_made_the_flights_span_still_follows_f
     let joined = seen.events.iter().filter(|(m, p)| m.contains("a caller joined") && p.is_some()).count();
     assert_eq!(joined, 1, "the join is an event of the flight's span: {:?}", seen.events);
 }
+
+#[test]
+fn a_follower_that_joined_before_the_span_links_to_it_while_the_flight_is_still_running() {
+    let _serial = serial();
+    let recording = Recording::default();
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(recording.clone()));
+    let group = Arc::new(Group::<HeldKey, u32>::new().trace_keys());
+    let (started, told) = std::sync::mpsc::channel();
+    let go = Arc::new(std::sync::Barrier::new(2));
+    *HOLD.lock().unwrap() = Some((started, go.clone()));
+    let (finish, finishing) = std::sync::mpsc::channel::<()>();
+    let leader = {
+        let (group, dispatch) = (group.clone(), dispatch.clone());
+        std::thread::spawn(move || {
+            tracing::dispatcher::with_default(&dispatch, || {
+                tracing::info_span!("request", id = 0).in_scope(|| {
+                    group.work_blocking(&HeldKey(2), move || {
+                        finishing.recv_timeout(common::WATCHDOG).expect("the test lets the work finish");
+                        2
+                    })
+                })
+            })
+        })
+    };
+    told.recv_timeout(common::WATCHDOG).expect("the leader reaches the flight's span");
+    // An async follower on a multi-threaded runtime joins while the leader makes the span.
+    let rt = runtime_with(&dispatch);
+    let follower = {
+        let group = group.clone();
+        // The request's span is made with the test's subscriber.
+        tracing::dispatcher::with_default(&dispatch, || {
+            rt.spawn(
+                async move { group.work(&HeldKey(2), || async { unreachable!() }).await }
+                    .instrument(tracing::info_span!("request", id = 1)),
+            )
+        })
+    };
+    common::until_blocking(|| group.counters().followers == 1);
+    go.wait();
+    // The work is still running: the leader's span woke the follower, which links now.
+    common::until_blocking(|| !recording.0.lock().unwrap().follows.is_empty());
+    finish.send(()).unwrap();
+    assert_eq!(*leader.join().unwrap().unwrap().value(), 2);
+    assert_eq!(*rt.block_on(follower).unwrap().unwrap().value(), 2);
+    let seen = recording.0.lock().unwrap();
+    let flight = seen.spans.iter().find(|(_, s)| s.0 == "coalescer.flight").map(|(id, _)| *id).unwrap();
+    assert_eq!(seen.follows.iter().filter(|(_, cause)| *cause == flight).count(), 1, "{:?}", seen.follows);
+}
