@@ -90,8 +90,8 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
             // Followers joined before the span was there: wake them to make their report
             // (each also makes it at its next look, at the latest when it reads the result).
             #[cfg(feature = "tracing")]
-            if handle.flight.obs().has_span() && handle.flight.load().waiters() > 1 {
-                handle.flight.notify_all();
+            if handle.flight.obs().has_span() {
+                wake_early_followers(&handle.flight);
             }
         }
         let event = if leader { Event::Leader } else { Event::Follower };
@@ -102,11 +102,21 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
     }
 
     /// Makes the report of a join that found the flight's observer pending, once the leader
-    /// has set it: a test and nothing more otherwise.
+    /// has set it: one test otherwise (the rest is out of line, so that the callers stay
+    /// small enough to be inlined).
     #[inline]
     fn link(&mut self) {
         #[cfg(feature = "tracing")]
-        if self.unlinked && !self.flight.obs().is_pending() {
+        if self.unlinked {
+            self.link_late();
+        }
+    }
+
+    #[cfg(feature = "tracing")]
+    #[cold]
+    #[inline(never)]
+    fn link_late(&mut self) {
+        if !self.flight.obs().is_pending() {
             self.unlinked = false;
             self.table.counters_of().observer().joined(self.flight.obs());
         }
@@ -160,7 +170,17 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
     where
         G::Value: Clone,
     {
+        // A waiter's look at the flight: the time to report a join that found it pending.
         self.link();
+        self.read_result()
+    }
+
+    /// [`finished_result`](Self::finished_result), for the finisher that has just ended the
+    /// flight (it ran the work, so it has nothing to report).
+    fn read_result(&mut self) -> Option<Result<Outcome<G::Value>, Aborted>>
+    where
+        G::Value: Clone,
+    {
         if !self.flight.load().is_finished() {
             return None;
         }
@@ -192,7 +212,7 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
             won,
             "only a detached flight has two would-be finishers, and its callers never finish it"
         );
-        self.finished_result().expect("the flight this caller ended is finished")
+        self.read_result().expect("the flight this caller ended is finished")
     }
 
     /// The work panicked in this caller: release every waiter with [`Aborted`], then resume
@@ -380,6 +400,17 @@ impl<V> Drop for Driving<'_, V> {
     fn drop(&mut self) {
         self.0.stop_driving();
         self.0.notify_all();
+    }
+}
+
+/// The leader of `flight` made its span: wakes the followers that joined before, if any, so
+/// that each makes its report of the join now (see [`Handle::link`]).
+#[cfg(feature = "tracing")]
+#[cold]
+#[inline(never)]
+fn wake_early_followers<V>(flight: &Flight<V>) {
+    if flight.load().waiters() > 1 {
+        flight.notify_all();
     }
 }
 

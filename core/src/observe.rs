@@ -46,19 +46,21 @@ pub(crate) const DEFAULT_NAME: &str = "default";
 /// enough for `Arc::new` to write it into its allocation directly (two words made it build
 /// the flight aside and copy it with a `memcpy` call). The word is
 ///
-/// - `0` ([`PENDING`]) from the flight's creation until its leader gives it its observer
+/// - `3` ([`PENDING`]) from the flight's creation until its leader gives it its observer
 ///   (see [`FlightObs::set`]): a follower that joins in between leaves its own report (the
 ///   link from its span, the join event) until the observer is there (see
 ///   [`Observer::joined`]);
 /// - `1` ([`NOBODY`]) when nobody watches the flight: no subscriber wanted its span and its
 ///   group is not named (what a flight costs with the features on and nothing installed);
-/// - odd and above `1`, `started << 1 | 1`, when the flight is only timed (a named group's,
-///   with no span): `started` from [`since_epoch`], never `0`, no allocation;
+/// - odd and above `3`, `started << 1 | 1`, when the flight is only timed (a named group's,
+///   with no span): `started` from [`since_epoch`], never below `2`, no allocation;
 /// - even when it has a span: the address of a boxed [`Watched`] (the span, and the start if
 ///   timed), from `Box::into_raw` with its provenance exposed, freed when the flight is
 ///   dropped.
 ///
-/// Each question (a span? anything?) is then one test of the word.
+/// Each question (a span? anything? pending?) is then one test of the word: in particular the
+/// pending word is odd, so that the tests of the paths that run for every flight (a span? a
+/// box to free?) need not know of it.
 ///
 /// The word is set once, by the flight's leader right after its join (see [`FlightObs::set`]):
 /// a flight that loses the race to be its key's flight is dropped without ever making a span.
@@ -92,7 +94,7 @@ struct Watched {
 
 /// The word of a new flight, whose leader has not given it its observer yet.
 #[cfg(any(feature = "tracing", feature = "metrics"))]
-const PENDING: u64 = 0;
+const PENDING: u64 = 3;
 
 /// The word of a flight nobody watches.
 #[cfg(any(feature = "tracing", feature = "metrics"))]
@@ -224,11 +226,10 @@ impl Observer {
     /// [pending](FlightObs::is_pending), and the observer is there now: the report its join
     /// left (the link from the caller's current span, the join event) is made now. Its counts
     /// were made at the join.
+    #[cfg(feature = "tracing")]
     #[cold]
     #[inline(never)]
-    #[allow(unused_variables)]
     pub(crate) fn joined(&self, obs: &FlightObs) {
-        #[cfg(feature = "tracing")]
         trace_event(Event::Follower, Some(obs));
     }
 
@@ -282,14 +283,15 @@ fn info_enabled() -> bool {
     tracing::Level::INFO <= STATIC_MAX_LEVEL && tracing::Level::INFO <= LevelFilter::current()
 }
 
-/// Nanoseconds since the first flight this process timed, plus one: never `0`, and below
-/// `2^63`, so that a start fits in a [`FlightObs`] word with its tag.
+/// Nanoseconds since the first flight this process timed, plus two: never below `2` (so that
+/// a timed word is never [`NOBODY`] or [`PENDING`]), and below `2^63`, so that a start fits in
+/// a [`FlightObs`] word with its tag.
 #[cfg(feature = "metrics")]
 fn since_epoch() -> u64 {
     static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     let nanos = EPOCH.get_or_init(std::time::Instant::now).elapsed().as_nanos();
     // 2^63 nanoseconds are 292 years.
-    u64::try_from(nanos).unwrap_or(u64::MAX).clamp(1, u64::MAX >> 1)
+    u64::try_from(nanos).unwrap_or(u64::MAX).clamp(2, u64::MAX >> 1)
 }
 
 #[cfg(feature = "tracing")]
@@ -298,7 +300,7 @@ impl Drop for FlightObs {
     #[inline]
     fn drop(&mut self) {
         let word = *self.word.get_mut();
-        if word & 1 == 0 && word != PENDING {
+        if word & 1 == 0 {
             free(word);
         }
     }
@@ -310,7 +312,7 @@ impl Drop for FlightObs {
 #[inline(never)]
 fn free(word: u64) {
     let watched = core::ptr::with_exposed_provenance_mut::<Watched>(word as usize);
-    // SAFETY: an even word other than `PENDING` (which `drop` never frees) is only ever made by `Observer::watched`, from
+    // SAFETY: an even word is only ever made by `Observer::watched`, from
     // `Box::into_raw` (provenance exposed there), and this is the drop of the one `FlightObs`
     // that holds it (it is neither `Clone` nor `Copy`): the box is live and freed once.
     drop(unsafe { alloc::boxed::Box::from_raw(watched) });
@@ -357,30 +359,27 @@ impl FlightObs {
     }
 
     /// Whether the flight has a span (a subscriber wanted it).
+    #[cfg(feature = "tracing")]
     #[inline]
     pub(crate) fn has_span(&self) -> bool {
-        #[cfg(feature = "tracing")]
-        return self.boxed().is_some();
-        #[cfg(not(feature = "tracing"))]
-        false
+        self.boxed().is_some()
     }
 
     /// Whether the flight's leader has yet to give it what it carries (see [`set`](Self::set)):
-    /// a follower's report of its join must wait. Only spans need it: without `tracing`,
-    /// always false.
+    /// a follower's report of its join must wait (only spans need it).
+    #[cfg(feature = "tracing")]
     #[inline]
     pub(crate) fn is_pending(&self) -> bool {
-        #[cfg(feature = "tracing")]
-        return self.word() == PENDING;
-        #[cfg(not(feature = "tracing"))]
-        false
+        self.word() == PENDING
     }
 
-    /// Whether anything watches this flight: it has a span or is timed.
+    /// Whether anything may watch this flight: it has a span or is timed (or, if its leader
+    /// never set it, is still pending: [`started`](Self::started) and [`span`](Self::span)
+    /// then say there is nothing).
     #[inline]
     fn is_watched(&self) -> bool {
         #[cfg(any(feature = "tracing", feature = "metrics"))]
-        return self.word() > NOBODY;
+        return self.word() != NOBODY;
         #[cfg(not(any(feature = "tracing", feature = "metrics")))]
         false
     }
@@ -390,11 +389,11 @@ impl FlightObs {
     #[inline]
     fn boxed(&self) -> Option<&Watched> {
         let word = self.word();
-        if word & 1 == 1 || word == PENDING {
+        if word & 1 == 1 {
             return None;
         }
         let watched = core::ptr::with_exposed_provenance::<Watched>(word as usize);
-        // SAFETY: an even word other than `PENDING` is the address of a box made by
+        // SAFETY: an even word is the address of a box made by
         // `Observer::watched` (provenance exposed there; stored by `set` with `AcqRel` and read
         // here with `Acquire`, so the box is seen whole) and freed only by the drop of this
         // `FlightObs`, which cannot run while `self` is borrowed.
@@ -413,7 +412,7 @@ impl FlightObs {
     fn started(&self) -> Option<u64> {
         let word = self.word();
         if word & 1 == 1 {
-            return (word != NOBODY).then_some(word >> 1);
+            return (word != NOBODY && word != PENDING).then_some(word >> 1);
         }
         #[cfg(feature = "tracing")]
         return self.boxed().and_then(|w| w.started);
@@ -559,6 +558,7 @@ mod tests {
         assert_eq!(size_of::<FlightObs>(), size_of::<u64>());
         let obs = FlightObs::nobody();
         assert!(!obs.is_watched());
+        #[cfg(feature = "tracing")]
         assert!(!obs.is_pending());
         #[cfg(feature = "tracing")]
         assert!(obs.span().is_none());
@@ -569,18 +569,22 @@ mod tests {
     #[test]
     fn a_new_flight_is_pending_until_its_leader_sets_what_it_carries() {
         let obs = FlightObs::default();
-        assert!(!obs.is_watched() && !obs.has_span());
         #[cfg(feature = "tracing")]
-        assert!(obs.is_pending());
+        assert!(obs.is_pending() && !obs.has_span());
+        #[cfg(feature = "metrics")]
+        assert_eq!(obs.started(), None);
         obs.set(FlightObs::nobody());
-        assert!(!obs.is_pending() && !obs.is_watched());
-        drop(FlightObs::default()); // a flight dropped while pending frees nothing
+        assert!(!obs.is_watched());
+        #[cfg(feature = "tracing")]
+        assert!(!obs.is_pending());
+        // A flight dropped while pending frees nothing (Miri would see a bad free).
+        let _pending = FlightObs::default();
     }
 
     #[cfg(feature = "metrics")]
     #[test]
     fn a_flight_only_timed_keeps_its_start_in_the_word() {
-        for started in [1, 2, 12_345, u64::MAX >> 1] {
+        for started in [2, 3, 12_345, u64::MAX >> 1] {
             let obs = FlightObs::from_word((started << 1) | 1);
             assert!(obs.is_watched());
             assert_eq!(obs.started(), Some(started));
