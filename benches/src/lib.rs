@@ -69,7 +69,7 @@ impl BenchKey for String {
 }
 
 /// A hasher the designs can be given, labelled for the tables: coalescer's default
-/// (`foldhash::fast::RandomState`, "foldhash") and std's (`RandomState`, SipHash-1-3), so that
+/// (`foldhash::quality::RandomState`, "foldhash") and std's (`RandomState`, SipHash-1-3), so that
 /// both designs are measured with the same hasher *and* each with its own default.
 pub trait BenchHasher: BuildHasher + Default + Clone + Send + Sync + 'static {
     /// The hasher's name in tables.
@@ -91,7 +91,7 @@ impl BenchHasher for std::collections::hash_map::RandomState {
 /// std's default hasher (SipHash-1-3, randomly keyed): the mutex design's default.
 pub type SipHash = std::collections::hash_map::RandomState;
 
-/// coalescer's default hasher (`foldhash::fast::RandomState`).
+/// coalescer's default hasher (`foldhash::quality::RandomState`).
 pub type FoldHash = coalescer::DefaultHashBuilder;
 
 /// The async interface every competitor implements once.

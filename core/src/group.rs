@@ -148,13 +148,18 @@ pub type DetachedGroup<K, V, Sp, S = DefaultHashBuilder> = Group<K, V, S, Detach
 /// Views a key as `Debug` (made where `K: Debug` is known).
 type KeyDebug<K> = fn(&K) -> &dyn fmt::Debug;
 
-/// The hasher a [`Group`] uses unless it is given another: [`foldhash`]'s fast, randomly seeded
-/// hasher (the default of `hashbrown`), several times cheaper than the standard library's
-/// SipHash on short keys, and seeded per group so that colliding keys cannot be precomputed.
+/// The hasher a [`Group`] (and a [`Cache`](crate::cache::Cache)) uses unless it is given
+/// another: [`foldhash`]'s randomly seeded "quality" hasher, several times cheaper than the
+/// standard library's SipHash on short keys, and seeded per group so that colliding keys
+/// cannot be precomputed. Not foldhash's "fast" variant (`hashbrown`'s default): scc picks a
+/// key's bucket from the top bits of its hash, and for about one process seed in 2,000 the
+/// fast variant's top bits barely vary over small integer keys, which crowded them into a few
+/// buckets (a cache then evicted entries while nearly empty); the quality variant's final
+/// mixing step costs a few instructions per hash.
 /// Where keys come from untrusted clients and a stronger guarantee against hash flooding is
 /// wanted, give the group `std::collections::hash_map::RandomState` with
 /// [`with_hasher`](Group::with_hasher).
-pub type DefaultHashBuilder = foldhash::fast::RandomState;
+pub type DefaultHashBuilder = foldhash::quality::RandomState;
 
 /// A [`Group`] for fallible work: the value is `Result<T, Arc<E>>`, so that an error can be
 /// shared with the concurrent callers without `E: Clone`. Use it with the `try_*` methods.
@@ -960,7 +965,7 @@ mod tests {
     /// which a process draws once): change the two together.
     fn seeded(seed: u64) -> impl BuildHasher + Clone {
         let shared: &'static foldhash::SharedSeed = Box::leak(Box::new(foldhash::SharedSeed::from_u64(seed)));
-        foldhash::fast::SeedableRandomState::with_seed(seed.rotate_left(17), shared)
+        foldhash::quality::SeedableRandomState::with_seed(seed.rotate_left(17), shared)
     }
 
     /// scc picks a key's bucket from the top bits of its hash, and a cache's bucket evicts
