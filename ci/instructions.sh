@@ -5,8 +5,10 @@
 # callgrind: the count is the same on a quiet machine and on a busy one, so it is the figure to
 # compare hot paths with. coalescer's modes and the mutex designs run with both hashers
 # (foldhash, coalescer's default; SipHash, std's and so the mutex design's default); the
-# published crates with their own. Writes a markdown table, then the issue's goals with a
-# verdict, to stdout (and to $OUT when set).
+# published crates with their own. Then the fan-out of one flight to FANOUT_WAITERS (default
+# 10,000) waiters, per waiter, against a bare event_listener::Event (src/bin/fanout.rs).
+# Writes markdown tables, then the issue's goals with a verdict, to stdout (and to $OUT when
+# set).
 #
 #   ci/instructions.sh [CALLS]        default 20000 calls per run
 #   ci/instructions.sh --smoke        runs each competitor natively for 100 calls (no valgrind)
@@ -20,9 +22,14 @@ calls=${1:-20000}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 profile=release
 [[ $calls == --smoke ]] && profile=dev
-cargo build --quiet --profile "$profile" -p coalescer-benches --bin instructions
+cargo build --quiet --profile "$profile" -p coalescer-benches --bin instructions --bin fanout
 dir=$CARGO_TARGET_DIR/$([[ $profile == dev ]] && echo debug || echo release)
 bin=$dir/instructions
+fanout=$dir/fanout
+# Fan-out (src/bin/fanout.rs): one flight handed to this many waiters, counted inside its
+# measured phase only.
+waiters=${FANOUT_WAITERS:-10000}
+mapfile -t fanout_competitors < <("$fanout" --list)
 # name <tab> hasher <tab> 1 if that is the competitor's default hasher
 mapfile -t competitors < <("$bin" --list)
 if [[ $calls == --smoke ]]; then
@@ -32,7 +39,8 @@ if [[ $calls == --smoke ]]; then
             for s in s1 s4; do "$bin" "$keys" "$name" "$hasher" "$s" 100; done
         done
     done
-    echo "instructions.sh --smoke: every competitor ran S1 and S4 with u64 and String keys"
+    for name in "${fanout_competitors[@]}"; do "$fanout" "$name" 100; done
+    echo "instructions.sh --smoke: every competitor ran S1 and S4 with u64 and String keys, and the fan-out"
     exit 0
 fi
 command -v valgrind >/dev/null || { echo "instructions.sh: valgrind is missing (apt-get install valgrind)" >&2; exit 1; }
@@ -67,6 +75,21 @@ ir() {
 export -f ir
 export bin calls work
 xargs -d '\n' -P "${JOBS:-$(nproc)}" -I{} bash -c 'ir "$1"' _ {} < "$jobs_file" > "$work/totals"
+
+# The fan-out: instructions inside `fan_out_phase` (the gate opens, the flight ends, every
+# waiter is woken and handed the value) per waiter.
+fan() {
+    local out total
+    out=$(mktemp "$work/fo.XXXXXX")
+    valgrind --tool=callgrind --toggle-collect='*fan_out_phase*' --callgrind-out-file="$out" "$fanout" "$1" "$waiters" >/dev/null 2>&1
+    total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
+    rm -f "$out"
+    printf '%s\t%d\n' "$1" $(( total / (waiters - 1) ))
+}
+export -f fan
+export fanout waiters
+printf '%s\n' "${fanout_competitors[@]}" | xargs -d '\n' -P "${JOBS:-$(nproc)}" -I{} bash -c 'fan "$1"' _ {} > "$work/fanout"
+fan_of() { awk -F'\t' -v n="$1" '$1 == n { print $2 }' "$work/fanout"; }
 
 # per-call figures: keys, name, hasher, scenario -> instructions per call
 awk -F'\t' -v calls="$calls" '
@@ -117,4 +140,17 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
     goal "coalescer work (foldhash) / mutex (SipHash): each its default" "$work_f" "$mutex_s" 0.7
     goal "work_shared / work" "$shared_f" "$work_f" 1.15
     goal "detached / work" "$detached_f" "$work_f" 2
+    echo
+    floor=$(fan_of floor)
+    echo "Fan-out (\`src/bin/fanout.rs\`, one thread, its own executor): one flight handed to $waiters waiters, instructions per waiter inside the measured phase (the leader's work ends, the flight is published, every waiter is woken, polled and handed the value); the floor is a bare \`event_listener::Event\` waking the same tasks:"
+    echo
+    echo "| competitor | instructions per waiter | × floor |"
+    echo "|---|---:|---:|"
+    for name in "${fanout_competitors[@]}"; do
+        echo "| $name | $(fan_of "$name") | $(ratio "$(fan_of "$name")" "$floor")× |"
+    done
+    echo
+    echo "| goal | figure | target | verdict |"
+    echo "|---|---|---|---|"
+    goal "fan-out: coalescer work / the bare event" "$(fan_of "coalescer work")" "$floor" 1.1
 } | tee "${OUT:-/dev/null}"
