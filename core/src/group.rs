@@ -918,7 +918,7 @@ impl<K: Hash + Eq, V, S: BuildHasher, M> Table for Group<K, V, S, M> {
         flight.obs().set(self.obs(key));
     }
 
-    fn with_current(&self, flight: &Arc<Flight<V>>, decide: &mut dyn FnMut(bool) -> bool, _: sealed::Token) {
+    fn with_current<D: FnMut(bool) -> bool>(&self, flight: &Arc<Flight<V>>, mut decide: D, _: sealed::Token) {
         let mut decided = false;
         let by_id = ById { hash: flight.hash(), id: Arc::as_ptr(flight) as usize };
         let removed = self.map.remove_if_sync(&by_id, |_| {
