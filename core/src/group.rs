@@ -57,9 +57,10 @@ pub const DEFAULT_CAPACITY: usize = 128;
 /// # Locking
 ///
 /// Each key's flight lives in an [`scc::HashMap`], whose entries are guarded by per-bucket
-/// read-write locks (only its resizing is lock-free). A call takes its bucket's lock to join (to
-/// clone the current flight's `Arc` and count itself in; a leader takes it once more to insert
-/// its new flight), and once more to leave or to remove the finished flight. Each critical
+/// read-write locks (only its resizing is lock-free). A call takes its bucket's lock shared to
+/// join (to clone the current flight's `Arc` and count itself in: joins of one key do not exclude
+/// each other); a leader takes it exclusively to insert its new flight, and every caller once
+/// more, exclusively, to leave or to remove the finished flight. Each critical
 /// section is a few dozen instructions; no lock is held across an `.await`, while waiting, or
 /// while user code runs (the work, its drop, the value's clone, the key's `Hash`, `Clone` or
 /// `Drop`), with one exception: the key's `Eq`, which compares it with the keys of its bucket at
@@ -863,13 +864,18 @@ impl<K: Hash + Eq, V, S: BuildHasher, M> Table for Group<K, V, S, M> {
     {
         let hash = self.hasher.hash_one(key); // the key's `Hash`: before any lock
         loop {
-            if let Some(entry) = self.map.get_sync(&ByKey { hash, key }) {
-                let flight = entry.get().clone();
+            // A shared (read) lock of the bucket: joins of one key do not exclude each other
+            // (the count is an atomic), and every decision about the count (a leave, the last
+            // one out, a removal) takes the exclusive lock, which waits for the readers to go.
+            // On a miss it is cheaper than the exclusive lock, and a leader always misses.
+            let found = self.map.read_sync(&ByKey { hash, key }, |_, flight| {
                 let closing = flight.load().is_closing();
                 if !closing {
                     flight.join();
                 }
-                drop(entry); // the bucket lock
+                (flight.clone(), closing)
+            });
+            if let Some((flight, closing)) = found {
                 return if closing { Joined::Closing(flight) } else { Joined::Follow(flight) };
             }
             // The leader's owned key: the key's `Clone` (or `ToOwned`), outside any lock, and
@@ -917,7 +923,7 @@ impl<K: Hash + Eq, V, S: BuildHasher, M> Table for Group<K, V, S, M> {
         flight.obs().set(self.obs(key));
     }
 
-    fn with_current(&self, flight: &Arc<Flight<V>>, decide: &mut dyn FnMut(bool) -> bool, _: sealed::Token) {
+    fn with_current<D: FnMut(bool) -> bool>(&self, flight: &Arc<Flight<V>>, mut decide: D, _: sealed::Token) {
         let mut decided = false;
         let by_id = ById { hash: flight.hash(), id: Arc::as_ptr(flight) as usize };
         let removed = self.map.remove_if_sync(&by_id, |_| {

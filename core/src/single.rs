@@ -336,7 +336,7 @@ impl<V, M> Table for Single<V, M> {
         flight.obs().set(self.stats.observer().flight(None));
     }
 
-    fn with_current(&self, flight: &Arc<Flight<V>>, decide: &mut dyn FnMut(bool) -> bool, _: sealed::Token) {
+    fn with_current<D: FnMut(bool) -> bool>(&self, flight: &Arc<Flight<V>>, mut decide: D, _: sealed::Token) {
         let removed = self.slot.with(|slot| {
             let is_current = slot.as_ref().is_some_and(|current| Arc::ptr_eq(current, flight));
             if decide(is_current) && is_current { slot.take() } else { None }

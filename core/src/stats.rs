@@ -70,17 +70,14 @@ const STRIPES: usize = if cfg!(feature = "std") { 8 } else { 1 };
 #[derive(Debug, Default)]
 #[repr(align(128))]
 struct Stripe {
-    leaders: CounterAtomic,
-    followers: CounterAtomic,
-    promotions: CounterAtomic,
-    panics: CounterAtomic,
-    shutdowns: CounterAtomic,
-    cancellations: CounterAtomic,
-    forgets: CounterAtomic,
-    overflows: CounterAtomic,
+    /// One counter per [`Event`], indexed by the event's discriminant.
+    counters: [CounterAtomic; EVENTS],
 }
 
-/// Which counter an event bumps.
+/// How many kinds of [`Event`] there are.
+const EVENTS: usize = 8;
+
+/// Which counter an event bumps (its discriminant is the counter's index in a stripe).
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Event {
     Leader,
@@ -95,13 +92,26 @@ pub(crate) enum Event {
     Overflow,
 }
 
+// Every event has its counter.
+const _: () = assert!(Event::Overflow as usize + 1 == EVENTS);
+
 /// The calling thread's stripe: handed out round-robin the first time a thread counts.
 fn stripe() -> usize {
     #[cfg(feature = "std")]
     {
         static NEXT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
-        std::thread_local!(static STRIPE: usize = NEXT.fetch_add(1, Relaxed) % STRIPES);
-        STRIPE.with(|s| *s)
+        // A `const` thread-local with no destructor: each access is a plain load from the
+        // thread's block, without the lazy one's state check; `STRIPES` marks "not handed out".
+        std::thread_local!(static STRIPE: core::cell::Cell<usize> = const { core::cell::Cell::new(STRIPES) });
+        STRIPE.with(|s| {
+            let stripe = s.get();
+            if stripe < STRIPES {
+                return stripe;
+            }
+            let stripe = NEXT.fetch_add(1, Relaxed) % STRIPES;
+            s.set(stripe);
+            stripe
+        })
     }
     #[cfg(not(feature = "std"))]
     {
@@ -112,6 +122,7 @@ fn stripe() -> usize {
 impl Stats {
     /// Counts `event` (of the flight that `obs` belongs to, if any) and reports it to the
     /// observer (nothing, without the observability features).
+    #[inline]
     pub(crate) fn record(&self, event: Event, obs: Option<&FlightObs>) {
         // The observer first: its tests then need nothing kept across the count (without the
         // features it is nothing).
@@ -130,41 +141,32 @@ impl Stats {
         self.observer = Observer::named(name);
     }
 
+    #[inline]
     fn count(&self, event: Event) {
-        let s = &self.stripes[stripe()];
-        let counter = match event {
-            Event::Leader => &s.leaders,
-            Event::Follower => &s.followers,
-            Event::Promotion => &s.promotions,
-            Event::Panic => &s.panics,
-            Event::Shutdown => &s.shutdowns,
-            Event::Cancellation => &s.cancellations,
-            Event::Forget => &s.forgets,
-            Event::Overflow => &s.overflows,
-        };
-        counter.fetch_add(1, Relaxed);
+        // The discriminant indexes the stripe's counters: no branch on the event.
+        self.stripes[stripe()].counters[event as usize].fetch_add(1, Relaxed);
     }
 
     pub(crate) fn snapshot(&self) -> Counters {
-        let sum = |field: fn(&Stripe) -> &CounterAtomic| {
+        let sum = |event: Event| {
             self.stripes
                 .iter()
                 // A no-op where the counters are `AtomicU64`; widens a `usize` elsewhere.
                 .map(|s| {
                     #[allow(clippy::useless_conversion)]
-                    u64::try_from(field(s).load(Relaxed)).unwrap_or(u64::MAX)
+                    u64::try_from(s.counters[event as usize].load(Relaxed)).unwrap_or(u64::MAX)
                 })
                 .sum::<u64>()
         };
         Counters {
-            leaders: sum(|s| &s.leaders),
-            followers: sum(|s| &s.followers),
-            promotions: sum(|s| &s.promotions),
-            panics: sum(|s| &s.panics),
-            shutdowns: sum(|s| &s.shutdowns),
-            cancellations: sum(|s| &s.cancellations),
-            forgets: sum(|s| &s.forgets),
-            overflows: sum(|s| &s.overflows),
+            leaders: sum(Event::Leader),
+            followers: sum(Event::Follower),
+            promotions: sum(Event::Promotion),
+            panics: sum(Event::Panic),
+            shutdowns: sum(Event::Shutdown),
+            cancellations: sum(Event::Cancellation),
+            forgets: sum(Event::Forget),
+            overflows: sum(Event::Overflow),
         }
     }
 }

@@ -52,10 +52,10 @@ pub trait Table: sealed::Sealed {
     /// true), or without the lock when it is not (argument `false`; nothing is removed). The
     /// entry is found by the flight's identity: no user code runs.
     #[doc(hidden)]
-    fn with_current(
+    fn with_current<D: FnMut(bool) -> bool>(
         &self,
         flight: &Arc<Flight<Self::Value>>,
-        decide: &mut dyn FnMut(bool) -> bool,
+        decide: D,
         _: sealed::Token,
     );
 
@@ -112,7 +112,7 @@ pub(crate) trait TableExt: Table {
     {
         self.watch(flight, key, sealed::TOKEN);
     }
-    fn with_current_flight(&self, flight: &Arc<Flight<Self::Value>>, decide: &mut dyn FnMut(bool) -> bool) {
+    fn with_current_flight<D: FnMut(bool) -> bool>(&self, flight: &Arc<Flight<Self::Value>>, decide: D) {
         self.with_current(flight, decide, sealed::TOKEN);
     }
     fn flight_ended(&self, flight: &Arc<Flight<Self::Value>>, waiters: usize) {
