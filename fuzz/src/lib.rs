@@ -48,11 +48,12 @@ mod driver;
 mod input;
 mod model;
 mod probe;
+mod trace;
 
 pub use driver::{Summary, Violation, run};
 pub use input::{
     Bound, CancelOp, CancellationRace, Ending, ForgetOp, ForgetRace, KeyFn, KeyOp, KeyRace, MAX_OPS, Modes,
-    Op, Scenario, Start, UnwindOp, UnwindRace,
+    Op, Scenario, Start, TraceOp, TraceRace, UnwindOp, UnwindRace,
 };
 
 /// Runs `scenario` and panics with the violation, if any: the fuzz targets' body.
