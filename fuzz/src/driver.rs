@@ -188,15 +188,27 @@ fn run_with(scenario: &Scenario, recording: Option<Recording>) -> Result<Summary
     let traced = |group: TestGroup, name: &'static str| {
         if scenario.trace { group.named(name).trace_keys() } else { group }
     };
-    let group = traced(bounded(TestGroup::with_capacity_and_hasher(4, Hasher::default())), "work");
-    let shared =
-        traced(bounded(TestGroup::with_capacity_and_hasher(4, Hasher::default())), "shared").shared();
+    // A named group registers its metrics handles with the recorder installed as it is named:
+    // this run's own (traced runs).
+    let recorder = scenario.trace.then(metrics_util::debugging::DebuggingRecorder::new);
+    let (group, shared) = {
+        let make = || {
+            let group = traced(bounded(TestGroup::with_capacity_and_hasher(4, Hasher::default())), "work");
+            let shared = traced(bounded(TestGroup::with_capacity_and_hasher(4, Hasher::default())), "shared");
+            (group, shared.shared())
+        };
+        match &recorder {
+            Some(recorder) => metrics::with_local_recorder(recorder, make),
+            None => make(),
+        }
+    };
     // Calls borrow their key (a leader clones it): the keys outlive the driver's callers.
     let probe = Arc::<Probe>::default();
     let keys: Vec<Key> = (0..4).map(|k| Key::new(k, &probe)).collect();
     let mut driver = Driver::new(&group, &shared, &keys, probe, scenario.keys.clamp(1, 4), &scenario.ops);
     driver.model.bound = scenario.bound.limit();
     driver.recording = recording;
+    driver.metrics = recorder.map(|recorder| recorder.snapshotter());
     if scenario.check_keys {
         driver.probe.check_keys();
     }
@@ -237,6 +249,8 @@ struct Driver<'g> {
     busy: Option<(CallerId, Option<ExecId>)>,
     /// What the run's `tracing` subscriber recorded (traced runs).
     recording: Option<Recording>,
+    /// What the run's `metrics` recorder recorded (traced runs).
+    metrics: Option<metrics_util::debugging::Snapshotter>,
     /// Per caller: its spans, links and events were checked after it ended.
     trace_checked: Vec<bool>,
     probe: Arc<Probe>,
@@ -266,6 +280,7 @@ impl<'g> Driver<'g> {
             armed_debug: None,
             busy: None,
             recording: None,
+            metrics: None,
             trace_checked: Vec::new(),
             probe,
             model: Model::default(),
@@ -1190,6 +1205,7 @@ impl<'g> Driver<'g> {
         self.check_group()?;
         self.check_ended_callers()?;
         self.check_trace()?;
+        self.check_metrics()?;
         ensure!(
             self.group.is_idle() && self.shared.is_idle(),
             "the group is not idle after every caller left"
@@ -1474,6 +1490,79 @@ impl Driver<'_> {
                 flight.forgets_unwatched
             );
         }
+        Ok(())
+    }
+}
+
+impl Driver<'_> {
+    /// At the end of a traced run: the groups' metrics (both groups' series added up, each
+    /// labelled with its group's name alone) count what the model counts, and their histograms
+    /// have one value per flight: the callers that got its result (none for a cancelled one).
+    fn check_metrics(&self) -> Checked {
+        use metrics_util::debugging::DebugValue;
+        let Some(snapshotter) = &self.metrics else { return Ok(()) };
+        let snapshot = snapshotter.snapshot().into_vec();
+        let mut counters = std::collections::HashMap::<String, u64>::new();
+        let mut waiters = Vec::new();
+        let mut durations = 0;
+        for (key, _, _, value) in snapshot {
+            let (kind, key) = key.into_parts();
+            let labels: Vec<_> = key.labels().map(|l| (l.key().to_owned(), l.value().to_owned())).collect();
+            let name = key.name().to_owned();
+            ensure!(
+                labels.len() == 1
+                    && labels[0].0 == "group"
+                    && (labels[0].1 == "work" || labels[0].1 == "shared"),
+                "{kind:?} {name} has labels {labels:?}: the group's name must be the only one"
+            );
+            match (name.as_str(), value) {
+                (_, DebugValue::Counter(n)) => *counters.entry(name).or_default() += n,
+                ("coalescer.flight.waiters", DebugValue::Histogram(values)) => {
+                    waiters.extend(values.into_iter().map(|v| v.into_inner()));
+                }
+                ("coalescer.flight.duration", DebugValue::Histogram(values)) => {
+                    ensure!(
+                        values.iter().all(|v| v.into_inner() >= 0.0),
+                        "a flight lasted a negative time: {values:?}"
+                    );
+                    durations += values.len();
+                }
+                (name, value) => return Err(format!("unknown metric {name}: {value:?}")),
+            }
+        }
+        let counts = self.model.counts;
+        let expected = [
+            ("coalescer.flights", counts.leaders),
+            ("coalescer.joins", counts.followers),
+            ("coalescer.promotions", counts.promotions),
+            ("coalescer.panics", counts.panics),
+            ("coalescer.shutdowns", 0),
+            ("coalescer.cancellations", counts.cancellations),
+            ("coalescer.forgets", counts.forgets),
+            ("coalescer.overflows", counts.overflows),
+        ];
+        for (name, expected) in expected {
+            let seen = counters.get(name).copied().unwrap_or(0);
+            ensure!(seen == expected, "metric {name} is {seen}; the model counts {expected}");
+        }
+        let flights = self.model.flights.len();
+        ensure!(
+            durations == flights,
+            "coalescer.flight.duration has {durations} value(s) for {flights} flight(s)"
+        );
+        #[allow(clippy::cast_precision_loss)] // a few callers
+        let mut expected: Vec<f64> = self
+            .model
+            .flights
+            .iter()
+            .map(|f| if f.end.is_some() { f.members_at_end as f64 } else { 0.0 })
+            .collect();
+        expected.sort_by(f64::total_cmp);
+        waiters.sort_by(f64::total_cmp);
+        ensure!(
+            waiters == expected,
+            "coalescer.flight.waiters has {waiters:?}; the flights' callers that got their result: {expected:?}"
+        );
         Ok(())
     }
 }
