@@ -190,17 +190,16 @@ fn run_with(scenario: &Scenario, recording: Option<Recording>) -> Result<Summary
     };
     // A named group registers its metrics handles with the recorder installed as it is named:
     // this run's own (traced runs).
-    let recorder = scenario.trace.then(metrics_util::debugging::DebuggingRecorder::new);
-    let (group, shared) = {
-        let make = || {
-            let group = traced(bounded(TestGroup::with_capacity_and_hasher(4, Hasher::default())), "work");
-            let shared = traced(bounded(TestGroup::with_capacity_and_hasher(4, Hasher::default())), "shared");
-            (group, shared.shared())
-        };
-        match &recorder {
-            Some(recorder) => metrics::with_local_recorder(recorder, make),
-            None => make(),
-        }
+    let make = || {
+        let group = traced(bounded(TestGroup::with_capacity_and_hasher(4, Hasher::default())), "work");
+        let shared = traced(bounded(TestGroup::with_capacity_and_hasher(4, Hasher::default())), "shared");
+        (group, shared.shared())
+    };
+    let (metrics, (group, shared)) = if scenario.trace {
+        let (snapshotter, groups) = crate::trace::with_recorder(make);
+        (Some(snapshotter), groups)
+    } else {
+        (None, make())
     };
     // Calls borrow their key (a leader clones it): the keys outlive the driver's callers.
     let probe = Arc::<Probe>::default();
@@ -208,7 +207,7 @@ fn run_with(scenario: &Scenario, recording: Option<Recording>) -> Result<Summary
     let mut driver = Driver::new(&group, &shared, &keys, probe, scenario.keys.clamp(1, 4), &scenario.ops);
     driver.model.bound = scenario.bound.limit();
     driver.recording = recording;
-    driver.metrics = recorder.map(|recorder| recorder.snapshotter());
+    driver.metrics = metrics;
     if scenario.check_keys {
         driver.probe.check_keys();
     }
@@ -250,7 +249,7 @@ struct Driver<'g> {
     /// What the run's `tracing` subscriber recorded (traced runs).
     recording: Option<Recording>,
     /// What the run's `metrics` recorder recorded (traced runs).
-    metrics: Option<metrics_util::debugging::Snapshotter>,
+    metrics: Option<crate::trace::Metrics>,
     /// Per caller: its spans, links and events were checked after it ended.
     trace_checked: Vec<bool>,
     probe: Arc<Probe>,
@@ -1499,35 +1498,31 @@ impl Driver<'_> {
     /// labelled with its group's name alone) count what the model counts, and their histograms
     /// have one value per flight: the callers that got its result (none for a cancelled one).
     fn check_metrics(&self) -> Checked {
-        use metrics_util::debugging::DebugValue;
-        let Some(snapshotter) = &self.metrics else { return Ok(()) };
-        let snapshot = snapshotter.snapshot().into_vec();
-        let mut counters = std::collections::HashMap::<String, u64>::new();
+        let Some(recorded) = &self.metrics else { return Ok(()) };
+        let mut counters = std::collections::HashMap::<&str, u64>::new();
         let mut waiters = Vec::new();
         let mut durations = 0;
-        for (key, _, _, value) in snapshot {
-            let (kind, key) = key.into_parts();
-            let labels: Vec<_> = key.labels().map(|l| (l.key().to_owned(), l.value().to_owned())).collect();
-            let name = key.name().to_owned();
+        let all = recorded.series();
+        for series in all.iter() {
+            let name = series.key.name();
+            let labels: Vec<_> = series.key.labels().map(|l| (l.key(), l.value())).collect();
             ensure!(
-                labels.len() == 1
-                    && labels[0].0 == "group"
-                    && (labels[0].1 == "work" || labels[0].1 == "shared"),
-                "{kind:?} {name} has labels {labels:?}: the group's name must be the only one"
+                matches!(labels[..], [("group", "work" | "shared")]),
+                "metric {name} has labels {labels:?}: the group's name must be the only one"
             );
-            match (name.as_str(), value) {
-                (_, DebugValue::Counter(n)) => *counters.entry(name).or_default() += n,
-                ("coalescer.flight.waiters", DebugValue::Histogram(values)) => {
-                    waiters.extend(values.into_iter().map(|v| v.into_inner()));
+            match (name, &series.value) {
+                (_, crate::trace::Value::Counter(n)) => {
+                    *counters.entry(name).or_default() += n.load(std::sync::atomic::Ordering::Relaxed);
                 }
-                ("coalescer.flight.duration", DebugValue::Histogram(values)) => {
-                    ensure!(
-                        values.iter().all(|v| v.into_inner() >= 0.0),
-                        "a flight lasted a negative time: {values:?}"
-                    );
+                ("coalescer.flight.waiters", crate::trace::Value::Histogram(values)) => {
+                    waiters.extend(values.values());
+                }
+                ("coalescer.flight.duration", crate::trace::Value::Histogram(values)) => {
+                    let values = values.values();
+                    ensure!(values.iter().all(|&v| v >= 0.0), "a flight lasted a negative time: {values:?}");
                     durations += values.len();
                 }
-                (name, value) => return Err(format!("unknown metric {name}: {value:?}")),
+                (name, _) => return Err(format!("unknown histogram {name}")),
             }
         }
         let counts = self.model.counts;

@@ -178,3 +178,77 @@ fn keep_interest() {
     static KEEP: std::sync::OnceLock<tracing::Dispatch> = std::sync::OnceLock::new();
     KEEP.get_or_init(|| tracing::Dispatch::new(tracing_subscriber::registry()));
 }
+
+/// The run's `metrics` recorder: keeps every series a group registers, with its counter or its
+/// histogram's values. Installed (with `metrics::with_local_recorder`) while the run's groups
+/// are named, which is when a named group registers its handles.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Metrics(Arc<Mutex<Vec<Series>>>);
+
+/// One registered series.
+#[derive(Debug)]
+pub(crate) struct Series {
+    pub(crate) key: metrics::Key,
+    pub(crate) value: Value,
+}
+
+/// A series' value.
+#[derive(Debug)]
+pub(crate) enum Value {
+    Counter(Arc<std::sync::atomic::AtomicU64>),
+    Histogram(Arc<Values>),
+}
+
+/// A histogram's values, in the order recorded.
+#[derive(Debug, Default)]
+pub(crate) struct Values(Mutex<Vec<f64>>);
+
+impl Values {
+    pub(crate) fn values(&self) -> Vec<f64> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+impl metrics::HistogramFn for Values {
+    fn record(&self, value: f64) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).push(value);
+    }
+}
+
+impl Metrics {
+    /// The series registered so far.
+    pub(crate) fn series(&self) -> std::sync::MutexGuard<'_, Vec<Series>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl metrics::Recorder for Metrics {
+    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+
+    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+
+    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        self.series().push(Series { key: key.clone(), value: Value::Counter(counter.clone()) });
+        metrics::Counter::from_arc(counter)
+    }
+
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop() // the core has none
+    }
+
+    fn register_histogram(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+        let values = Arc::new(Values::default());
+        self.series().push(Series { key: key.clone(), value: Value::Histogram(values.clone()) });
+        metrics::Histogram::from_arc(values)
+    }
+}
+
+/// Runs `f` with a new [`Metrics`] recorder installed, and returns the recorder.
+pub(crate) fn with_recorder<T>(f: impl FnOnce() -> T) -> (Metrics, T) {
+    let recorder = Metrics::default();
+    let made = metrics::with_local_recorder(&recorder, f);
+    (recorder, made)
+}
