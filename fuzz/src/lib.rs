@@ -52,7 +52,9 @@
 //!   (a forget before the flight has its span may have none), each flight's span has one
 //!   "flight ended" event with the callers that got its result, the bound's overflows are
 //!   events in no span, and `counters()` count each join once (a leader when its join is
-//!   over). A key's `Debug`, which a leader runs to make its flight's span, can pause that
+//!   over); the groups' metrics (`metrics` feature, a recorder installed while the groups are
+//!   named) count the same, labelled by the group's name alone, with one duration and one
+//!   waiters value (the callers that got the result) per flight. A key's `Debug`, which a leader runs to make its flight's span, can pause that
 //!   leader inside its join ([`Op::PauseInDebug`]), its flight already in the map, while other
 //!   callers join it, poll and leave.
 //!
