@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fuzzes the core's forget and cancellation races and user code that panics (values' clones,
-# the work's drop, keys' Hash/Eq/Clone): the cargo-fuzz targets in fuzz/, each run against a
+# Fuzzes the core's forget and cancellation races, user code that panics (values' clones,
+# the work's drop, keys' Hash/Eq/Clone) and its observability (trace_race: flight spans, the
+# followers' follows_from links, events): the cargo-fuzz targets in fuzz/, each run against a
 # reference model of the contract (fuzz/src/lib.rs says what they check).
 #
 #   ci/fuzz.sh SECONDS        build the targets, then run each for SECONDS, one after the other

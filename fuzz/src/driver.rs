@@ -4,9 +4,10 @@
 use crate::input::{Ending, Op, Scenario, Start};
 use crate::model::{CallerState, End, FlightId, LeaveEffect, Mode, Model};
 use crate::probe::{
-    CallerId, CountingWaker, Event, ExecId, Key, Plan, Probe, Signal, Timer, Val, clone_panic_message,
-    drop_panic_message, key_panic_message, planned_message, work_panic_message,
+    CallerId, CountingWaker, Event, ExecId, GateAt, Key, Plan, Probe, Signal, Timer, Val,
+    clone_panic_message, drop_panic_message, key_panic_message, planned_message, work_panic_message,
 };
+use crate::trace::{self, Recording};
 use coalescer::futures::Timeout;
 use coalescer::{Aborted, Group, Outcome, SharedGroup, WhenFull};
 use std::collections::hash_map::DefaultHasher;
@@ -46,6 +47,9 @@ struct Caller<'g> {
     /// Its next poll gets a new waker ([`Op::NewWaker`]).
     renew_waker: bool,
     timer: Option<Timer>,
+    /// The caller's own span (in a traced run), entered around each of its polls and its
+    /// drop: a flight's span is a child of its leader's, a follower's links go from it.
+    span: tracing::Span,
 }
 
 /// A broken promise of the contract, with the steps that led to it.
@@ -91,8 +95,17 @@ pub struct Summary {
     pub polls: u64,
     /// Times two executions of one key were alive at once (allowed after a forget).
     pub overlaps: u64,
-    /// Times operations ran while an execution was paused inside its poll.
+    /// Times operations ran while an execution was paused inside its poll, or a leader inside
+    /// its key's `Debug`.
     pub pauses: u64,
+    /// Followers that joined a flight while its leader was inside its join (before the
+    /// flight's span was there).
+    pub early_joins: u64,
+    /// Of those, the ones that finished or left after the flight had its span (each must have
+    /// linked to it by then).
+    pub early_joins_linked: u64,
+    /// `follows_from` links checked (traced runs).
+    pub links: u64,
 }
 
 type Checked<T = ()> = Result<T, String>;
@@ -152,6 +165,16 @@ macro_rules! ensure {
 /// it propagates to the caller, as a crash.
 pub fn run(scenario: &Scenario) -> Result<Summary, Violation> {
     crate::install_panic_hook();
+    if scenario.trace {
+        // Scoped to this run (and its worker threads): runs share no state.
+        let (dispatch, recording) = crate::trace::dispatch();
+        tracing::dispatcher::with_default(&dispatch, || run_with(scenario, Some(recording)))
+    } else {
+        run_with(scenario, None)
+    }
+}
+
+fn run_with(scenario: &Scenario, recording: Option<Recording>) -> Result<Summary, Violation> {
     // Sized for the scenario's few keys: the default capacity would dominate a short run.
     // A group's mode is its type: the driver keeps one group per mode, and each key's calls go
     // to the group of the mode its first caller asked for (a mixed scenario mixes keys).
@@ -160,13 +183,31 @@ pub fn run(scenario: &Scenario) -> Result<Summary, Violation> {
         Some((limit, false)) => group.max_in_flight(limit, WhenFull::Reject),
         Some((limit, true)) => group.max_in_flight(limit, WhenFull::RunAlone),
     };
-    let group = bounded(TestGroup::with_capacity_and_hasher(4, Hasher::default()));
-    let shared = bounded(TestGroup::with_capacity_and_hasher(4, Hasher::default())).shared();
+    // Traced: each group is named (its spans' `group` field) and traces keys, so that a
+    // leader formats its key (which may pause it, see `Op::PauseInDebug`) to make its span.
+    let traced = |group: TestGroup, name: &'static str| {
+        if scenario.trace { group.named(name).trace_keys() } else { group }
+    };
+    // A named group registers its metrics handles with the recorder installed as it is named:
+    // this run's own (traced runs).
+    let make = || {
+        let group = traced(bounded(TestGroup::with_capacity_and_hasher(4, Hasher::default())), "work");
+        let shared = traced(bounded(TestGroup::with_capacity_and_hasher(4, Hasher::default())), "shared");
+        (group, shared.shared())
+    };
+    let (metrics, (group, shared)) = if scenario.trace {
+        let (snapshotter, groups) = crate::trace::with_recorder(make);
+        (Some(snapshotter), groups)
+    } else {
+        (None, make())
+    };
     // Calls borrow their key (a leader clones it): the keys outlive the driver's callers.
     let probe = Arc::<Probe>::default();
     let keys: Vec<Key> = (0..4).map(|k| Key::new(k, &probe)).collect();
     let mut driver = Driver::new(&group, &shared, &keys, probe, scenario.keys.clamp(1, 4), &scenario.ops);
     driver.model.bound = scenario.bound.limit();
+    driver.recording = recording;
+    driver.metrics = metrics;
     if scenario.check_keys {
         driver.probe.check_keys();
     }
@@ -200,8 +241,17 @@ struct Driver<'g> {
     next: usize,
     /// An execution to pause at its next poll, and how many operations then run.
     armed: Option<(ExecId, u8)>,
-    /// The caller whose poll is paused inside this execution's poll, while operations run.
-    busy: Option<(CallerId, ExecId)>,
+    /// The next new flight's leader pauses in its key's `Debug`, while this many operations run.
+    armed_debug: Option<u8>,
+    /// The caller whose poll is paused inside this execution's poll (`None`: inside its key's
+    /// `Debug`, in its join), while operations run.
+    busy: Option<(CallerId, Option<ExecId>)>,
+    /// What the run's `tracing` subscriber recorded (traced runs).
+    recording: Option<Recording>,
+    /// What the run's `metrics` recorder recorded (traced runs).
+    metrics: Option<crate::trace::Metrics>,
+    /// Per caller: its spans, links and events were checked after it ended.
+    trace_checked: Vec<bool>,
     probe: Arc<Probe>,
     model: Model,
     callers: Vec<Caller<'g>>,
@@ -226,7 +276,11 @@ impl<'g> Driver<'g> {
             ops,
             next: 0,
             armed: None,
+            armed_debug: None,
             busy: None,
+            recording: None,
+            metrics: None,
+            trace_checked: Vec::new(),
             probe,
             model: Model::default(),
             callers: Vec::new(),
@@ -366,12 +420,18 @@ impl<'g> Driver<'g> {
                     self.callers[c].renew_waker = true;
                 }
             }
+            Op::PauseInDebug { ops } => {
+                if self.busy.is_none() {
+                    self.armed_debug = Some(ops);
+                }
+            }
         }
         // Polls and drops check their own events; whatever is left came from a wake, a timer
         // or a forget, none of which may start, poll or drop any work by itself.
         let stray = self.probe.drain();
         ensure!(stray.is_empty(), "{op:?} made the group touch the work: {stray:?}");
-        self.check_group()
+        self.check_group()?;
+        self.check_ended_callers()
     }
 
     /// Execution `e`'s waker is about to be woken.
@@ -437,6 +497,11 @@ impl<'g> Driver<'g> {
             }
         };
         let wakes = Arc::new(CountingWaker::default());
+        let span = if self.recording.is_some() {
+            tracing::info_span!(parent: None, "caller", id = c)
+        } else {
+            tracing::Span::none()
+        };
         self.callers.push(Caller {
             fut: Some(fut),
             waker: Waker::from(wakes.clone()),
@@ -444,7 +509,9 @@ impl<'g> Driver<'g> {
             wakes_at_poll: 0,
             renew_waker: false,
             timer,
+            span,
         });
+        self.trace_checked.push(false);
         c
     }
 
@@ -475,9 +542,9 @@ impl<'g> Driver<'g> {
             Mode::Work if flight.runner == Some(c) => flight.exec,
             // Woken shared work is driven by whichever member is polled first (unless another
             // caller is inside its poll right now).
-            Mode::Shared if !ended_before => {
-                flight.exec.filter(|&e| self.model.execs[e].woken && self.busy.map(|(_, b)| b) != Some(e))
-            }
+            Mode::Shared if !ended_before => flight
+                .exec
+                .filter(|&e| self.model.execs[e].woken && self.busy.map(|(_, b)| b) != Some(Some(e))),
             _ => None,
         };
         let leads_new = first && flight.leader == c && !flight.started;
@@ -505,17 +572,34 @@ impl<'g> Driver<'g> {
         // A poll goes to a worker thread only when it will reach the armed execution (the model
         // says it must poll it): spawning a thread for every poll would cost most of a run.
         let armed = self.armed.filter(|&(e, _)| self.busy.is_none() && must_poll == Some(e));
-        let result = match armed {
-            None => {
+        // A new flight's leader formats its key for the flight's span (traced runs) inside its
+        // join: there it pauses, if armed.
+        let debug_pause = self
+            .armed_debug
+            .filter(|_| self.recording.is_some() && leads_new && self.busy.is_none() && armed.is_none());
+        let result = match (armed, debug_pause) {
+            (None, None) => {
                 let call = &mut self.callers[c];
                 let fut = call.fut.as_mut().expect("a live caller has its future");
                 let mut cx = Context::from_waker(&call.waker);
-                let result = catch_unwind(AssertUnwindSafe(|| fut.poll(&mut cx)));
+                let span = &call.span;
+                let result = catch_unwind(AssertUnwindSafe(|| {
+                    let _entered = span.enter();
+                    fut.poll(&mut cx)
+                }));
                 self.probe.set_current(None, false);
                 result
             }
-            Some((e, ops)) => self.poll_on_worker(&mut ctx, e, ops)?,
+            (Some((e, ops)), _) => self.poll_on_worker(&mut ctx, GateAt::Exec(e), ops)?,
+            (None, Some(ops)) => {
+                self.armed_debug = None;
+                self.poll_on_worker(&mut ctx, GateAt::KeyDebug, ops)?
+            }
         };
+        if first && self.model.flights[f].leader == c {
+            // The leader's join is over: its flight has its span.
+            self.model.flights[f].watched = true;
+        }
         self.absorb(&mut ctx)?;
         let planned_panics = ctx.planned_panics();
         let PollCtx { polled, panicked, .. } = ctx;
@@ -613,25 +697,34 @@ impl<'g> Driver<'g> {
         Ok(())
     }
 
-    /// Polls caller `ctx.c` on a worker thread, with execution `e` armed: when the poll reaches
-    /// `e`, `e` pauses at the start of its poll and the next `ops` operations run here, as
-    /// another thread's would while this caller is inside the work's poll. The handover is
-    /// strict (one side runs at a time), so the run stays deterministic.
+    /// Polls caller `ctx.c` on a worker thread, with a gate `at` execution `e`'s poll or the
+    /// keys' `Debug`: when the poll reaches it, it pauses and the next `ops` operations run
+    /// here, as another thread's would while this caller is inside the work's poll (or inside
+    /// its join, making its flight's span). The handover is strict (one side runs at a time),
+    /// so the run stays deterministic.
     fn poll_on_worker(
         &mut self,
         ctx: &mut PollCtx,
-        e: ExecId,
+        at: GateAt,
         ops: u8,
     ) -> Checked<std::thread::Result<Poll<CallOutput>>> {
         let c = ctx.c;
         let (to_driver, from_worker) = mpsc::channel();
         let (resume, resumed) = mpsc::channel();
-        self.probe.arm(e, to_driver.clone(), resumed);
+        self.probe.arm(at, to_driver.clone(), resumed);
         let mut fut = self.callers[c].fut.take().expect("a live caller has its future");
         let waker = self.callers[c].waker.clone();
+        let span = self.callers[c].span.clone();
+        // The run's subscriber, for the worker too.
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
         let (fut, result, nested) = std::thread::scope(|s| {
             let worker = s.spawn(move || {
-                let result = catch_unwind(AssertUnwindSafe(|| fut.poll(&mut Context::from_waker(&waker))));
+                let result = tracing::dispatcher::with_default(&dispatch, || {
+                    catch_unwind(AssertUnwindSafe(|| {
+                        let _entered = span.enter();
+                        fut.poll(&mut Context::from_waker(&waker))
+                    }))
+                });
                 let _ = to_driver.send(Signal::Done);
                 (fut, result)
             });
@@ -639,7 +732,13 @@ impl<'g> Driver<'g> {
             let resume_on_exit = ResumeOnDrop(resume);
             let mut nested = Ok(());
             if from_worker.recv() == Ok(Signal::Paused) {
-                self.armed = None;
+                let e = match at {
+                    GateAt::Exec(e) => {
+                        self.armed = None;
+                        Some(e)
+                    }
+                    GateAt::KeyDebug => None,
+                };
                 self.summary.pauses += 1;
                 nested = self.absorb(ctx).and_then(|()| self.run_nested(c, e, ops));
                 drop(resume_on_exit);
@@ -654,8 +753,9 @@ impl<'g> Driver<'g> {
         nested.map(|()| result)
     }
 
-    /// Runs the next `ops` operations while caller `c` is inside execution `e`'s poll.
-    fn run_nested(&mut self, c: CallerId, e: ExecId, ops: u8) -> Checked {
+    /// Runs the next `ops` operations while caller `c` is inside execution `e`'s poll (`None`:
+    /// inside its key's `Debug`, in its join).
+    fn run_nested(&mut self, c: CallerId, e: Option<ExecId>, ops: u8) -> Checked {
         self.probe.set_current(None, false);
         self.busy = Some((c, e));
         let mut result = Ok(());
@@ -742,7 +842,7 @@ impl<'g> Driver<'g> {
                         "execution {exec}'s drop panicked in caller {c}'s poll, but it had not \
                          returned its value"
                     );
-                    self.model.counts.panics += 1;
+                    self.model.drop_panicked(exec);
                     ctx.drop_panicked = Some(exec);
                 }
                 Event::ClonePanicked { exec, by } => {
@@ -775,8 +875,12 @@ impl<'g> Driver<'g> {
     fn refused(&mut self, c: CallerId) -> Checked {
         self.probe.set_current(Some(c), true);
         let waker = self.callers[c].waker.clone();
+        let span = self.callers[c].span.clone();
         let fut = self.callers[c].fut.as_mut().expect("a live caller has its future");
-        let polled = catch_unwind(AssertUnwindSafe(|| fut.poll(&mut Context::from_waker(&waker))));
+        let polled = catch_unwind(AssertUnwindSafe(|| {
+            let _entered = span.enter();
+            fut.poll(&mut Context::from_waker(&waker))
+        }));
         self.probe.set_current(None, false);
         let mut key_panicked = None;
         for event in self.probe.drain() {
@@ -864,7 +968,11 @@ impl<'g> Driver<'g> {
     /// Drops the future of `c`, which has its result or panicked: nothing may happen.
     fn discard(&mut self, c: CallerId) -> Checked {
         self.probe.set_current(Some(c), false);
-        drop(self.callers[c].fut.take());
+        {
+            let call = &mut self.callers[c];
+            let _entered = call.span.enter();
+            drop(call.fut.take());
+        }
         self.probe.set_current(None, false);
         let events = self.probe.drain();
         ensure!(events.is_empty(), "dropping caller {c}, which had its result, did {events:?}");
@@ -877,7 +985,11 @@ impl<'g> Driver<'g> {
         let effect = self.model.leave(c);
         self.probe.set_current(Some(c), false);
         let fut = self.callers[c].fut.take();
-        let dropped = catch_unwind(AssertUnwindSafe(move || drop(fut)));
+        let span = self.callers[c].span.clone();
+        let dropped = catch_unwind(AssertUnwindSafe(move || {
+            let _entered = span.enter();
+            drop(fut);
+        }));
         self.probe.set_current(None, false);
         let mut cancelled = false;
         let mut drop_panicked = None;
@@ -969,7 +1081,7 @@ impl<'g> Driver<'g> {
                 self.live().find(|&c| self.idle(c) && !self.model.callers[c].stalled && self.scheduled(c));
             match next {
                 Some(c) => self.poll(c)?,
-                None => return self.check_quiescent(),
+                None => return self.check_quiescent().and_then(|()| self.check_settled_links()),
             }
         }
         Err(format!("callers kept being woken for {limit} polls without settling (a busy loop)"))
@@ -977,7 +1089,7 @@ impl<'g> Driver<'g> {
 
     /// After a settle: every caller that is being polled and could make progress has.
     fn check_quiescent(&self) -> Checked {
-        let busy_exec = self.busy.map(|(_, e)| e);
+        let busy_exec = self.busy.and_then(|(_, e)| e);
         for c in self.live() {
             let caller = &self.model.callers[c];
             if caller.stalled || !self.idle(c) {
@@ -991,6 +1103,10 @@ impl<'g> Driver<'g> {
                 "caller {c} hangs: flight {f} ended ({:?}) but it was not woken",
                 flight.end
             );
+            if !flight.started && self.busy == Some((flight.leader, None)) {
+                // Its leader is inside its join (paused in its key's `Debug`): no work yet.
+                continue;
+            }
             match flight.mode {
                 Mode::Work => {
                     let Some(r) = flight.runner else {
@@ -1042,8 +1158,11 @@ impl<'g> Driver<'g> {
         ensure!(idle == (expected == 0), "is_idle() is {idle} with {expected} flight(s)");
         let counters = self.counters();
         let counts = self.model.counts;
+        // A leader paused in its key's `Debug` is inside its join: it is counted at the end of
+        // its join, once its flight has its span (the followers that join meanwhile, at once).
+        let joining = u64::from(matches!(self.busy, Some((_, None))));
         let pairs = [
-            ("leaders", counters.leaders, counts.leaders),
+            ("leaders", counters.leaders, counts.leaders - joining),
             ("followers", counters.followers, counts.followers),
             ("promotions", counters.promotions, counts.promotions),
             ("panics", counters.panics, counts.panics),
@@ -1078,10 +1197,14 @@ impl<'g> Driver<'g> {
                 for c in left {
                     self.drop_caller(c)?;
                     self.check_group()?;
+                    self.check_ended_callers()?;
                 }
             }
         }
         self.check_group()?;
+        self.check_ended_callers()?;
+        self.check_trace()?;
+        self.check_metrics()?;
         ensure!(
             self.group.is_idle() && self.shared.is_idle(),
             "the group is not idle after every caller left"
@@ -1133,5 +1256,308 @@ impl<'g> Driver<'g> {
             "callers {:?} still wait after {rounds} rounds of completing every execution",
             self.live().collect::<Vec<_>>()
         ))
+    }
+}
+
+/// The observability checks (traced runs): the spans, links and events the run's subscriber
+/// recorded, against the model (`crate::trace`).
+impl Driver<'_> {
+    /// Each caller that finished or left since the last check: a follower that did so after
+    /// its flight had its span has exactly one `follows_from` link from its span to the
+    /// flight's, and one "a caller joined" event in the flight's span made inside its own; one
+    /// that ended before (it joined while the leader was making the span) at most that; a
+    /// caller that never followed, none.
+    fn check_ended_callers(&mut self) -> Checked {
+        let Some(recording) = &self.recording else { return Ok(()) };
+        let seen = recording.lock();
+        for c in 0..self.model.callers.len() {
+            if self.trace_checked[c] || self.model.callers[c].is_live() {
+                continue;
+            }
+            self.trace_checked[c] = true;
+            let caller = &self.model.callers[c];
+            let cs = seen.caller_span(c).ok_or_else(|| format!("caller {c} has no span"))?;
+            let links: Vec<usize> = seen.follows.iter().filter(|(a, _)| *a == cs).map(|&(_, b)| b).collect();
+            let joins: Vec<Option<usize>> = seen
+                .events
+                .iter()
+                .filter(|e| e.message == trace::JOINED && e.current == Some(cs))
+                .map(|e| e.parent)
+                .collect();
+            let Some(f) = caller.followed else {
+                ensure!(
+                    links.is_empty() && joins.is_empty(),
+                    "caller {c} never followed a flight, yet its span follows from span(s) {links:?} \
+                     and it reported {} join(s)",
+                    joins.len()
+                );
+                continue;
+            };
+            let flight = &self.model.flights[f];
+            let spans = seen.flight_spans_of(flight.leader);
+            let &[fs] = &spans[..] else {
+                return Err(format!(
+                    "flight {f} (key {}, led by caller {}) has {} coalescer.flight span(s), not one",
+                    flight.key,
+                    flight.leader,
+                    spans.len()
+                ));
+            };
+            let when = if caller.joined_early {
+                "joined while its leader was inside its join, before the flight had its span"
+            } else {
+                "joined after the flight had its span"
+            };
+            ensure!(
+                links.iter().all(|&l| l == fs) && joins.iter().all(|&p| p == Some(fs)),
+                "caller {c} followed flight {f} ({when}), but its span follows from span(s) \
+                 {links:?} and its join events are in {joins:?}; the flight's span is {fs}"
+            );
+            if caller.ended_watched == Some(true) {
+                ensure!(
+                    links.len() == 1 && joins.len() == 1,
+                    "caller {c} followed flight {f} ({when}) and ended after the flight had its \
+                     span, yet its span has {} follows_from link(s) to the flight's span and it \
+                     reported {} \"a caller joined\" event(s) in it (expected one of each)",
+                    links.len(),
+                    joins.len()
+                );
+                if caller.joined_early {
+                    self.summary.early_joins_linked += 1;
+                }
+            } else {
+                ensure!(
+                    links.len() <= 1 && joins.len() <= 1,
+                    "caller {c} followed flight {f} ({when}), yet its span has {} follows_from \
+                     link(s) to the flight's span and {} join event(s)",
+                    links.len(),
+                    joins.len()
+                );
+            }
+            if caller.joined_early {
+                self.summary.early_joins += 1;
+            }
+            self.summary.links += links.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// After a settle (traced runs): every follower that is being polled and still waits
+    /// for a flight that has its span has linked to it, also one that joined while its
+    /// leader was making the span (the leader wakes those once the span is there, so that
+    /// the link is made while the flight runs, not only when its result is read).
+    fn check_settled_links(&self) -> Checked {
+        let Some(recording) = &self.recording else { return Ok(()) };
+        let seen = recording.lock();
+        for c in self.live() {
+            let caller = &self.model.callers[c];
+            let Some(f) = caller.followed else { continue };
+            if caller.stalled || !self.idle(c) || !self.model.flights[f].watched {
+                continue;
+            }
+            let cs = seen.caller_span(c).ok_or_else(|| format!("caller {c} has no span"))?;
+            let links = seen.follows.iter().filter(|(a, _)| *a == cs).count();
+            ensure!(
+                links == 1,
+                "after a settle, caller {c} waits for flight {f}, which has its span, but its span \
+                 has {links} follows_from link(s) ({}): {}",
+                if caller.joined_early {
+                    "it joined while the leader was making the span"
+                } else {
+                    "it joined later"
+                },
+                if caller.joined_early { "nobody woke it to link" } else { "it did not link at its join" }
+            );
+        }
+        Ok(())
+    }
+
+    /// At the end of a traced run: one `coalescer.flight` span per flight that was led (none
+    /// for a caller that was refused), a child of its leader's span, with its group's name and
+    /// its key; each of the core's events in the span of the flight it happened to, as often
+    /// as the model says it happened (`core/src/observe.rs`'s `trace_event`): promotions,
+    /// panics, cancellations, forgets (of a flight that had its span; before, it may have
+    /// none), one "flight ended" with the callers that got its result; the bound's overflows
+    /// in no span.
+    fn check_trace(&mut self) -> Checked {
+        let Some(recording) = &self.recording else { return Ok(()) };
+        let seen = recording.lock();
+        let mut span_of = vec![None; self.model.flights.len()];
+        for (s, span) in seen.spans.iter().enumerate() {
+            if span.name != trace::FLIGHT_SPAN {
+                continue;
+            }
+            let leader = span.parent.and_then(|p| seen.spans[p].caller).ok_or_else(|| {
+                format!("flight span {s} is not a child of a caller's span (parent {:?})", span.parent)
+            })?;
+            let f = self.model.flights.iter().position(|fl| fl.leader == leader).ok_or_else(|| {
+                format!("caller {leader} made a coalescer.flight span ({s}) but led no flight")
+            })?;
+            ensure!(span_of[f].is_none(), "flight {f} has two spans, {:?} and {s}", span_of[f]);
+            span_of[f] = Some(s);
+            let flight = &self.model.flights[f];
+            let group = match flight.mode {
+                Mode::Work => "work",
+                Mode::Shared => "shared",
+            };
+            ensure!(
+                span.field("group") == Some(group),
+                "flight {f}'s span has group {:?}, not {group:?}",
+                span.field("group")
+            );
+            let key = crate::probe::key_name(flight.key);
+            ensure!(
+                span.field("key") == Some(key.as_str()),
+                "flight {f}'s span has key {:?}, not {key:?}",
+                span.field("key")
+            );
+        }
+        if let Some(f) = span_of.iter().position(Option::is_none) {
+            let flight = &self.model.flights[f];
+            return Err(format!(
+                "flight {f} (key {}, led by caller {}) has no coalescer.flight span",
+                flight.key, flight.leader
+            ));
+        }
+        let flight_of_span = |s: usize| span_of.iter().position(|&x| x == Some(s));
+        // Per flight: promotions, panics, cancellations, forgets, ends.
+        let mut tally = vec![[0u64; 5]; self.model.flights.len()];
+        let mut overflows = 0;
+        for event in &seen.events {
+            let Some(parent) = event.parent else {
+                ensure!(
+                    event.message == trace::OVERFLOW,
+                    "event {:?} is in no span (only the bound's overflows are)",
+                    event.message
+                );
+                overflows += 1;
+                continue;
+            };
+            let f = flight_of_span(parent)
+                .ok_or_else(|| format!("event {:?} is in span {parent}, not a flight's", event.message))?;
+            let slot = match event.message.as_str() {
+                trace::JOINED => continue, // checked per caller
+                trace::PROMOTED => 0,
+                trace::PANICKED => 1,
+                trace::CANCELLED => 2,
+                trace::FORGOTTEN => 3,
+                trace::ENDED => {
+                    let flight = &self.model.flights[f];
+                    let waiters = if flight.end.is_some() { flight.members_at_end } else { 0 };
+                    ensure!(
+                        event.waiters.as_deref() == Some(waiters.to_string().as_str()),
+                        "flight {f} ended ({:?}{}) with {waiters} caller(s) counted, but its \
+                         \"flight ended\" event says waiters = {:?}",
+                        flight.end,
+                        if flight.cancelled { ", cancelled" } else { "" },
+                        event.waiters
+                    );
+                    4
+                }
+                other => return Err(format!("flight {f}'s span has an unknown event {other:?}")),
+            };
+            tally[f][slot] += 1;
+        }
+        ensure!(
+            overflows == self.model.counts.overflows,
+            "{overflows} overflow event(s); the bound overflowed {} time(s)",
+            self.model.counts.overflows
+        );
+        for (f, flight) in self.model.flights.iter().enumerate() {
+            let [promotions, panics, cancellations, forgets, ends] = tally[f];
+            let expected = [
+                ("promotion", promotions, flight.promotions),
+                ("panic", panics, flight.panics),
+                ("cancellation", cancellations, u64::from(flight.cancelled)),
+                ("end", ends, 1),
+            ];
+            for (what, seen, expected) in expected {
+                ensure!(
+                    seen == expected,
+                    "flight {f} (key {}, {:?} mode, ended {:?}) has {seen} {what} event(s) in its \
+                     span; the model counts {expected}",
+                    flight.key,
+                    flight.mode,
+                    flight.end
+                );
+            }
+            ensure!(
+                (flight.forgets..=flight.forgets + flight.forgets_unwatched).contains(&forgets),
+                "flight {f} was forgotten {} time(s) after it had its span ({} before), but its \
+                 span has {forgets} forget event(s)",
+                flight.forgets,
+                flight.forgets_unwatched
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Driver<'_> {
+    /// At the end of a traced run: the groups' metrics (both groups' series added up, each
+    /// labelled with its group's name alone) count what the model counts, and their histograms
+    /// have one value per flight: the callers that got its result (none for a cancelled one).
+    fn check_metrics(&self) -> Checked {
+        let Some(recorded) = &self.metrics else { return Ok(()) };
+        let mut counters = std::collections::HashMap::<&str, u64>::new();
+        let mut waiters = Vec::new();
+        let mut durations = 0;
+        let all = recorded.series();
+        for series in all.iter() {
+            let name = series.key.name();
+            let labels: Vec<_> = series.key.labels().map(|l| (l.key(), l.value())).collect();
+            ensure!(
+                matches!(labels[..], [("group", "work" | "shared")]),
+                "metric {name} has labels {labels:?}: the group's name must be the only one"
+            );
+            match (name, &series.value) {
+                (_, crate::trace::Value::Counter(n)) => {
+                    *counters.entry(name).or_default() += n.load(std::sync::atomic::Ordering::Relaxed);
+                }
+                ("coalescer.flight.waiters", crate::trace::Value::Histogram(values)) => {
+                    waiters.extend(values.values());
+                }
+                ("coalescer.flight.duration", crate::trace::Value::Histogram(values)) => {
+                    let values = values.values();
+                    ensure!(values.iter().all(|&v| v >= 0.0), "a flight lasted a negative time: {values:?}");
+                    durations += values.len();
+                }
+                (name, _) => return Err(format!("unknown histogram {name}")),
+            }
+        }
+        let counts = self.model.counts;
+        let expected = [
+            ("coalescer.flights", counts.leaders),
+            ("coalescer.joins", counts.followers),
+            ("coalescer.promotions", counts.promotions),
+            ("coalescer.panics", counts.panics),
+            ("coalescer.shutdowns", 0),
+            ("coalescer.cancellations", counts.cancellations),
+            ("coalescer.forgets", counts.forgets),
+            ("coalescer.overflows", counts.overflows),
+        ];
+        for (name, expected) in expected {
+            let seen = counters.get(name).copied().unwrap_or(0);
+            ensure!(seen == expected, "metric {name} is {seen}; the model counts {expected}");
+        }
+        let flights = self.model.flights.len();
+        ensure!(
+            durations == flights,
+            "coalescer.flight.duration has {durations} value(s) for {flights} flight(s)"
+        );
+        #[allow(clippy::cast_precision_loss)] // a few callers
+        let mut expected: Vec<f64> = self
+            .model
+            .flights
+            .iter()
+            .map(|f| if f.end.is_some() { f.members_at_end as f64 } else { 0.0 })
+            .collect();
+        expected.sort_by(f64::total_cmp);
+        waiters.sort_by(f64::total_cmp);
+        ensure!(
+            waiters == expected,
+            "coalescer.flight.waiters has {waiters:?}; the flights' callers that got their result: {expected:?}"
+        );
+        Ok(())
     }
 }

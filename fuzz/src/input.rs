@@ -178,6 +178,14 @@ pub enum Op {
         /// Which live caller.
         caller: u8,
     },
+    /// Arms the keys' `Debug` (in a traced run, whose groups trace keys): the next caller that
+    /// leads a new flight pauses in it, inside its join (its flight already in the map, the
+    /// flight's span not yet given to it), while the next `ops` operations run, as another
+    /// thread's would meanwhile. The paused leader is left out of them.
+    PauseInDebug {
+        /// How many of the following operations run while it is paused (1 to 4).
+        ops: u8,
+    },
 }
 
 /// Which of the key's trait methods an [`Op::KeyPanics`] makes panic.
@@ -227,6 +235,10 @@ pub struct Scenario {
     pub check_keys: bool,
     /// Each group's bound on keys in flight.
     pub bound: Bound,
+    /// Run under a recording `tracing` subscriber, with named groups that trace keys, and
+    /// check the flights' spans, the callers' links and the events against the model (the
+    /// `trace_race` target).
+    pub trace: bool,
 }
 
 /// Decodes operations until the input runs out (or [`MAX_OPS`]), with no length prefix or
@@ -317,6 +329,7 @@ impl ForgetRace {
             ending: self.ending,
             check_keys: false,
             bound: Bound::None,
+            trace: false,
         }
     }
 }
@@ -447,6 +460,7 @@ impl CancellationRace {
             ending: self.ending,
             check_keys: false,
             bound: Bound::None,
+            trace: false,
         }
     }
 }
@@ -583,6 +597,7 @@ impl UnwindRace {
             ending: self.ending,
             check_keys: false,
             bound: Bound::None,
+            trace: false,
         }
     }
 }
@@ -684,6 +699,134 @@ impl KeyRace {
             ending: self.ending,
             check_keys: true,
             bound: self.bound,
+            trace: false,
+        }
+    }
+}
+
+/// The `trace_race` target's input: the cancellation race's joins, polls, drops, completions,
+/// panics, timeouts and pauses inside the work, plus forgets, a bound on keys in flight, and
+/// leaders paused in their key's `Debug` (inside their join, before their flight has its span)
+/// while other callers join, poll and leave; run under a recording `tracing` subscriber, whose
+/// spans, links and events are checked against the model.
+#[derive(Clone, Debug)]
+pub struct TraceRace {
+    /// Two keys rather than one.
+    pub two_keys: bool,
+    /// Which method the callers use.
+    pub modes: Modes,
+    /// How the scenario ends.
+    pub ending: Ending,
+    /// The groups' bound on keys in flight.
+    pub bound: Bound,
+    /// The operations (decoded until the input runs out).
+    pub ops: Vec<TraceOp>,
+}
+
+/// An operation of the `trace_race` target.
+#[derive(Arbitrary, Clone, Copy, Debug)]
+pub enum TraceOp {
+    /// A new call.
+    Join {
+        /// The key.
+        key: u8,
+        /// shared-mode `work` (in mixed mode: a key keeps the mode of its first caller).
+        shared: bool,
+        /// Wrapped in a `Timeout`.
+        timed: bool,
+        /// Polled at once.
+        poll: bool,
+        /// What its work does.
+        start: Start,
+    },
+    /// A poll of one caller.
+    Poll {
+        /// Which caller.
+        caller: u8,
+    },
+    /// An executor's turn.
+    Settle,
+    /// A caller is dropped.
+    Drop {
+        /// Which caller.
+        caller: u8,
+    },
+    /// The leader of a key's flight is dropped.
+    DropLeader {
+        /// The key.
+        key: u8,
+    },
+    /// An execution completes.
+    Complete {
+        /// Which execution.
+        exec: u8,
+    },
+    /// An execution panics.
+    Panic {
+        /// Which execution.
+        exec: u8,
+    },
+    /// A timed caller's timer fires.
+    Timeout {
+        /// Which timed caller.
+        caller: u8,
+    },
+    /// `forget(key)`.
+    Forget {
+        /// The key.
+        key: u8,
+    },
+    /// The next operations run while an execution is inside its poll.
+    Arm {
+        /// Which execution.
+        exec: u8,
+        /// How many operations (1 + this modulo 4).
+        ops: u8,
+    },
+    /// The next operations run while the next new flight's leader is inside its key's `Debug`.
+    PauseInDebug {
+        /// How many operations (1 + this modulo 4).
+        ops: u8,
+    },
+}
+
+impl<'a> Arbitrary<'a> for TraceRace {
+    fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
+        Ok(Self {
+            two_keys: u.arbitrary()?,
+            modes: u.arbitrary()?,
+            ending: u.arbitrary()?,
+            bound: u.arbitrary()?,
+            ops: ops(u)?,
+        })
+    }
+}
+
+impl TraceRace {
+    /// The scenario this input stands for.
+    pub fn scenario(&self) -> Scenario {
+        let ops = self.ops.iter().map(|op| match *op {
+            TraceOp::Join { key, shared, timed, poll, start } => {
+                Op::Join { key, shared: self.modes.shared(shared), timed, poll, start }
+            }
+            TraceOp::Poll { caller } => Op::Poll { caller },
+            TraceOp::Settle => Op::Settle,
+            TraceOp::Drop { caller } => Op::Drop { caller },
+            TraceOp::DropLeader { key } => Op::DropLeader { key },
+            TraceOp::Complete { exec } => Op::Complete { exec },
+            TraceOp::Panic { exec } => Op::Panic { exec },
+            TraceOp::Timeout { caller } => Op::FireTimer { caller },
+            TraceOp::Forget { key } => Op::Forget { key },
+            TraceOp::Arm { exec, ops } => Op::Arm { exec, ops: 1 + ops % 4 },
+            TraceOp::PauseInDebug { ops } => Op::PauseInDebug { ops: 1 + ops % 4 },
+        });
+        Scenario {
+            keys: 1 + u8::from(self.two_keys),
+            ops: ops.collect(),
+            ending: self.ending,
+            check_keys: false,
+            bound: self.bound,
+            trace: true,
         }
     }
 }

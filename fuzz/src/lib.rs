@@ -39,20 +39,40 @@
 //!   `key_race`) the group runs them only while a caller joins or in `forget`;
 //! * wakers that change between polls: only the newest waker of a caller counts.
 //!
+//! * observability (issue 15; `trace_race`, whose runs install a recording `tracing`
+//!   subscriber, scoped to the run and its worker threads, name the groups and trace their
+//!   keys): each caller is polled and dropped inside a span of its own; there is one
+//!   `coalescer.flight` span per flight that was led (none for a refused caller), a child of
+//!   its leader's span, with its group's name and its key; a follower that finished or left
+//!   after its flight had its span has exactly one `follows_from` link from its span to the
+//!   flight's, and one "a caller joined" event in the flight's span, made inside its own (one
+//!   that left before has at most that), and after an executor's turn every follower still
+//!   waiting for a flight with a span has linked to it; promotions, panics, cancellations and
+//!   forgets are events of the right flight's span as often as the model says they happened
+//!   (a forget before the flight has its span may have none), each flight's span has one
+//!   "flight ended" event with the callers that got its result, the bound's overflows are
+//!   events in no span, and `counters()` count each join once (a leader when its join is
+//!   over); the groups' metrics (`metrics` feature, a recorder installed while the groups are
+//!   named) count the same, labelled by the group's name alone, with one duration and one
+//!   waiters value (the callers that got the result) per flight. A key's `Debug`, which a leader runs to make its flight's span, can pause that
+//!   leader inside its join ([`Op::PauseInDebug`]), its flight already in the map, while other
+//!   callers join it, poll and leave.
+//!
 //! A panic of the work (or of armed user code) is an operation, not a failure; only broken
-//! promises are. The targets, `forget_race`, `cancellation_race`, `unwind_race` and
-//! `key_race`, differ only in the operations their inputs can express.
+//! promises are. The targets, `forget_race`, `cancellation_race`, `unwind_race`, `key_race`
+//! and `trace_race`, differ only in the operations their inputs can express.
 
 pub mod cache_ops;
 mod driver;
 mod input;
 mod model;
 mod probe;
+mod trace;
 
 pub use driver::{Summary, Violation, run};
 pub use input::{
     Bound, CancelOp, CancellationRace, Ending, ForgetOp, ForgetRace, KeyFn, KeyOp, KeyRace, MAX_OPS, Modes,
-    Op, Scenario, Start, UnwindOp, UnwindRace,
+    Op, Scenario, Start, TraceOp, TraceRace, UnwindOp, UnwindRace,
 };
 
 /// Runs `scenario` and panics with the violation, if any: the fuzz targets' body.

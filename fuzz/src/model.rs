@@ -52,6 +52,17 @@ pub(crate) struct Flight {
     pub(crate) members_at_end: usize,
     /// It holds a permit of its group's bound on keys in flight.
     pub(crate) permit: bool,
+    /// Its leader's join is over, so (in a traced run) the flight has its span: set when the
+    /// leader's first poll returns. A leader paused in its key's `Debug` is inside its join.
+    pub(crate) watched: bool,
+    /// Its events, as the core reports them in its span (`core/src/observe.rs`): promotions,
+    /// panics of its work, whether it was cancelled (every caller left), and its forgets
+    /// after and before it had its span.
+    pub(crate) promotions: u64,
+    pub(crate) panics: u64,
+    pub(crate) cancelled: bool,
+    pub(crate) forgets: u64,
+    pub(crate) forgets_unwatched: u64,
 }
 
 impl Flight {
@@ -95,6 +106,13 @@ pub(crate) struct Caller {
     pub(crate) timer_fired: bool,
     pub(crate) stalled: bool,
     pub(crate) state: CallerState,
+    /// The flight it joined as a follower (promoted later or not).
+    pub(crate) followed: Option<FlightId>,
+    /// It joined its flight while the flight's leader was inside its join (no span yet).
+    pub(crate) joined_early: bool,
+    /// When it finished or left its flight as a follower: whether the flight had its span
+    /// then (it must have linked to it by then).
+    pub(crate) ended_watched: Option<bool>,
 }
 
 impl Caller {
@@ -150,6 +168,9 @@ impl Model {
             timer_fired: false,
             stalled: false,
             state: CallerState::Unjoined,
+            followed: None,
+            joined_early: false,
+            ended_watched: None,
         });
         self.callers.len() - 1
     }
@@ -188,6 +209,8 @@ impl Model {
             Some(f) => {
                 self.flights[f].members.push(c);
                 self.counts.followers += 1;
+                self.callers[c].followed = Some(f);
+                self.callers[c].joined_early = !self.flights[f].watched;
                 f
             }
             None => {
@@ -214,6 +237,12 @@ impl Model {
                     end: None,
                     members_at_end: 0,
                     permit: self.bound.is_some() && !alone,
+                    watched: false,
+                    promotions: 0,
+                    panics: 0,
+                    cancelled: false,
+                    forgets: 0,
+                    forgets_unwatched: 0,
                 });
                 self.counts.leaders += 1;
                 let f = self.flights.len() - 1;
@@ -269,6 +298,7 @@ impl Model {
         }
         if promoted {
             self.counts.promotions += 1;
+            self.flights[f].promotions += 1;
         }
         let flight = &mut self.flights[f];
         flight.started = true;
@@ -327,6 +357,20 @@ impl Model {
         self.execs[e].ended = true;
         if matches!(end, End::Panic(_)) {
             self.counts.panics += 1;
+            self.flights[f].panics += 1;
+        }
+    }
+
+    /// Execution `e`'s `Drop` panicked after it returned its value: a panic of its flight.
+    pub(crate) fn drop_panicked(&mut self, e: ExecId) {
+        self.counts.panics += 1;
+        self.flights[self.execs[e].flight].panics += 1;
+    }
+
+    /// `c` finished or left its flight: a follower notes whether the flight had its span.
+    fn ended(&mut self, c: CallerId) {
+        if let Some(f) = self.callers[c].followed {
+            self.callers[c].ended_watched = Some(self.flights[f].watched);
         }
     }
 
@@ -360,11 +404,13 @@ impl Model {
         } else {
             self.flights[f].members.retain(|&m| m != c);
             self.counts.followers -= 1;
+            self.callers[c].followed = None;
         }
     }
 
     /// `c` got its result (or its poll re-raised the work's panic).
     pub(crate) fn finished(&mut self, c: CallerId) {
+        self.ended(c);
         if let Some(f) = self.flight_of(c) {
             self.flights[f].members.retain(|&m| m != c);
         }
@@ -379,6 +425,7 @@ impl Model {
             self.callers[c].state = CallerState::Gone;
             return LeaveEffect::None;
         };
+        self.ended(c);
         self.callers[c].state = CallerState::Gone;
         let flight = &mut self.flights[f];
         flight.members.retain(|&m| m != c);
@@ -392,6 +439,7 @@ impl Model {
         }
         if flight.members.is_empty() {
             self.counts.cancellations += 1;
+            flight.cancelled = true;
             if flight.mode == Mode::Shared {
                 effect = LeaveEffect::Cancel(flight.exec.expect("a started shared flight has work"));
             }
@@ -407,7 +455,13 @@ impl Model {
     pub(crate) fn forget(&mut self, key: u8) -> bool {
         match self.current[usize::from(key)].take() {
             Some(f) => {
-                self.flights[f].forgotten = true;
+                let flight = &mut self.flights[f];
+                flight.forgotten = true;
+                if flight.watched {
+                    flight.forgets += 1;
+                } else {
+                    flight.forgets_unwatched += 1;
+                }
                 self.counts.forgets += 1;
                 true
             }

@@ -144,10 +144,21 @@ pub(crate) enum Signal {
     Done,
 }
 
-/// Pauses one execution at the start of its next poll (see [`Probe::arm`]).
+/// Where a [`Gate`] pauses the thread that reaches it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GateAt {
+    /// At the start of this execution's next poll.
+    Exec(ExecId),
+    /// In the next call of a key's `Debug` (a leader formats its key for its flight's span,
+    /// inside its join, after its flight is in the map).
+    KeyDebug,
+}
+
+/// Pauses one execution at the start of its next poll, or the next key's `Debug` (see
+/// [`Probe::arm`]).
 #[derive(Debug)]
 struct Gate {
-    exec: ExecId,
+    at: GateAt,
     to_driver: Sender<Signal>,
     resume: Receiver<()>,
 }
@@ -259,10 +270,22 @@ impl Probe {
         s.execs[exec].waker.clone()
     }
 
-    /// Makes `exec`'s next poll send [`Signal::Paused`] to the driver and wait for `resume`
-    /// before it does anything else (the poll runs on a worker thread meanwhile).
-    pub(crate) fn arm(&self, exec: ExecId, to_driver: Sender<Signal>, resume: Receiver<()>) {
-        self.lock().gate = Some(Gate { exec, to_driver, resume });
+    /// Makes the next thread that reaches `at` (an execution's poll, or a key's `Debug`) send
+    /// [`Signal::Paused`] to the driver and wait for `resume` before it does anything else
+    /// (the caller's poll runs on a worker thread meanwhile).
+    pub(crate) fn arm(&self, at: GateAt, to_driver: Sender<Signal>, resume: Receiver<()>) {
+        self.lock().gate = Some(Gate { at, to_driver, resume });
+    }
+
+    /// Pauses here if the gate is set at `at` (see [`Probe::arm`]).
+    fn gate(&self, at: GateAt) {
+        let gate = self.lock().gate.take_if(|gate| gate.at == at);
+        if let Some(gate) = gate {
+            // Paused: the driver acts meanwhile, like another thread.
+            if gate.to_driver.send(Signal::Paused).is_ok() {
+                let _ = gate.resume.recv();
+            }
+        }
     }
 
     /// Makes the next clone of `exec`'s value panic.
@@ -298,18 +321,13 @@ impl Future for ExecFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Val> {
         let exec = self.exec;
-        let gate = {
+        {
             let mut s = self.probe.lock();
             let by = s.current;
             s.events.push(Event::Polled { exec, by });
-            s.gate.take_if(|gate| gate.exec == exec)
-        };
-        if let Some(gate) = gate {
-            // Paused inside the work's poll: the driver acts meanwhile, like another thread.
-            if gate.to_driver.send(Signal::Paused).is_ok() {
-                let _ = gate.resume.recv();
-            }
         }
+        // Paused inside the work's poll, if armed: the driver acts meanwhile.
+        self.probe.gate(GateAt::Exec(exec));
         let stale = {
             let mut s = self.probe.lock();
             match s.execs[exec].plan {
@@ -423,8 +441,8 @@ impl Future for Timer {
 
 /// The group's key: a small id whose `Hash`, `Eq` and `Clone` tell the probe that they ran
 /// (when the run checks key use, see [`Probe::check_keys`]) and panic when armed
-/// ([`Probe::arm_key`]).
-#[derive(Debug)]
+/// ([`Probe::arm_key`]), and whose `Debug` (`key0`, `key1`, ...; a leader formats its key for
+/// its flight's span when the group traces keys) pauses when armed ([`GateAt::KeyDebug`]).
 pub(crate) struct Key {
     pub(crate) id: u8,
     probe: Arc<Probe>,
@@ -434,6 +452,18 @@ impl Key {
     pub(crate) fn new(id: u8, probe: &Arc<Probe>) -> Self {
         Self { id, probe: probe.clone() }
     }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.probe.gate(GateAt::KeyDebug);
+        write!(f, "{}", key_name(self.id))
+    }
+}
+
+/// How key `id` is formatted (its `Debug`).
+pub(crate) fn key_name(id: u8) -> String {
+    format!("key{id}")
 }
 
 impl std::hash::Hash for Key {

@@ -12,7 +12,7 @@ fn timed(key: u8, shared: bool) -> Op {
 }
 
 fn ok(keys: u8, ending: Ending, ops: Vec<Op>) -> Summary {
-    let scenario = Scenario { keys, ops, ending, check_keys: false, bound: Bound::None };
+    let scenario = Scenario { keys, ops, ending, check_keys: false, bound: Bound::None, trace: false };
     run(&scenario).unwrap_or_else(|violation| panic!("{violation}"))
 }
 
@@ -270,7 +270,14 @@ fn a_panicking_key_method_at_the_join_leaves_the_group_unchanged() {
             Op::Complete { exec: 0 },
             Op::Settle,
         ];
-        let scenario = Scenario { keys: 1, ops, ending: Ending::Drain, check_keys: true, bound: Bound::None };
+        let scenario = Scenario {
+            keys: 1,
+            ops,
+            ending: Ending::Drain,
+            check_keys: true,
+            bound: Bound::None,
+            trace: false,
+        };
         let s = run(&scenario).unwrap_or_else(|violation| panic!("{what:?}: {violation}"));
         assert_eq!(s.leaders, 1, "{what:?}");
     }
