@@ -357,6 +357,14 @@ impl<K: Hash + Eq, V, S: BuildHasher, M> Group<K, V, S, M> {
     /// Records each flight's key (its `Debug` form) as the `key` field of the flight's span
     /// (`tracing` feature). Off by default: keys may be secret, and many. A builder method.
     ///
+    /// # Panics
+    ///
+    /// The key's `Debug` runs in the leader's call, after its flight is in the map and before
+    /// the work starts, when a subscriber wants the flight's span. If it panics, the panic
+    /// leaves that call and the flight is left as by a leader dropped at that point: followers
+    /// already joined take the lead in turn (work mode) or drive the work (shared), and a
+    /// flight nobody else joined ends as a cancellation; the key is free again.
+    ///
     /// # Examples
     ///
     /// ```

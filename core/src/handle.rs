@@ -83,9 +83,15 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
             #[cfg(feature = "tracing")]
             unlinked,
         };
+        let event = if leader { Event::Leader } else { Event::Follower };
+        // Counted at once, before the leader's observer is set (so that a follower that
+        // joins meanwhile is never counted before its leader), and whether or not the
+        // flight's observer is pending (a pending one makes the follower's trace report
+        // nothing here, and `link` makes it later; a leader's start has no trace report).
+        handle.table.counters_of().record(event, Some(handle.flight.obs()));
         if leader {
             // User code (the key's `Debug`, a subscriber): the handle is there to leave the
-            // flight if it panics.
+            // flight if it panics (a flight started and abandoned: a cancellation).
             handle.table.watch_flight(&handle.flight, key);
             // Followers joined before the span was there: wake them to make their report
             // (each also makes it at its next look, at the latest when it reads the result).
@@ -94,10 +100,6 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
                 wake_early_followers(&handle.flight);
             }
         }
-        let event = if leader { Event::Leader } else { Event::Follower };
-        // Counted now, whether or not the flight's observer is pending (a pending one makes
-        // the follower's trace report nothing here, and `link` makes it later).
-        handle.table.counters_of().record(event, Some(handle.flight.obs()));
         Ok(handle)
     }
 

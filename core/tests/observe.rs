@@ -474,3 +474,48 @@ fn a_follower_that_joined_before_the_span_links_to_it_while_the_flight_is_still_
     let flight = seen.spans.iter().find(|(_, s)| s.0 == "coalescer.flight").map(|(id, _)| *id).unwrap();
     assert_eq!(seen.follows.iter().filter(|(_, cause)| *cause == flight).count(), 1, "{:?}", seen.follows);
 }
+
+/// A key whose `Debug` panics while `PANIC_DEBUG` is set (once).
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct PanickyKey(u32);
+
+static PANIC_DEBUG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl std::fmt::Debug for PanickyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if PANIC_DEBUG.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            panic!("the key's Debug panicked");
+        }
+        write!(f, "PanickyKey({})", self.0)
+    }
+}
+
+#[test]
+fn a_key_whose_debug_panics_while_the_leader_makes_its_span_leaves_the_key_free() {
+    let _serial = serial();
+    let recording = Recording::default();
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(recording.clone()));
+    let group = Group::<PanickyKey, u32>::new().trace_keys();
+    tracing::dispatcher::with_default(&dispatch, || {
+        PANIC_DEBUG.store(true, std::sync::atomic::Ordering::SeqCst);
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            group.work_blocking(&PanickyKey(3), || unreachable!("the work never starts"))
+        }));
+        let message = caught.expect_err("the Debug's panic leaves the call");
+        assert_eq!(message.downcast_ref::<&str>(), Some(&"the key's Debug panicked"));
+        // Counted as a flight started and abandoned; nothing is left in the map.
+        let c = group.counters();
+        assert_eq!((c.leaders, c.cancellations, group.in_flight()), (1, 1, 0), "{c:?}");
+        // The key is free: the next call leads a new flight, with its span.
+        let next = group.work_blocking(&PanickyKey(3), || 4).unwrap();
+        assert!(next.is_leader() && *next.value() == 4);
+    });
+    let seen = recording.0.lock().unwrap();
+    let keys: Vec<_> = seen
+        .spans
+        .values()
+        .filter(|s| s.0 == "coalescer.flight")
+        .filter_map(|s| s.2.iter().find(|(k, _)| k == "key").map(|(_, v)| v.clone()))
+        .collect();
+    assert!(keys.contains(&"PanickyKey(3)".to_string()), "the second flight's span shows its key: {keys:?}");
+}

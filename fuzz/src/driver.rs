@@ -1158,11 +1158,10 @@ impl<'g> Driver<'g> {
         ensure!(idle == (expected == 0), "is_idle() is {idle} with {expected} flight(s)");
         let counters = self.counters();
         let counts = self.model.counts;
-        // A leader paused in its key's `Debug` is inside its join: it is counted at the end of
-        // its join, once its flight has its span (the followers that join meanwhile, at once).
-        let joining = u64::from(matches!(self.busy, Some((_, None))));
+        // A leader paused in its key's `Debug` (inside its join, making its span) is already
+        // counted, as are the followers that join meanwhile.
         let pairs = [
-            ("leaders", counters.leaders, counts.leaders - joining),
+            ("leaders", counters.leaders, counts.leaders),
             ("followers", counters.followers, counts.followers),
             ("promotions", counters.promotions, counts.promotions),
             ("panics", counters.panics, counts.panics),
