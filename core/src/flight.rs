@@ -56,7 +56,7 @@ impl<V> Owned<V> {
     pub(crate) fn shared<F>(work: F) -> Self
     where
         F: Future<Output = Result<V, Aborted>> + Send + 'static,
-        V: 'static,
+        V: Send + Sync + 'static,
     {
         if fits_inline::<F>() { Self::Inline(InlineWork::new(work)) } else { Self::Work(Box::pin(work)) }
     }
@@ -92,9 +92,12 @@ union Slot<V> {
     work: MaybeUninit<[usize; INLINE_WORDS]>,
 }
 
-/// How to poll and drop a future stored in a flight's [`Slot`].
+/// Polls a flight's inline work once; the caller holds `DRIVING` (see [`InlineWork::new`]).
+type InlineDriveFn<V> = unsafe fn(&Arc<Flight<V>>) -> Poll<Result<V, Aborted>>;
+
+/// How to drive (see [`Flight::drive`]) and drop a future stored in a flight's [`Slot`].
 struct InlineVTable<V> {
-    poll: unsafe fn(*mut (), &mut Context<'_>) -> Poll<Result<V, Aborted>>,
+    drive: InlineDriveFn<V>,
     drop: unsafe fn(*mut ()),
 }
 
@@ -133,15 +136,28 @@ impl<V> InlineWork<V> {
     fn new<F>(work: F) -> Self
     where
         F: Future<Output = Result<V, Aborted>> + Send + 'static,
-        V: 'static,
+        V: Send + Sync + 'static,
     {
         assert!(fits_inline::<F>(), "made only for work that fits"); // folded away
-        /// Polls the `F` at `data`.
-        unsafe fn poll<F: Future>(data: *mut (), cx: &mut Context<'_>) -> Poll<F::Output> {
-            // SAFETY: the caller passes the address of a live `F`, not borrowed elsewhere.
-            let work = unsafe { &mut *data.cast::<F>() };
-            // SAFETY: and that `F` does not move again until it is dropped (the flight's slot).
-            unsafe { Pin::new_unchecked(work) }.poll(cx)
+        /// Polls the `F` in the flight's slot once, with the flight's waker.
+        ///
+        /// # Safety
+        ///
+        /// The caller holds `DRIVING`, and the slot holds a live `F` (installed, not dropped).
+        unsafe fn drive<F, V>(this: &Arc<Flight<V>>) -> Poll<F::Output>
+        where
+            F: Future<Output = Result<V, Aborted>>,
+            V: Send + Sync + 'static,
+        {
+            Flight::with_waker(this, |cx| {
+                this.slot.with_mut(|slot| {
+                    // SAFETY: the caller's obligation: the slot holds an `F`, and the holder of
+                    // `DRIVING` is the one that reaches it.
+                    let work = unsafe { &mut *slot.cast::<F>() };
+                    // SAFETY: the `F` does not move until it is dropped (it lies in the flight).
+                    unsafe { Pin::new_unchecked(work) }.poll(cx)
+                })
+            })
         }
         /// Drops the `F` at `data` in place.
         unsafe fn drop<F>(data: *mut ()) {
@@ -151,7 +167,8 @@ impl<V> InlineWork<V> {
         let mut data = MaybeUninit::<[usize; INLINE_WORDS]>::uninit();
         // SAFETY: `data` is large and aligned enough for `F` (`fits_inline`) and holds nothing.
         unsafe { data.as_mut_ptr().cast::<F>().write(work) };
-        let vtable: &'static InlineVTable<V> = const { &InlineVTable { poll: poll::<F>, drop: drop::<F> } };
+        let vtable: &'static InlineVTable<V> =
+            const { &InlineVTable { drive: drive::<F, V>, drop: drop::<F> } };
         Self { data, vtable: VTable(NonNull::from(vtable)) }
     }
 }
@@ -438,13 +455,17 @@ impl<V> Flight<V> {
                 Stored::Inline(work.vtable)
             }
         };
-        // SAFETY: see above.
-        self.work.with_mut(|slot| unsafe { *slot = Some(stored) });
-        let woken = if self.is_shared() { state::WOKEN } else { 0 };
-        let prev = self
-            .state
-            .fetch_update(AcqRel, Acquire, |s| Some((s & !(state::DRIVING | state::WOKEN)) | woken));
-        self.is_detached() && State(prev.unwrap_or_else(|s| s)).is_woken()
+        // SAFETY: see above; the slot is empty (work is installed once), nothing to drop there.
+        self.work.with_mut(|slot| unsafe { slot.write(Some(stored)) });
+        if self.is_shared() {
+            // `DRIVING` (held since the flight was made) goes and `WOKEN` (clear: no waker of the
+            // work existed before) comes, in one step.
+            let prev = State(self.state.fetch_xor(state::DRIVING | state::WOKEN, AcqRel));
+            debug_assert!(prev.is_driving() && !prev.is_woken(), "shared work is installed once");
+            return false;
+        }
+        let prev = State(self.state.fetch_and(!(state::DRIVING | state::WOKEN), AcqRel));
+        self.is_detached() && prev.is_woken()
     }
 
     /// A detached task was dropped on its leader's thread before the leader installed it, that
@@ -476,6 +497,17 @@ impl<V> Flight<V> {
 
     /// Polls the shared work once; the caller holds `DRIVING`.
     pub(crate) fn drive(this: &Arc<Self>) -> Poll<Result<V, Aborted>> {
+        // SAFETY: the caller holds `DRIVING`: nobody else reaches the work.
+        let inline = this.work.with_mut(|slot| match unsafe { &*slot } {
+            Some(Stored::Inline(vtable)) => Some(*vtable),
+            _ => None,
+        });
+        if let Some(vtable) = inline {
+            // SAFETY: the caller holds `DRIVING`, and the slot holds the work `vtable` is for
+            // (installed with it, and dropped only by a holder of `CLAIMED` or the last waiter
+            // out of a closing flight, after taking the vtable out).
+            return unsafe { (vtable.get().drive)(this) };
+        }
         match this.mode {
             Mode::Shared(drive) => drive(this),
             _ => unreachable!("only shared flights are driven"),
@@ -502,6 +534,18 @@ impl<V: Send + Sync + 'static> Flight<V> {
     /// flight, not at whichever waiter happens to drive, so a wake reaches the flight even when
     /// that waiter's task has stalled.
     pub(crate) fn poll_work(this: &Arc<Self>) -> Poll<Result<V, Aborted>> {
+        Self::with_waker(this, |cx| {
+            // SAFETY: the caller holds `DRIVING` (the `DriveFn` contract), so this is the one
+            // reference to the slot; the future stays pinned in its box.
+            this.work.with_mut(|slot| match unsafe { &mut *slot } {
+                Some(Stored::Work(work)) => work.as_mut().poll(cx),
+                _ => unreachable!("a driven flight has its boxed work installed (`drive` polls inline work)"),
+            })
+        })
+    }
+
+    /// Calls `f` with a context whose waker points at the flight.
+    fn with_waker<R>(this: &Arc<Self>, f: impl FnOnce(&mut Context<'_>) -> R) -> R {
         // A waker that borrows `this`'s count for the poll instead of taking one: it is never
         // dropped (so it gives back nothing it did not take), and a clone the work keeps takes a
         // count of its own through the vtable.
@@ -511,20 +555,7 @@ impl<V: Send + Sync + 'static> Flight<V> {
         // value (`ManuallyDrop`, and `Context` lends it out as `&Waker` only), so no count is
         // given back that this waker did not take. `Self: Send + Sync + 'static`.
         let waker = ManuallyDrop::new(unsafe { Waker::from_raw(RawWaker::new(data, &Self::VTABLE)) });
-        let mut cx = Context::from_waker(&waker);
-        // SAFETY: the caller holds `DRIVING` (the `DriveFn` contract), so this is the one
-        // reference to the slot; the future stays pinned in its box.
-        this.work.with_mut(|slot| match unsafe { &mut *slot } {
-            Some(Stored::Work(work)) => work.as_mut().poll(&mut cx),
-            // SAFETY: as above, and the work was installed in the slot, where it stays until it
-            // is dropped (`TakenWork`), which only a holder of `CLAIMED` or the last waiter out
-            // of a closing flight does: nobody is polling then.
-            Some(Stored::Inline(vtable)) => {
-                // SAFETY: see the line above.
-                this.slot.with_mut(|slot| unsafe { (vtable.get().poll)(slot.cast(), &mut cx) })
-            }
-            _ => unreachable!("a driven flight has its work installed"),
-        })
+        f(&mut Context::from_waker(&waker))
     }
 
     /// The work's waker fired.
