@@ -628,11 +628,18 @@ impl<V> Drop for TakenWork<'_, V> {
     fn drop(&mut self) {
         let flight = self.0;
         // SAFETY: the creator of this guard is the one that may reach the work (`take_work`).
-        let stored = flight.work.with_mut(|slot| unsafe { (*slot).take() });
-        let Some(Stored::Inline(vtable)) = stored else {
-            drop(stored);
+        let inline = flight.work.with_mut(|slot| match unsafe { &*slot } {
+            Some(Stored::Inline(vtable)) => Some(*vtable),
+            _ => None,
+        });
+        let Some(vtable) = inline else {
+            // SAFETY: see above.
+            drop(flight.work.with_mut(|slot| unsafe { (*slot).take() }));
             return;
         };
+        // The vtable is all the field holds (nothing to drop there); the work is in the slot.
+        // SAFETY: see above.
+        flight.work.with_mut(|slot| unsafe { slot.write(None) });
         /// Leaves an empty result in the slot once the work is dropped, even if its `Drop`
         /// panics.
         struct Empty<'a, V>(&'a Flight<V>);
