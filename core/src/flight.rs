@@ -28,22 +28,157 @@ use crate::sync::{
 };
 use alloc::boxed::Box;
 use core::future::Future;
-use core::mem::ManuallyDrop;
+use core::mem::{ManuallyDrop, MaybeUninit};
 use core::pin::Pin;
+use core::ptr::NonNull;
 use core::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 use event_listener::{Event, EventListener};
 
 /// A shared flight's work, owned by the flight.
 pub(crate) type BoxedWork<V> = Pin<Box<dyn Future<Output = Result<V, Aborted>> + Send>>;
 
-/// What a flight owns besides its result: shared work to drive, or a detached task's handle
+/// What a flight owns besides its result, on its way to [`Flight::install`]: shared work to
+/// drive (boxed, or small enough to be stored in the flight itself), or a detached task's handle
 /// (dropping that handle detaches or aborts the task, as its `Spawn` chose). Internal.
 #[doc(hidden)]
 #[allow(missing_debug_implementations)]
 pub(crate) enum Owned<V> {
     Work(BoxedWork<V>),
+    /// Small shared work, carried here until the flight stores it (see [`Owned::shared`]).
+    Inline(InlineWork<V>),
     /// The task's handle, kept only when dropping it aborts the task.
     Task(#[allow(dead_code)] Option<Box<dyn Send>>),
+}
+
+impl<V> Owned<V> {
+    /// Shared work: stored in the flight's own allocation when it fits [`INLINE_WORDS`] words
+    /// (no allocation of its own), boxed otherwise.
+    pub(crate) fn shared<F>(work: F) -> Self
+    where
+        F: Future<Output = Result<V, Aborted>> + Send + 'static,
+        V: Send + Sync + 'static,
+    {
+        if fits_inline::<F>() { Self::Inline(InlineWork::new(work)) } else { Self::Work(Box::pin(work)) }
+    }
+}
+
+/// What the flight keeps of what it owns (see [`Owned`]). Small shared work is stored in the
+/// flight's `slot`, and only its vtable here.
+enum Stored<V> {
+    Work(BoxedWork<V>),
+    /// Polls and drops the work in the flight's `slot`.
+    Inline(VTable<V>),
+    Task(#[allow(dead_code)] Option<Box<dyn Send>>),
+}
+
+/// Words of shared work that a flight stores in itself instead of boxing it. The flight's result
+/// slot doubles as this work's place (see [`Slot`]), so the flight grows only when its result
+/// slot is smaller than this (for a `u64` value it is exactly this size).
+const INLINE_WORDS: usize = 4;
+
+/// Whether `F` is stored in its flight, not boxed.
+const fn fits_inline<F>() -> bool {
+    size_of::<F>() <= size_of::<[usize; INLINE_WORDS]>() && align_of::<F>() <= align_of::<usize>()
+}
+
+/// A flight's result, or its small shared work while that is installed: the two are never
+/// alive at once. The work is installed before anyone can read the result, and dropped (by the
+/// finisher, which holds `CLAIMED`, or by the last waiter out of a closing flight) before the
+/// result is published; the slot holds an empty result again once the work is gone (even when
+/// the work's `Drop` panics). `repr(C)`: both fields start at the slot's address.
+#[repr(C)]
+union Slot<V> {
+    result: ManuallyDrop<Option<Result<V, Aborted>>>,
+    work: MaybeUninit<[usize; INLINE_WORDS]>,
+}
+
+/// Polls a flight's inline work once; the caller holds `DRIVING` (see [`InlineWork::new`]).
+type InlineDriveFn<V> = unsafe fn(&Arc<Flight<V>>) -> Poll<Result<V, Aborted>>;
+
+/// How to drive (see [`Flight::drive`]) and drop a future stored in a flight's [`Slot`].
+struct InlineVTable<V> {
+    drive: InlineDriveFn<V>,
+    drop: unsafe fn(*mut ()),
+}
+
+/// A `&'static InlineVTable<V>`, held as a pointer so that `V` need not be `'static` wherever a
+/// flight is named (only shared work, whose `V` is `'static`, makes one).
+struct VTable<V>(NonNull<InlineVTable<V>>);
+
+impl<V> Clone for VTable<V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<V> Copy for VTable<V> {}
+
+// SAFETY: it is a `&'static` to function pointers, never written.
+unsafe impl<V> Send for VTable<V> {}
+// SAFETY: as for `Send`.
+unsafe impl<V> Sync for VTable<V> {}
+
+impl<V> VTable<V> {
+    fn get(&self) -> &InlineVTable<V> {
+        // SAFETY: made from a `&'static` in `InlineWork::new`; the vtable is never written.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+/// Small shared work on its way into its flight (see [`Owned::shared`]): the future's bytes,
+/// and how to poll and drop it. Dropped before it is installed, it drops the future. It is
+/// `Send` (raw bytes), and only `Send` futures are put in it (`new`).
+pub(crate) struct InlineWork<V> {
+    data: MaybeUninit<[usize; INLINE_WORDS]>,
+    vtable: VTable<V>,
+}
+
+impl<V> InlineWork<V> {
+    fn new<F>(work: F) -> Self
+    where
+        F: Future<Output = Result<V, Aborted>> + Send + 'static,
+        V: Send + Sync + 'static,
+    {
+        assert!(fits_inline::<F>(), "made only for work that fits"); // folded away
+        /// Polls the `F` in the flight's slot once, with the flight's waker.
+        ///
+        /// # Safety
+        ///
+        /// The caller holds `DRIVING`, and the slot holds a live `F` (installed, not dropped).
+        unsafe fn drive<F, V>(this: &Arc<Flight<V>>) -> Poll<F::Output>
+        where
+            F: Future<Output = Result<V, Aborted>>,
+            V: Send + Sync + 'static,
+        {
+            Flight::with_waker(this, |cx| {
+                this.slot.with_mut(|slot| {
+                    // SAFETY: the caller's obligation: the slot holds an `F`, and the holder of
+                    // `DRIVING` is the one that reaches it.
+                    let work = unsafe { &mut *slot.cast::<F>() };
+                    // SAFETY: the `F` does not move until it is dropped (it lies in the flight).
+                    unsafe { Pin::new_unchecked(work) }.poll(cx)
+                })
+            })
+        }
+        /// Drops the `F` at `data` in place.
+        unsafe fn drop<F>(data: *mut ()) {
+            // SAFETY: the caller passes the address of a live `F`, and drops it only this once.
+            unsafe { core::ptr::drop_in_place(data.cast::<F>()) }
+        }
+        let mut data = MaybeUninit::<[usize; INLINE_WORDS]>::uninit();
+        // SAFETY: `data` is large and aligned enough for `F` (`fits_inline`) and holds nothing.
+        unsafe { data.as_mut_ptr().cast::<F>().write(work) };
+        let vtable: &'static InlineVTable<V> =
+            const { &InlineVTable { drive: drive::<F, V>, drop: drop::<F> } };
+        Self { data, vtable: VTable(NonNull::from(vtable)) }
+    }
+}
+
+impl<V> Drop for InlineWork<V> {
+    fn drop(&mut self) {
+        // SAFETY: `data` holds the (never polled) future `vtable` was made for; `install` moves
+        // it out with `ManuallyDrop`, so this runs only for work that was never installed.
+        unsafe { (self.vtable.get().drop)(self.data.as_mut_ptr().cast()) }
+    }
 }
 
 /// How a flight's work runs, fixed when the flight is created. Internal.
@@ -77,8 +212,9 @@ pub(crate) type DriveFn<V> = fn(&Arc<Flight<V>>) -> Poll<Result<V, Aborted>>;
 pub struct Flight<V> {
     state: AtomicUsize,
     event: Event,
-    result: UnsafeCell<Option<Result<V, Aborted>>>,
-    work: UnsafeCell<Option<Owned<V>>>,
+    /// The result; before it, the installed work when that is small (see [`Slot`]).
+    slot: UnsafeCell<Slot<V>>,
+    work: UnsafeCell<Option<Stored<V>>>,
     mode: Mode<V>,
     /// The key's hash, computed once when the flight was created: the table removes the entry by
     /// this and the flight's identity, without running the key's `Hash` or `Eq` again.
@@ -92,9 +228,10 @@ pub struct Flight<V> {
     blocking_thread: AtomicUsize,
 }
 
-// SAFETY: `result` is written by one thread before a release and read (`&V`, to clone) by many
-// after an acquire, so it needs `V: Send + Sync`; `work` is `Send` and reached by one thread at a
-// time (the holder of `DRIVING`); everything else is atomics and an `Event`.
+// SAFETY: the result is written by one thread before a release and read (`&V`, to clone) by many
+// after an acquire, so it needs `V: Send + Sync`; the work (boxed, or in the slot: only `Send`
+// futures are put there) is `Send` and reached by one thread at a time (the holder of
+// `DRIVING`, then the one that drops it); everything else is atomics and an `Event`.
 unsafe impl<V: Send + Sync> Sync for Flight<V> {}
 
 impl<V> Flight<V> {
@@ -111,7 +248,7 @@ impl<V> Flight<V> {
         Self {
             state: AtomicUsize::new(state | permit | state::RUNNING),
             event: Event::new(),
-            result: UnsafeCell::new(None),
+            slot: UnsafeCell::new(Slot { result: ManuallyDrop::new(None) }),
             work: UnsafeCell::new(None),
             mode,
             hash,
@@ -227,10 +364,17 @@ impl<V> Flight<V> {
     /// the flight ended in.
     pub(crate) fn publish(&self, phase: usize, result: Result<V, Aborted>, finisher_reads: bool) -> State {
         // SAFETY: the caller holds `CLAIMED`, so it is the one writer; readers wait for the
-        // release below.
-        self.result.with_mut(|slot| unsafe { *slot = Some(result) });
-        let prev = self.update(|s| Some(s.finish(phase, finisher_reads))).unwrap_or_else(|s| s);
-        let next = prev.finish(phase, finisher_reads);
+        // release below. The slot holds no result yet (this is its one write) and no work (the
+        // finisher dropped it first), so there is nothing to drop in it.
+        self.slot.with_mut(|slot| unsafe { result_in(slot).write(Some(result)) });
+        // The new state is kept from the update's last (successful) attempt, not computed again.
+        let mut next = State(0);
+        let prev = self
+            .update(|s| {
+                next = s.finish(phase, finisher_reads);
+                Some(next)
+            })
+            .unwrap_or_else(|s| s);
         // Counted waiters to hand the result to, or callers waiting for a closing flight to go.
         if next.waiters() > usize::from(finisher_reads) || prev.is_closing() {
             self.notify_all();
@@ -270,7 +414,7 @@ impl<V> Flight<V> {
         let _read = Read(self);
         // SAFETY: the caller saw a final phase with an acquire load; the finisher wrote the slot
         // before its release, and only the last reader (after this one's release) takes it.
-        let result = self.result.with(|slot| unsafe { (*slot).clone() });
+        let result = self.slot.with(|slot| unsafe { (*result_in(slot.cast_mut())).clone() });
         (result.expect("a counted reader finds the result stored"), s.is_shared())
     }
 
@@ -278,14 +422,15 @@ impl<V> Flight<V> {
     /// nobody reads.
     fn take_result(&self) -> Option<Result<V, Aborted>> {
         // SAFETY: see the callers: no other reader or writer can reach the slot any more.
-        self.result.with_mut(|slot| unsafe { (*slot).take() })
+        self.slot.with_mut(|slot| unsafe { (*result_in(slot)).take() })
     }
 
-    /// Takes the owned work out, to drop it. The caller holds `CLAIMED` (shared work), or is
-    /// the one waiter whose leave closed the flight (no other can reach the slot then).
-    pub(crate) fn take_work(&self) -> Option<Owned<V>> {
-        // SAFETY: see the caller's obligation above: nobody else can reach the slot.
-        self.work.with_mut(|slot| unsafe { (*slot).take() })
+    /// Takes the owned work out, to drop it: dropping the returned guard drops it, in place for
+    /// work stored in the flight (pinned work never moves). The caller holds `CLAIMED` (shared
+    /// work), or is the one waiter whose leave closed the flight (no other can reach the work
+    /// then), until the guard is dropped.
+    pub(crate) fn take_work(&self) -> TakenWork<'_, V> {
+        TakenWork(self)
     }
 
     /// Installs the owned work and lets go of `DRIVING`. The caller is the leader, right after
@@ -297,13 +442,30 @@ impl<V> Flight<V> {
     /// Returns true when a detached task was dropped inside `Spawn::spawn` (see
     /// [`task_dropped_in_spawn`](Self::task_dropped_in_spawn)): the leader must end the flight.
     pub(crate) fn install(&self, work: Owned<V>) -> bool {
-        // SAFETY: see above.
-        self.work.with_mut(|slot| unsafe { *slot = Some(work) });
-        let woken = if self.is_shared() { state::WOKEN } else { 0 };
-        let prev = self
-            .state
-            .fetch_update(AcqRel, Acquire, |s| Some((s & !(state::DRIVING | state::WOKEN)) | woken));
-        self.is_detached() && State(prev.unwrap_or_else(|s| s)).is_woken()
+        let stored = match work {
+            Owned::Work(work) => Stored::Work(work),
+            Owned::Task(task) => Stored::Task(task),
+            Owned::Inline(work) => {
+                let work = ManuallyDrop::new(work); // its future moves into the slot
+                // SAFETY: see above; the slot holds an empty result (nothing to drop), and is
+                // large enough for the work's words (`Slot::work`, at its start: `repr(C)`).
+                self.slot.with_mut(|slot| unsafe {
+                    slot.cast::<[usize; INLINE_WORDS]>().cast::<MaybeUninit<_>>().write(work.data)
+                });
+                Stored::Inline(work.vtable)
+            }
+        };
+        // SAFETY: see above; the slot is empty (work is installed once), nothing to drop there.
+        self.work.with_mut(|slot| unsafe { slot.write(Some(stored)) });
+        if self.is_shared() {
+            // `DRIVING` (held since the flight was made) goes and `WOKEN` (clear: no waker of the
+            // work existed before) comes, in one step.
+            let prev = State(self.state.fetch_xor(state::DRIVING | state::WOKEN, AcqRel));
+            debug_assert!(prev.is_driving() && !prev.is_woken(), "shared work is installed once");
+            return false;
+        }
+        let prev = State(self.state.fetch_and(!(state::DRIVING | state::WOKEN), AcqRel));
+        self.is_detached() && prev.is_woken()
     }
 
     /// A detached task was dropped on its leader's thread before the leader installed it, that
@@ -335,6 +497,17 @@ impl<V> Flight<V> {
 
     /// Polls the shared work once; the caller holds `DRIVING`.
     pub(crate) fn drive(this: &Arc<Self>) -> Poll<Result<V, Aborted>> {
+        // SAFETY: the caller holds `DRIVING`: nobody else reaches the work.
+        let inline = this.work.with_mut(|slot| match unsafe { &*slot } {
+            Some(Stored::Inline(vtable)) => Some(*vtable),
+            _ => None,
+        });
+        if let Some(vtable) = inline {
+            // SAFETY: the caller holds `DRIVING`, and the slot holds the work `vtable` is for
+            // (installed with it, and dropped only by a holder of `CLAIMED` or the last waiter
+            // out of a closing flight, after taking the vtable out).
+            return unsafe { (vtable.get().drive)(this) };
+        }
         match this.mode {
             Mode::Shared(drive) => drive(this),
             _ => unreachable!("only shared flights are driven"),
@@ -361,6 +534,18 @@ impl<V: Send + Sync + 'static> Flight<V> {
     /// flight, not at whichever waiter happens to drive, so a wake reaches the flight even when
     /// that waiter's task has stalled.
     pub(crate) fn poll_work(this: &Arc<Self>) -> Poll<Result<V, Aborted>> {
+        Self::with_waker(this, |cx| {
+            // SAFETY: the caller holds `DRIVING` (the `DriveFn` contract), so this is the one
+            // reference to the slot; the future stays pinned in its box.
+            this.work.with_mut(|slot| match unsafe { &mut *slot } {
+                Some(Stored::Work(work)) => work.as_mut().poll(cx),
+                _ => unreachable!("a driven flight has its boxed work installed (`drive` polls inline work)"),
+            })
+        })
+    }
+
+    /// Calls `f` with a context whose waker points at the flight.
+    fn with_waker<R>(this: &Arc<Self>, f: impl FnOnce(&mut Context<'_>) -> R) -> R {
         // A waker that borrows `this`'s count for the poll instead of taking one: it is never
         // dropped (so it gives back nothing it did not take), and a clone the work keeps takes a
         // count of its own through the vtable.
@@ -370,13 +555,7 @@ impl<V: Send + Sync + 'static> Flight<V> {
         // value (`ManuallyDrop`, and `Context` lends it out as `&Waker` only), so no count is
         // given back that this waker did not take. `Self: Send + Sync + 'static`.
         let waker = ManuallyDrop::new(unsafe { Waker::from_raw(RawWaker::new(data, &Self::VTABLE)) });
-        let mut cx = Context::from_waker(&waker);
-        // SAFETY: the caller holds `DRIVING` (the `DriveFn` contract), so this is the one
-        // reference to the slot; the future stays pinned in its box.
-        this.work.with_mut(|slot| match unsafe { &mut *slot } {
-            Some(Owned::Work(work)) => work.as_mut().poll(&mut cx),
-            _ => unreachable!("a driven flight has its work installed"),
-        })
+        f(&mut Context::from_waker(&waker))
     }
 
     /// The work's waker fired.
@@ -418,6 +597,63 @@ impl<V: Send + Sync + 'static> Flight<V> {
     unsafe fn waker_drop(data: *const ()) {
         // SAFETY: `data` came from `Arc::into_raw`; dropping the waker gives its count back.
         unsafe { Arc::decrement_strong_count(data.cast::<Self>()) };
+    }
+}
+
+/// The result in a flight's slot (see [`Slot`]).
+fn result_in<V>(slot: *mut Slot<V>) -> *mut Option<Result<V, Aborted>> {
+    slot.cast()
+}
+
+impl<V> Drop for Flight<V> {
+    #[inline(always)] // a test and a branch for every flight that ends: no call of its own
+    fn drop(&mut self) {
+        // Work in the slot is dropped before the result is (a flight is dropped with its work
+        // still installed only when its waiters went without finishing or closing it: a panic
+        // where panics cannot be caught). Boxed work and a task's handle are dropped with the
+        // `work` field, after this.
+        // SAFETY: nothing else reaches the flight any more.
+        if self.work.with_mut(|slot| matches!(unsafe { &*slot }, Some(Stored::Inline(_)))) {
+            drop(self.take_work());
+        }
+        // SAFETY: the slot holds a result now (`TakenWork`), and nothing reaches it any more.
+        self.slot.with_mut(|slot| unsafe { core::ptr::drop_in_place(result_in(slot)) });
+    }
+}
+
+/// The owned work of a flight, taken to be dropped (see [`Flight::take_work`]).
+pub(crate) struct TakenWork<'a, V>(&'a Flight<V>);
+
+impl<V> Drop for TakenWork<'_, V> {
+    fn drop(&mut self) {
+        let flight = self.0;
+        // SAFETY: the creator of this guard is the one that may reach the work (`take_work`).
+        let inline = flight.work.with_mut(|slot| match unsafe { &*slot } {
+            Some(Stored::Inline(vtable)) => Some(*vtable),
+            _ => None,
+        });
+        let Some(vtable) = inline else {
+            // SAFETY: see above.
+            drop(flight.work.with_mut(|slot| unsafe { (*slot).take() }));
+            return;
+        };
+        // The vtable is all the field holds (nothing to drop there); the work is in the slot.
+        // SAFETY: see above.
+        flight.work.with_mut(|slot| unsafe { slot.write(None) });
+        /// Leaves an empty result in the slot once the work is dropped, even if its `Drop`
+        /// panics.
+        struct Empty<'a, V>(&'a Flight<V>);
+        impl<V> Drop for Empty<'_, V> {
+            fn drop(&mut self) {
+                // SAFETY: the work's place is dead; nobody else reaches the slot until the
+                // flight ends (after this drop).
+                self.0.slot.with_mut(|slot| unsafe { result_in(slot).write(None) });
+            }
+        }
+        let _empty = Empty(flight);
+        // SAFETY: the slot holds the installed work `vtable` was made for, alive (it is taken
+        // out of `work` here, once), and it is dropped where it lies.
+        flight.slot.with_mut(|slot| unsafe { (vtable.get().drop)(slot.cast()) });
     }
 }
 

@@ -1,7 +1,7 @@
 //! The futures returned by the async methods: [`Work`] and [`TryWork`].
 
 use crate::detached::Spawner;
-use crate::flight::{BoxedWork, DriveFn, Flight, Mode, Owned};
+use crate::flight::{DriveFn, Flight, Mode, Owned};
 use crate::handle::{Driven, Handle, NotJoined};
 use crate::outcome::{Aborted, Error, Outcome, split_try};
 use crate::start::{Start, TryStart};
@@ -29,10 +29,10 @@ pub(crate) enum Lead<'a, V, F: Start<V>> {
     Detached(Spawner<'a, V, F::Future>),
 }
 
-/// What a shared-work call adds: how to box its work into the flight, and how to poll it there.
+/// What a shared-work call adds: how to store its work in the flight, and how to poll it there.
 /// Both are made where a shared group's `work` knows its bounds.
 pub(crate) struct SharedOps<V, F: Start<V>> {
-    pub(crate) boxed: fn(F::Future) -> BoxedWork<V>,
+    pub(crate) boxed: fn(F::Future) -> Owned<V>,
     pub(crate) drive: DriveFn<V>,
 }
 
@@ -50,15 +50,12 @@ where
     F::Future: Send + 'static,
 {
     pub(crate) fn new() -> Self {
-        Self {
-            boxed: |fut| alloc::boxed::Box::pin(Finish { fut, finish: F::finish }),
-            drive: Flight::poll_work,
-        }
+        Self { boxed: |fut| Owned::shared(Finish { fut, finish: F::finish }), drive: Flight::poll_work }
     }
 }
 
 pin_project! {
-    /// A work future whose output is turned into the flight's value (boxed into shared flights).
+    /// A work future whose output is turned into the flight's value (stored in shared flights).
     struct Finish<Fut: Future, V> {
         #[pin]
         fut: Fut,
@@ -185,7 +182,7 @@ where
                         Lead::Shared(ops) => handle
                             .flight()
                             .obs()
-                            .in_span(|| crate::sync::catch(|| Owned::Work((ops.boxed)(start.start())))),
+                            .in_span(|| crate::sync::catch(|| (ops.boxed)(start.start()))),
                         Lead::Detached(spawn) => {
                             let flight = handle.flight().clone();
                             handle.flight().obs().in_span(|| {

@@ -140,7 +140,7 @@ struct Probe(Arc<Counts>);
 impl Probe {
     fn job(&self, id: u32, plan: Plan) -> Job {
         self.0.created.fetch_add(1, SeqCst);
-        Job { id, plan, probe: self.clone(), started: false, finished: false }
+        Job { id, plan: Box::new(plan), probe: self.clone(), started: false, finished: false }
     }
 
     /// A closure for `work`/shared-mode `work` that makes job `id`.
@@ -260,14 +260,18 @@ enum Plan {
     GatedPanic(Arc<Gate>),
 }
 
-/// The work of the models.
+/// The work of the models. Small enough (three words) that a shared flight stores it in itself
+/// rather than boxing it (it does so for work of up to four words, and adds one), so that the
+/// shared-work models check that path; `loom_batch`'s models check boxed work.
 struct Job {
     id: u32,
-    plan: Plan,
+    plan: Box<Plan>,
     probe: Probe,
     started: bool,
     finished: bool,
 }
+
+const _: () = assert!(size_of::<Job>() <= 3 * size_of::<usize>(), "a shared flight stores a job in itself");
 
 impl Future for Job {
     type Output = Val;
@@ -281,16 +285,16 @@ impl Future for Job {
             let running = counts.running.fetch_add(1, SeqCst) + 1;
             assert_eq!(running, 1, "two executions of one key overlap");
         }
-        match &this.plan {
+        match &*this.plan {
             Plan::Ready => {}
             Plan::Yield => {
-                this.plan = Plan::Ready;
+                *this.plan = Plan::Ready;
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
             Plan::Stuck => return Poll::Pending,
             Plan::YieldThenPanic => {
-                this.plan = Plan::Panic;
+                *this.plan = Plan::Panic;
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }

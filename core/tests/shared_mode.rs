@@ -258,3 +258,72 @@ fn abandoned_shared_work_is_dropped_before_the_key_is_free_again() {
     assert_eq!(probe.overlaps(), 0, "the next execution started only after the old work was dropped");
     assert!(group.is_idle());
 }
+
+/// Work made of a receiver and a drop counter: two words, small enough that the flight stores
+/// it in itself; `PAD` words more make it large enough to be boxed. Either way it is the same
+/// work to its callers.
+struct PaddedWork<const PAD: usize> {
+    rx: tokio::sync::oneshot::Receiver<u64>,
+    dropped: Arc<std::sync::atomic::AtomicUsize>,
+    _pad: [usize; PAD],
+}
+
+impl<const PAD: usize> std::future::Future for PaddedWork<PAD> {
+    type Output = u64;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<u64> {
+        std::pin::Pin::new(&mut self.rx).poll(cx).map(|v| v.unwrap())
+    }
+}
+
+impl<const PAD: usize> Drop for PaddedWork<PAD> {
+    fn drop(&mut self) {
+        self.dropped.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Runs [`PaddedWork`] work of each size through the same race: the leader polls it once and
+/// stalls, followers on other worker threads drive it when its waker fires from outside, then
+/// the last caller out of a second flight abandons it. Small work (stored in the flight) and
+/// large work (boxed) alike run once, reach every caller, and are dropped exactly once.
+fn small_or_large_work_runs_once_for_all_and_is_dropped_once<const PAD: usize>() {
+    run(async {
+        let group = G::default();
+        let dropped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (tx, rx) = tokio::sync::oneshot::channel::<u64>();
+        let work_dropped = dropped.clone();
+        let mut leader =
+            Box::pin(group.work(&1, move || PaddedWork::<PAD> { rx, dropped: work_dropped, _pad: [0; PAD] }));
+        assert!(poll_once(&mut leader).is_pending());
+        let followers: Vec<_> = (0..3).map(|_| follower(&group, 1)).collect();
+        until(|| group.counters().followers == 3).await;
+        tx.send(9).unwrap();
+        for f in followers {
+            let outcome = f.await.unwrap().unwrap();
+            assert_eq!((*outcome.value(), outcome.is_leader(), outcome.is_shared()), (9, false, true));
+        }
+        assert_eq!(dropped.load(std::sync::atomic::Ordering::SeqCst), 1, "finished work is dropped once");
+        let outcome = poll_once(&mut leader);
+        assert!(matches!(outcome, std::task::Poll::Ready(Ok(ref o)) if *o.value() == 9 && o.is_leader()));
+
+        // Abandoned: nobody drives it to its end, and the last caller out drops it.
+        let (_tx, rx) = tokio::sync::oneshot::channel::<u64>();
+        let work_dropped = dropped.clone();
+        let mut abandoned =
+            Box::pin(group.work(&2, move || PaddedWork::<PAD> { rx, dropped: work_dropped, _pad: [0; PAD] }));
+        assert!(poll_once(&mut abandoned).is_pending());
+        drop(abandoned);
+        assert_eq!(dropped.load(std::sync::atomic::Ordering::SeqCst), 2, "abandoned work is dropped once");
+        assert!(group.is_idle());
+    });
+}
+
+#[test]
+fn small_shared_work_stored_in_its_flight_runs_once_for_all_and_is_dropped_once() {
+    small_or_large_work_runs_once_for_all_and_is_dropped_once::<0>();
+}
+
+#[test]
+fn large_shared_work_that_is_boxed_runs_once_for_all_and_is_dropped_once() {
+    small_or_large_work_runs_once_for_all_and_is_dropped_once::<32>();
+}
