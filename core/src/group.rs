@@ -923,12 +923,12 @@ impl<K: Hash + Eq, V, S: BuildHasher, M> Table for Group<K, V, S, M> {
         }
     }
 
-    fn watch<Q>(&self, flight: &Arc<Flight<V>>, key: &Q, _: sealed::Token)
+    fn watch<Q>(&self, flight: &Arc<Flight<V>>, key: &Q, _: sealed::Token) -> bool
     where
         K: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = K>,
     {
-        flight.obs().set(self.obs(key));
+        flight.obs().set(self.obs(key))
     }
 
     fn with_current<D: FnMut(bool) -> bool>(&self, flight: &Arc<Flight<V>>, mut decide: D, _: sealed::Token) {

@@ -83,22 +83,25 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
             #[cfg(feature = "tracing")]
             unlinked,
         };
-        let event = if leader { Event::Leader } else { Event::Follower };
         // Counted at once, before the leader's observer is set (so that a follower that
         // joins meanwhile is never counted before its leader), and whether or not the
         // flight's observer is pending (a pending one makes the follower's trace report
         // nothing here, and `link` makes it later; a leader's start has no trace report).
-        handle.table.counters_of().record(event, Some(handle.flight.obs()));
+        // One call per branch, so that each knows its event.
+        let counters = handle.table.counters_of();
         if leader {
+            counters.record(Event::Leader, Some(handle.flight.obs()));
             // User code (the key's `Debug`, a subscriber): the handle is there to leave the
-            // flight if it panics (a flight started and abandoned: a cancellation).
-            handle.table.watch_flight(&handle.flight, key);
-            // Followers joined before the span was there: wake them to make their report
-            // (each also makes it at its next look, at the latest when it reads the result).
-            #[cfg(feature = "tracing")]
-            if handle.flight.obs().has_span() {
+            // flight if it panics (a flight started and abandoned: a cancellation). With a
+            // span, the followers that joined before it was there are woken to make their
+            // report (each also makes it at its next look, at the latest when it reads the
+            // result).
+            if handle.table.watch_flight(&handle.flight, key) {
+                #[cfg(feature = "tracing")]
                 wake_early_followers(&handle.flight);
             }
+        } else {
+            counters.record(Event::Follower, Some(handle.flight.obs()));
         }
         Ok(handle)
     }

@@ -164,9 +164,21 @@ impl Observer {
         }
     }
 
-    /// The metrics handles, registered now if they were not yet.
+    /// The metrics handles, registered now if they were not yet: inlined, a load and a test
+    /// once they are (the registration is out of line).
     #[cfg(feature = "metrics")]
+    #[inline]
     fn metrics(&self) -> &Metrics {
+        match self.metrics.get() {
+            Some(metrics) => metrics,
+            None => self.register(),
+        }
+    }
+
+    #[cfg(feature = "metrics")]
+    #[cold]
+    #[inline(never)]
+    fn register(&self) -> &Metrics {
         self.metrics.get_or_init(|| Metrics::register(&self.name))
     }
 
@@ -344,23 +356,29 @@ impl FlightObs {
     /// flight's leader, right after its join, so that a flight that lost the race to be its
     /// key's flight never made a span. A caller that joins in between finds the flight
     /// [pending](Self::is_pending), and makes its report once the leader has set it (see
-    /// [`Observer::joined`]).
+    /// [`Observer::joined`]). Returns whether the flight has a span now (its followers that
+    /// joined early are then woken to report their joins).
     #[inline]
-    pub(crate) fn set(&self, obs: FlightObs) {
+    pub(crate) fn set(&self, obs: FlightObs) -> bool {
         #[cfg(any(feature = "tracing", feature = "metrics"))]
         {
             let obs = core::mem::ManuallyDrop::new(obs);
             let word = obs.word.load(core::sync::atomic::Ordering::Relaxed);
             let before = self.word.swap(word, core::sync::atomic::Ordering::AcqRel);
             debug_assert_eq!(before, PENDING, "a flight's observer is set once");
+            cfg!(feature = "tracing") && word & 1 == 0
         }
         #[cfg(not(any(feature = "tracing", feature = "metrics")))]
-        let _ = obs;
+        {
+            let _ = obs;
+            false
+        }
     }
 
     /// Whether the flight has a span (a subscriber wanted it).
     #[cfg(feature = "tracing")]
     #[inline]
+    #[cfg(test)]
     pub(crate) fn has_span(&self) -> bool {
         self.boxed().is_some()
     }

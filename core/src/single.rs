@@ -328,12 +328,12 @@ impl<V, M> Table for Single<V, M> {
         })
     }
 
-    fn watch<Q>(&self, flight: &Arc<Flight<V>>, _: &Q, _: sealed::Token)
+    fn watch<Q>(&self, flight: &Arc<Flight<V>>, _: &Q, _: sealed::Token) -> bool
     where
         (): core::borrow::Borrow<Q>,
         Q: ?Sized + core::hash::Hash + Eq + alloc::borrow::ToOwned<Owned = ()>,
     {
-        flight.obs().set(self.stats.observer().flight(None));
+        flight.obs().set(self.stats.observer().flight(None))
     }
 
     fn with_current<D: FnMut(bool) -> bool>(&self, flight: &Arc<Flight<V>>, mut decide: D, _: sealed::Token) {

@@ -40,9 +40,9 @@ pub trait Table: sealed::Sealed {
     /// The caller that created `flight` (its leader) gives it what it carries for
     /// observability (its span, its start), after its join: outside any lock, so that a
     /// flight that lost the race to be its key's flight never made a span. User code may run
-    /// (the key's `Debug`, a subscriber).
+    /// (the key's `Debug`, a subscriber). Returns whether the flight has a span.
     #[doc(hidden)]
-    fn watch<Q>(&self, flight: &Arc<Flight<Self::Value>>, key: &Q, _: sealed::Token)
+    fn watch<Q>(&self, flight: &Arc<Flight<Self::Value>>, key: &Q, _: sealed::Token) -> bool
     where
         Self::Key: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = Self::Key>;
@@ -105,12 +105,12 @@ pub(crate) trait TableExt: Table {
     {
         self.join(key, mode, sealed::TOKEN)
     }
-    fn watch_flight<Q>(&self, flight: &Arc<Flight<Self::Value>>, key: &Q)
+    fn watch_flight<Q>(&self, flight: &Arc<Flight<Self::Value>>, key: &Q) -> bool
     where
         Self::Key: Borrow<Q>,
         Q: ?Sized + Hash + Eq + ToOwned<Owned = Self::Key>,
     {
-        self.watch(flight, key, sealed::TOKEN);
+        self.watch(flight, key, sealed::TOKEN)
     }
     fn with_current_flight<D: FnMut(bool) -> bool>(&self, flight: &Arc<Flight<Self::Value>>, decide: D) {
         self.with_current(flight, decide, sealed::TOKEN);
