@@ -287,7 +287,8 @@ impl<V> Flight<V> {
         State(self.state.load(Acquire))
     }
 
-    /// Counts one more waiter. The caller holds the table lock and the flight is current.
+    /// Counts one more waiter. The caller holds the table lock (shared: other joins may count
+    /// themselves at the same time, hence the atomic add) and the flight is current.
     pub(crate) fn join(&self) {
         // Relaxed: the table lock orders this with every later decision about the count.
         self.state.fetch_add(state::ONE_WAITER, Relaxed);

@@ -21,8 +21,10 @@
 //! `DONE` and `ABORTED` are final. A `CLOSING` flight keeps its table entry while its owned work
 //! is being dropped, and callers that find it wait for the entry to go instead of joining: the
 //! key's next execution starts only after the last one is gone. The waiter count is changed only
-//! while the flight's table lock is held (joins always; leaves while the flight is still the
-//! key's current flight), so "the last one out removes the entry" is decided under that lock.
+//! while the flight's table lock is held (joins always, under the bucket's shared lock, so
+//! that joins of one key run side by side; leaves while the flight is still the key's current
+//! flight, under the exclusive lock), so "the last one out removes the entry" is decided under
+//! the exclusive lock, which waits for every join in progress.
 //!
 //! Flags:
 //! * `CLAIMED`: the one caller (or task) that will end the flight. Taken by a single
