@@ -22,6 +22,7 @@ use core::future::Future;
 use core::hash::{BuildHasher, Hash};
 
 mod coalescer_impl;
+pub mod counting;
 pub mod mutex;
 mod published;
 pub mod scenario;

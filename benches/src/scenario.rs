@@ -488,7 +488,8 @@ pub struct Gate {
 }
 
 impl Gate {
-    async fn wait(&self) {
+    /// Waits until the gate is open (listen, check again, then sleep).
+    pub async fn wait(&self) {
         loop {
             if self.open.load(Ordering::Acquire) {
                 return;
@@ -514,7 +515,8 @@ impl Gate {
         }
     }
 
-    fn open(&self) {
+    /// Opens the gate and wakes every waiter.
+    pub fn open(&self) {
         self.open.store(true, Ordering::Release);
         self.event.notify(usize::MAX);
     }

@@ -20,8 +20,8 @@
 //!
 //! Competitors that need a runtime to drive their tasks (detached work, moka) are not run.
 
+use coalescer_benches::scenario::Gate;
 use coalescer_benches::{BenchKey, Coalesce, VisitAny, each_variant};
-use event_listener::Event;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,33 +30,6 @@ use std::task::{Context, Poll, Wake, Waker};
 
 /// The value every caller gets.
 const VALUE: u64 = 7;
-
-/// A flag and the event its waiters sleep on.
-#[derive(Default)]
-struct Gate {
-    open: AtomicBool,
-    event: Event,
-}
-
-impl Gate {
-    async fn wait(&self) {
-        loop {
-            if self.open.load(Ordering::Acquire) {
-                return;
-            }
-            let listener = self.event.listen();
-            if self.open.load(Ordering::Acquire) {
-                return;
-            }
-            listener.await;
-        }
-    }
-
-    fn open(&self) {
-        self.open.store(true, Ordering::Release);
-        self.event.notify(usize::MAX);
-    }
-}
 
 /// One task of the executor: its waker queues its index once until it is polled again.
 struct Task {

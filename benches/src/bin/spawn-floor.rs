@@ -12,28 +12,8 @@
 //! The detached row of `instructions` minus this floor is what coalescer adds on top of the
 //! runtime (the flight, its table entry, the leader's wait and read).
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use coalescer_benches::counting::{Counting, counted};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-
-/// Counts allocations (one relaxed add each: a few instructions in the callgrind figure).
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Relaxed);
-        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::dealloc`'s contract.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -56,14 +36,12 @@ fn main() {
             })
         };
         spawn(&rt); // warm up
-        let before = ALLOCATIONS.load(Relaxed);
-        spawn(&rt);
-        let spawned = ALLOCATIONS.load(Relaxed) - before;
-        let before = ALLOCATIONS.load(Relaxed);
-        for _ in 0..N {
-            rt.block_on(tokio::task::yield_now());
-        }
-        let yielded = ALLOCATIONS.load(Relaxed) - before;
+        let ((), spawned) = counted(|| spawn(&rt));
+        let ((), yielded) = counted(|| {
+            for _ in 0..N {
+                rt.block_on(tokio::task::yield_now());
+            }
+        });
         println!("allocations per tokio::spawn + await: {:.2}", spawned as f64 / N as f64);
         println!("allocations per block_on(yield_now()): {:.2}", yielded as f64 / N as f64);
         return;
