@@ -409,7 +409,13 @@ impl<V> Flight<V> {
         struct Read<'a, V>(&'a Flight<V>);
         impl<V> Drop for Read<'_, V> {
             fn drop(&mut self) {
-                self.0.leave(false);
+                // A finished flight's count only goes down, and nothing else in the word depends
+                // on it: one subtraction is the whole leave (no compare-and-swap loop).
+                let prev = State(self.0.state.fetch_sub(state::ONE_WAITER, AcqRel));
+                debug_assert!(prev.is_finished() && prev.waiters() > 0, "a reader leaves once");
+                if prev.waiters() == 1 {
+                    drop(self.0.take_result()); // the last reader out (the others cloned first)
+                }
             }
         }
         let _read = Read(self);
