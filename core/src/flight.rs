@@ -22,7 +22,7 @@ use crate::observe::FlightObs;
 use crate::outcome::Aborted;
 use crate::state::{self, State};
 use crate::sync::{
-    Arc, AtomicUsize,
+    Arc, AtomicUsize, AtomicWaker,
     Ordering::{AcqRel, Acquire, Relaxed},
     UnsafeCell,
 };
@@ -212,6 +212,10 @@ pub(crate) type DriveFn<V> = fn(&Arc<Flight<V>>) -> Poll<Result<V, Aborted>>;
 pub struct Flight<V> {
     state: AtomicUsize,
     event: Event,
+    /// The waker of a detached flight's leader, which waits here rather than on `event`: it is
+    /// one waiter, so it needs no listener (an allocation) and no list (another, made by the
+    /// event's first listener). Followers listen on `event`.
+    leader_waker: AtomicWaker,
     /// The result; before it, the installed work when that is small (see [`Slot`]).
     slot: UnsafeCell<Slot<V>>,
     work: UnsafeCell<Option<Stored<V>>>,
@@ -248,6 +252,7 @@ impl<V> Flight<V> {
         Self {
             state: AtomicUsize::new(state | permit | state::RUNNING),
             event: Event::new(),
+            leader_waker: AtomicWaker::new(),
             slot: UnsafeCell::new(Slot { result: ManuallyDrop::new(None) }),
             work: UnsafeCell::new(None),
             mode,
@@ -353,9 +358,23 @@ impl<V> Flight<V> {
         self.event.listen()
     }
 
+    /// Registers the waker of a detached flight's leader (see the field); the leader checks
+    /// the state again after it (register, then check: never check-then-register).
+    pub(crate) fn register_leader(&self, waker: &Waker) {
+        self.leader_waker.register(waker);
+    }
+
+    /// Drops a leaving leader's waker, so that the flight does not keep its task alive.
+    pub(crate) fn unregister_leader(&self) {
+        drop(self.leader_waker.take());
+    }
+
     /// Wakes every sleeping waiter.
     pub(crate) fn notify_all(&self) {
         self.event.notify(usize::MAX);
+        if self.is_detached() {
+            self.leader_waker.wake();
+        }
     }
 
     /// Ends the flight in `phase` with `result`; the caller holds `CLAIMED` and has already

@@ -150,6 +150,12 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
         self.leader
     }
 
+    /// Whether this caller waits in its flight's waker slot rather than on its event: the
+    /// leader of a detached flight (its one caller that never runs or drives the work).
+    pub(crate) fn waits_in_slot(&self) -> bool {
+        self.leader && self.task.is_none() && self.flight.is_detached()
+    }
+
     /// Counts an event of this handle's table.
     pub(crate) fn record(&self, event: Event) {
         self.table.counters_of().record(event, Some(self.flight.obs()));
@@ -459,7 +465,12 @@ impl<G: Table, R: Deref<Target = G>> Drop for Handle<G, R> {
                 let abandoned = self.flight.load().is_closing();
                 self.end(Err(Aborted::shutdown()), (!abandoned).then_some(Event::Shutdown));
             }
-            None => self.leave(),
+            None => {
+                if self.waits_in_slot() {
+                    self.flight.unregister_leader();
+                }
+                self.leave();
+            }
         }
     }
 }

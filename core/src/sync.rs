@@ -87,6 +87,36 @@ pub(crate) fn resume(caught: Caught) -> ! {
     }
 }
 
+/// A slot for one waker: `register` then check the condition; make the condition true then
+/// `wake`, and the registered task is woken (its contract, which loom's model of it keeps too).
+/// The `atomic-waker` crate's (the one of `futures` and `async-task`), or loom's under loom.
+#[cfg(not(loom))]
+pub(crate) use atomic_waker::AtomicWaker;
+
+/// A slot for one waker (see the other build): loom's mock, with `register` by reference.
+#[cfg(loom)]
+#[derive(Debug, Default)]
+pub(crate) struct AtomicWaker(loom::future::AtomicWaker);
+
+#[cfg(loom)]
+impl AtomicWaker {
+    pub(crate) fn new() -> Self {
+        Self(loom::future::AtomicWaker::new())
+    }
+
+    pub(crate) fn register(&self, waker: &core::task::Waker) {
+        self.0.register_by_ref(waker);
+    }
+
+    pub(crate) fn wake(&self) {
+        self.0.wake();
+    }
+
+    pub(crate) fn take(&self) -> Option<core::task::Waker> {
+        self.0.take_waker()
+    }
+}
+
 /// `UnsafeCell` with loom's closure-based access API, so that loom can check every access.
 #[cfg(loom)]
 pub(crate) use loom::cell::UnsafeCell;

@@ -262,6 +262,16 @@ where
                             Driven::Idle => {}
                         }
                     }
+                    if handle.waits_in_slot() {
+                        // A detached flight's leader: its task wakes it through the flight's
+                        // slot (no listener to allocate). Register, then check again.
+                        handle.flight().register_leader(cx.waker());
+                        if let Some(result) = handle.finished_result() {
+                            this.stage.set(Stage::Done);
+                            return Poll::Ready(result);
+                        }
+                        return Poll::Pending;
+                    }
                     match listener {
                         // Listen first, then check the state again (never check-then-listen).
                         None => *listener = Some(handle.flight().listen()),

@@ -8,7 +8,9 @@ use coalescer::{Group, Spawn};
 use common::{poll_once, run};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 
 type Graveyard = Arc<Mutex<Vec<Pin<Box<dyn Future<Output = ()> + Send>>>>>;
 
@@ -60,4 +62,74 @@ fn an_abandoned_abortable_flight_keeps_its_key_until_its_task_is_dropped() {
         let c = group.counters();
         assert_eq!((c.cancellations, c.shutdowns), (1, 0));
     });
+}
+
+type Held = Arc<Mutex<Vec<Pin<Box<dyn Future<Output = ()> + Send>>>>>;
+
+/// A detaching spawner that keeps its tasks for the test to poll by hand.
+#[derive(Clone, Default)]
+struct Hold(Held);
+
+impl Spawn for Hold {
+    type Task = ();
+    fn spawn<Fut: Future<Output = ()> + Send + 'static>(&self, task: Fut) {
+        self.0.lock().unwrap().push(Box::pin(task));
+    }
+    fn aborts_when_abandoned(&self) -> bool {
+        false
+    }
+}
+
+impl Hold {
+    /// Polls the one held task to its end.
+    fn run_task(&self) {
+        let mut task = self.0.lock().unwrap().pop().expect("a task was spawned");
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(task.as_mut().poll(&mut cx).is_ready(), "the work is ready at once");
+    }
+}
+
+/// A waker that counts its wakes; `Arc::strong_count` tells who still holds it.
+#[derive(Default)]
+struct Counted(AtomicUsize);
+
+impl Wake for Counted {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, SeqCst);
+    }
+}
+
+#[test]
+fn a_detached_leader_is_woken_by_its_task_and_a_cancelled_one_leaves_no_waker_behind() {
+    let spawner = Hold::default();
+    let group = Arc::new(Group::<u32, u32>::new().detached(spawner.clone()));
+
+    // The leader waits for its task: the flight keeps its waker until the task ends.
+    let counted = Arc::new(Counted::default());
+    let waker = Waker::from(counted.clone());
+    let mut leader = Box::pin(group.work(&1, || async { 1 }));
+    assert!(leader.as_mut().poll(&mut Context::from_waker(&waker)).is_pending());
+    assert_eq!(Arc::strong_count(&counted), 3, "the flight holds the waiting leader's waker");
+    spawner.run_task();
+    assert_eq!(counted.0.load(SeqCst), 1, "the task's end woke the leader once");
+    assert_eq!(Arc::strong_count(&counted), 2, "the wake used up the flight's clone");
+    let got = match leader.as_mut().poll(&mut Context::from_waker(&waker)) {
+        Poll::Ready(got) => got.expect("the work returns"),
+        Poll::Pending => panic!("the flight ended"),
+    };
+    assert!(got.is_leader() && *got.value() == 1);
+
+    // A leader dropped while its task runs takes its waker out of the flight: the task (which
+    // lives on) keeps nothing of the caller that walked away, and does not wake it.
+    let counted = Arc::new(Counted::default());
+    let waker = Waker::from(counted.clone());
+    let mut leader = Box::pin(group.work(&2, || async { 2 }));
+    assert!(leader.as_mut().poll(&mut Context::from_waker(&waker)).is_pending());
+    assert_eq!(Arc::strong_count(&counted), 3);
+    drop(leader);
+    assert_eq!(Arc::strong_count(&counted), 2, "the cancelled leader's waker is still held");
+    spawner.run_task();
+    assert_eq!(counted.0.load(SeqCst), 0, "the cancelled leader was woken");
+    assert!(group.is_idle());
+    assert_eq!(group.counters().leaders, 2);
 }

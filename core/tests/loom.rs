@@ -1004,6 +1004,39 @@ fn detached_work_finishes_after_its_caller_leaves() {
     });
 }
 
+/// Detached work: the leader waits for its task in the flight's waker slot (not on the event,
+/// so that it allocates no listener). Whatever the order of its registration and the task's
+/// end, it is woken and reads the work's value: a check-then-register order loses the wake when
+/// the task ends in between, and the leader sleeps for ever (loom reports the deadlock).
+#[test]
+fn detached_leader_is_woken_by_its_task_through_the_slot() {
+    check(&[0, 1], |seen| {
+        let tasks = LoomThreads::default();
+        let (group, probe) = (new_detached_group(tasks.clone()), Probe::default());
+        let mut leader = Box::pin(group.work(&KEY, probe.work(1, Plan::Yield)));
+        // The first poll joins and spawns; the task may end before, while or after the leader
+        // registers (the no-op waker of this poll, then `block_on`'s).
+        let got = match poll_once(leader.as_mut()) {
+            Poll::Ready(got) => {
+                seen.hit(0);
+                got
+            }
+            Poll::Pending => {
+                seen.hit(1);
+                block_on(leader.as_mut())
+            }
+        };
+        drop(leader);
+        let got = got.expect("nothing panics");
+        assert!(got.is_leader() && id(&got) == 1);
+        tasks.join_all();
+        assert_eq!((probe.created(), probe.completed()), (1, 1));
+        drop(got);
+        finish_group(group);
+        probe.assert_clean();
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // 8. The races of issue 11: promotion under concurrent joins and leaves, two finishers.
 // ---------------------------------------------------------------------------------------------
