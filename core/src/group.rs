@@ -10,8 +10,8 @@ use crate::slot::{ById, ByKey, Slot, StoredHash};
 use crate::spawn::Spawn;
 use crate::start::{Start, TryStart};
 use crate::stats::{Counters, Event, Stats};
-use crate::sync::Arc;
 use crate::sync::StdArc;
+use crate::sync::{Arc, arc_in_place};
 use crate::table::{Joined, Table, sealed};
 use crate::work::{Lead, SharedOps, TryWork, Work};
 use core::borrow::Borrow;
@@ -899,13 +899,15 @@ impl<K: Hash + Eq, V, S: BuildHasher, M> Table for Group<K, V, S, M> {
                         // A flight of its own, never in the map: nobody can join it.
                         WhenFull::RunAlone => {
                             drop(owned);
-                            Joined::Lead(Arc::new(Flight::new(mode, hash, false, FlightObs::default())))
+                            Joined::Lead(arc_in_place(|| {
+                                Flight::new(mode, hash, false, FlightObs::default())
+                            }))
                         }
                     };
                 }
             };
             // Nobody watches it yet: its leader gives it its span after winning the insert.
-            let flight = Arc::new(Flight::new(mode, hash, permit, FlightObs::default()));
+            let flight = arc_in_place(|| Flight::new(mode, hash, permit, FlightObs::default()));
             let id = Arc::as_ptr(&flight) as usize;
             match self.map.insert_sync(Slot { hash, id, key: owned }, flight.clone()) {
                 Ok(()) => return Joined::Lead(flight),

@@ -9,7 +9,7 @@ use crate::spawn::Spawn;
 use crate::start::TryStart;
 use crate::stats::{Counters, Event, Stats};
 use crate::sync::StdArc;
-use crate::sync::{Arc, Mutex};
+use crate::sync::{Arc, Mutex, arc_in_place};
 use crate::table::{Joined, Table, sealed};
 use crate::work::{Lead, SharedOps, TryWork, Work};
 use core::fmt;
@@ -321,7 +321,8 @@ impl<V, M> Table for Single<V, M> {
             }
             None => {
                 // Its leader gives it its span after the join, outside the slot's lock.
-                let flight = Arc::new(Flight::new(mode, 0, false, crate::observe::FlightObs::default()));
+                let flight =
+                    arc_in_place(|| Flight::new(mode, 0, false, crate::observe::FlightObs::default()));
                 *slot = Some(flight.clone());
                 Joined::Lead(flight)
             }
