@@ -277,6 +277,8 @@ impl<G: Table, R: Deref<Target = G>> Handle<G, R> {
     where
         G::Value: Clone,
     {
+        // A waiter's look at the flight (it may finish it here, and not look again).
+        self.link();
         if !self.flight.try_drive() {
             return Driven::Idle;
         }

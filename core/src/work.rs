@@ -239,16 +239,8 @@ where
                 }
                 StageProj::Wait { start, listener } => {
                     let handle = this.handle.as_mut().expect("a waiting caller has joined");
-                    if let Some(result) = handle.finished_result() {
-                        this.stage.set(Stage::Done);
-                        return Poll::Ready(result);
-                    }
-                    if handle.try_promote() {
-                        let start = start.take().expect("only work-mode flights are vacated");
-                        let fut = handle.start(start);
-                        this.stage.set(Stage::Run { fut });
-                        continue;
-                    }
+                    // Shared work first: a new flight's leader comes here straight from installing
+                    // it, and a finished flight is not driven (its phase is checked first).
                     if handle.flight().is_shared() {
                         match handle.drive() {
                             Driven::Finished(result) => {
@@ -261,6 +253,16 @@ where
                             }
                             Driven::Idle => {}
                         }
+                    }
+                    if let Some(result) = handle.finished_result() {
+                        this.stage.set(Stage::Done);
+                        return Poll::Ready(result);
+                    }
+                    if handle.try_promote() {
+                        let start = start.take().expect("only work-mode flights are vacated");
+                        let fut = handle.start(start);
+                        this.stage.set(Stage::Run { fut });
+                        continue;
                     }
                     if handle.waits_in_slot() {
                         // A detached flight's leader: its task wakes it through the flight's
