@@ -172,6 +172,7 @@ where
                         continue;
                     }
                     // Starting the work is user code: it runs outside any lock, after the join.
+                    let shared = matches!(lead, Lead::Shared(_));
                     let owned = match lead {
                         Lead::Inline => {
                             let fut = handle.start(start);
@@ -207,6 +208,16 @@ where
                         }
                     }
                     this.stage.set(Stage::Wait { start: None, listener: None });
+                    // A new shared flight's leader polls its work at once: the waiting stage's
+                    // first looks (a result, a vacancy) cannot find anything yet.
+                    if shared {
+                        if let Some(polled) = drive_shared(handle, cx) {
+                            if polled.is_ready() {
+                                this.stage.set(Stage::Done);
+                            }
+                            return polled;
+                        }
+                    }
                 }
                 StageProj::Closing { start, flight, listener } => {
                     if crate::handle::poll_closed(flight, listener, cx).is_pending() {
@@ -239,21 +250,6 @@ where
                 }
                 StageProj::Wait { start, listener } => {
                     let handle = this.handle.as_mut().expect("a waiting caller has joined");
-                    // Shared work first: a new flight's leader comes here straight from installing
-                    // it, and a finished flight is not driven (its phase is checked first).
-                    if handle.flight().is_shared() {
-                        match handle.drive() {
-                            Driven::Finished(result) => {
-                                this.stage.set(Stage::Done);
-                                return Poll::Ready(result);
-                            }
-                            Driven::Yielded => {
-                                cx.waker().wake_by_ref();
-                                return Poll::Pending;
-                            }
-                            Driven::Idle => {}
-                        }
-                    }
                     if let Some(result) = handle.finished_result() {
                         this.stage.set(Stage::Done);
                         return Poll::Ready(result);
@@ -263,6 +259,14 @@ where
                         let fut = handle.start(start);
                         this.stage.set(Stage::Run { fut });
                         continue;
+                    }
+                    if handle.flight().is_shared() {
+                        if let Some(polled) = drive_shared(handle, cx) {
+                            if polled.is_ready() {
+                                this.stage.set(Stage::Done);
+                            }
+                            return polled;
+                        }
                     }
                     if handle.waits_in_slot() {
                         // A detached flight's leader: its task wakes it through the flight's
@@ -286,6 +290,26 @@ where
                 StageProj::Done => panic!("`Work` polled after it completed"),
             }
         }
+    }
+}
+
+/// Polls a shared flight's work once for a waiting caller, if it wants polling and nobody else
+/// is polling it: `Some` when the call is done (`Ready`) or yields to its executor (`Pending`,
+/// having woken itself), `None` when the caller is to wait for the flight's event.
+fn drive_shared<G: Table, R: core::ops::Deref<Target = G>>(
+    handle: &mut Handle<G, R>,
+    cx: &mut Context<'_>,
+) -> Option<Poll<Result<Outcome<G::Value>, Aborted>>>
+where
+    G::Value: Clone,
+{
+    match handle.drive() {
+        Driven::Finished(result) => Some(Poll::Ready(result)),
+        Driven::Yielded => {
+            cx.waker().wake_by_ref();
+            Some(Poll::Pending)
+        }
+        Driven::Idle => None,
     }
 }
 
