@@ -353,9 +353,23 @@ impl<V> Flight<V> {
         self.update(State::claim).is_ok()
     }
 
-    /// A listener for the next notification; register it, then re-check the state.
+    /// A listener for the next notification; the caller checks the state again after this.
     pub(crate) fn listen(&self) -> EventListener {
-        self.event.listen()
+        let listener = self.event.listen();
+        // After the registration, before the caller's check (see `LISTENED`). A load first:
+        // when another listener set it, this one's check comes after that, so it sees every
+        // change made by a notifier that found the flag clear; thousands of waiters do not
+        // all write the state word.
+        if self.load().0 & state::LISTENED == 0 {
+            self.state.fetch_or(state::LISTENED, AcqRel);
+        }
+        listener
+    }
+
+    /// Wakes every listener on the event, whether or not the state word changed: for a
+    /// condition outside it (the flight's span, `FlightObs`).
+    pub(crate) fn notify_listeners(&self) {
+        self.event.notify(usize::MAX);
     }
 
     /// Registers the waker of a detached flight's leader (see the field); the leader checks
@@ -369,9 +383,13 @@ impl<V> Flight<V> {
         drop(self.leader_waker.take());
     }
 
-    /// Wakes every sleeping waiter.
+    /// Wakes every sleeping waiter. The caller has just changed the state with a
+    /// read-modify-write (the condition its waiters check): when no listener was registered
+    /// before that, none is asleep, and the event is left alone (see `LISTENED`).
     pub(crate) fn notify_all(&self) {
-        self.event.notify(usize::MAX);
+        if self.load().0 & state::LISTENED != 0 {
+            self.notify_listeners();
+        }
         if self.is_detached() {
             self.leader_waker.wake();
         }

@@ -423,7 +423,7 @@ impl<V> Drop for Driving<'_, V> {
 #[inline(never)]
 fn wake_early_followers<V>(flight: &Flight<V>) {
     if flight.load().waiters() > 1 {
-        flight.notify_all();
+        flight.notify_listeners(); // the span is not in the state word: no `LISTENED` shortcut
     }
 }
 

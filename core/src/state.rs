@@ -1,9 +1,9 @@
-//! The state word of one flight: a phase, four flags and the number of live waiters, packed
+//! The state word of one flight: a phase, six flags and the number of live waiters, packed
 //! into one `usize` so that every transition is a single atomic read-modify-write.
 //!
 //! ```text
-//!  usize:  [ waiters ... | PERMIT | SHARED | CLAIMED | WOKEN | DRIVING | phase (3 bits) ]
-//!            bits 8..       bit 7    bit 6    bit 5     bit 4   bit 3     bits 0-2
+//!  usize:  [ waiters ... | LISTENED | PERMIT | SHARED | CLAIMED | WOKEN | DRIVING | phase (3 bits) ]
+//!            bits 9..       bit 8      bit 7    bit 6    bit 5     bit 4   bit 3     bits 0-2
 //! ```
 //!
 //! Phases, and who may move between them:
@@ -39,6 +39,13 @@
 //!   [`Outcome::is_shared`](crate::Outcome::is_shared).
 //! * `PERMIT`: the flight holds one of its group's permits for keys in flight (see
 //!   [`crate::limit`]); cleared, once, by whoever ends the flight, which gives the permit back.
+//! * `LISTENED`: a listener was registered on the flight's event. Set by the listener after it
+//!   registered and before it checks the state again; never cleared. A notifier changes the state
+//!   with a read-modify-write and then reads this flag: when it is clear, nobody can be asleep
+//!   on the event (a later listener's check sees the change), and the notification is skipped.
+//!   event-listener allocates an event's list on its first notification as on its first
+//!   listener, so a flight that nobody listened to (a lone call, a detached leader, which waits
+//!   in its own slot) allocates none.
 //!
 //! After the flight ends, the count is the number of callers that have yet to read the
 //! result: each read or leave takes one off, and the last one takes the stored value instead
@@ -55,7 +62,8 @@ pub(crate) const WOKEN: usize = 1 << 4;
 pub(crate) const CLAIMED: usize = 1 << 5;
 pub(crate) const SHARED: usize = 1 << 6;
 pub(crate) const PERMIT: usize = 1 << 7;
-pub(crate) const ONE_WAITER: usize = 1 << 8;
+pub(crate) const LISTENED: usize = 1 << 8;
+pub(crate) const ONE_WAITER: usize = 1 << 9;
 
 /// A snapshot of a flight's state word.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,121 @@
+//! What a call allocates: one block per leader (its flight), a detached leader one more (its
+//! task), and a waiting follower its listener (the first one also the flight's listener list).
+//! Counted by a global allocator of this test binary, per thread, around polls made by hand
+//! with a no-op waker, so that no executor's allocations count.
+
+use coalescer::{Group, Spawn};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+/// Counts the allocations (and reallocations) of the calling thread.
+struct PerThread;
+
+thread_local!(static ALLOCATIONS: Cell<u64> = const { Cell::new(0) });
+
+fn count() {
+    // `try_with`: a thread's last allocations may come after its thread-locals are gone.
+    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged; the counter
+// is a const-initialised thread-local `Cell` without a destructor, which never allocates.
+unsafe impl GlobalAlloc for PerThread {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::alloc_zeroed`'s contract.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::realloc`'s contract.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::dealloc`'s contract.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: PerThread = PerThread;
+
+/// Runs `f`; returns its result and the allocations this thread made meanwhile.
+fn counted<R>(f: impl FnOnce() -> R) -> (R, u64) {
+    let before = ALLOCATIONS.with(Cell::get);
+    let r = f();
+    (r, ALLOCATIONS.with(Cell::get) - before)
+}
+
+fn poll<F: Future + ?Sized>(fut: Pin<&mut F>) -> Poll<F::Output> {
+    fut.poll(&mut Context::from_waker(Waker::noop()))
+}
+
+#[test]
+fn a_lone_call_allocates_only_its_flight() {
+    let group = Group::<u64, u64>::with_capacity(64);
+    // The first call on a thread sets up what the map keeps per thread (scc's epoch state).
+    assert!(poll(pin!(group.work(&100, || async { 7 }))).is_ready());
+    for key in 0..3 {
+        let (polled, n) = counted(|| poll(pin!(group.work(&key, || async { 7 }))));
+        assert!(matches!(polled, Poll::Ready(Ok(ref got)) if *got.value() == 7));
+        assert_eq!(n, 1, "call {key}: the flight and nothing else");
+    }
+}
+
+#[test]
+fn the_first_waiting_follower_allocates_the_listener_list_and_its_listener_the_others_their_listener() {
+    let group = Group::<u64, u64>::with_capacity(64);
+    assert!(poll(pin!(group.work(&100, || async { 7 }))).is_ready()); // as above
+    let mut leader = Box::pin(group.work(&1, std::future::pending));
+    let mut followers: Vec<_> = (0..3).map(|_| Box::pin(group.work(&1, std::future::pending))).collect();
+    assert!(poll(leader.as_mut()).is_pending());
+    let counts: Vec<u64> =
+        followers.iter_mut().map(|f| counted(|| poll(f.as_mut()).is_pending()).1).collect();
+    assert_eq!(counts, [2, 1, 1]);
+}
+
+type Held = Arc<Mutex<Vec<Pin<Box<dyn Future<Output = ()> + Send>>>>>;
+
+/// A detaching spawner that keeps its tasks (boxed: one allocation each) for the test to run.
+#[derive(Clone)]
+struct Hold(Held);
+
+impl Spawn for Hold {
+    type Task = ();
+    fn spawn<Fut: Future<Output = ()> + Send + 'static>(&self, task: Fut) {
+        self.0.lock().unwrap().push(Box::pin(task));
+    }
+    fn aborts_when_abandoned(&self) -> bool {
+        false
+    }
+}
+
+#[test]
+fn a_detached_leader_allocates_its_flight_and_its_task_and_nothing_to_wait_with() {
+    let held = Held::new(Mutex::new(Vec::with_capacity(1)));
+    let group = Arc::new(Group::<u64, u64>::with_capacity(64).detached(Hold(held.clone())));
+    let warm = Group::<u64, u64>::with_capacity(64); // the thread's first call, as above
+    assert!(poll(pin!(warm.work(&100, || async { 7 }))).is_ready());
+    for key in 0..3 {
+        let ((), n) = counted(|| {
+            let mut leader = pin!(group.work(&key, || async { 7 }));
+            assert!(poll(leader.as_mut()).is_pending(), "the task has not run");
+            let mut task = held.lock().unwrap().pop().expect("the leader spawned its task");
+            assert!(poll(task.as_mut()).is_ready());
+            assert!(matches!(poll(leader.as_mut()), Poll::Ready(Ok(ref got)) if *got.value() == 7));
+        });
+        assert_eq!(n, 2, "call {key}: the flight and the task's box, no listener and no listener list");
+    }
+}
