@@ -42,9 +42,8 @@ use crate::stats::Event;
 /// The name a group reports under until it is given one.
 pub(crate) const DEFAULT_NAME: &str = "default";
 
-/// What one flight carries for observability, in one word, so that a `Flight` stays small
-/// enough for `Arc::new` to write it into its allocation directly (two words made it build
-/// the flight aside and copy it with a `memcpy` call). The word is
+/// What one flight carries for observability, in one word, so that a `Flight` (every leader's
+/// one allocation, made in place by `sync::arc_in_place`) stays small. The word is
 ///
 /// - `3` ([`PENDING`]) from the flight's creation until its leader gives it its observer
 ///   (see [`FlightObs::set`]): a follower that joins in between leaves its own report (the
