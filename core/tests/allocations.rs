@@ -3,12 +3,15 @@
 //! Counted by a global allocator of this test binary, per thread, around polls made by hand
 //! with a no-op waker, so that no executor's allocations count.
 
-use coalescer::{Group, Spawn};
+mod common;
+
+use coalescer::Group;
+use common::Hold;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::{Pin, pin};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 /// Counts the allocations (and reallocations) of the calling thread.
@@ -86,34 +89,17 @@ fn the_first_waiting_follower_allocates_the_listener_list_and_its_listener_the_o
     assert_eq!(counts, [2, 1, 1]);
 }
 
-type Held = Arc<Mutex<Vec<Pin<Box<dyn Future<Output = ()> + Send>>>>>;
-
-/// A detaching spawner that keeps its tasks (boxed: one allocation each) for the test to run.
-#[derive(Clone)]
-struct Hold(Held);
-
-impl Spawn for Hold {
-    type Task = ();
-    fn spawn<Fut: Future<Output = ()> + Send + 'static>(&self, task: Fut) {
-        self.0.lock().unwrap().push(Box::pin(task));
-    }
-    fn aborts_when_abandoned(&self) -> bool {
-        false
-    }
-}
-
 #[test]
 fn a_detached_leader_allocates_its_flight_and_its_task_and_nothing_to_wait_with() {
-    let held = Held::new(Mutex::new(Vec::with_capacity(1)));
-    let group = Arc::new(Group::<u64, u64>::with_capacity(64).detached(Hold(held.clone())));
+    let spawner = Hold::with_capacity(1);
+    let group = Arc::new(Group::<u64, u64>::with_capacity(64).detached(spawner.clone()));
     let warm = Group::<u64, u64>::with_capacity(64); // the thread's first call, as above
     assert!(poll(pin!(warm.work(&100, || async { 7 }))).is_ready());
     for key in 0..3 {
         let ((), n) = counted(|| {
             let mut leader = pin!(group.work(&key, || async { 7 }));
             assert!(poll(leader.as_mut()).is_pending(), "the task has not run");
-            let mut task = held.lock().unwrap().pop().expect("the leader spawned its task");
-            assert!(poll(task.as_mut()).is_ready());
+            spawner.run_task();
             assert!(matches!(poll(leader.as_mut()), Poll::Ready(Ok(ref got)) if *got.value() == 7));
         });
         assert_eq!(n, 2, "call {key}: the flight and the task's box, no listener and no listener list");

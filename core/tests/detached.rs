@@ -5,7 +5,7 @@
 mod common;
 
 use coalescer::{Group, Spawn};
-use common::{poll_once, run};
+use common::{Hold, poll_once, run};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -62,31 +62,6 @@ fn an_abandoned_abortable_flight_keeps_its_key_until_its_task_is_dropped() {
         let c = group.counters();
         assert_eq!((c.cancellations, c.shutdowns), (1, 0));
     });
-}
-
-type Held = Arc<Mutex<Vec<Pin<Box<dyn Future<Output = ()> + Send>>>>>;
-
-/// A detaching spawner that keeps its tasks for the test to poll by hand.
-#[derive(Clone, Default)]
-struct Hold(Held);
-
-impl Spawn for Hold {
-    type Task = ();
-    fn spawn<Fut: Future<Output = ()> + Send + 'static>(&self, task: Fut) {
-        self.0.lock().unwrap().push(Box::pin(task));
-    }
-    fn aborts_when_abandoned(&self) -> bool {
-        false
-    }
-}
-
-impl Hold {
-    /// Polls the one held task to its end.
-    fn run_task(&self) {
-        let mut task = self.0.lock().unwrap().pop().expect("a task was spawned");
-        let mut cx = Context::from_waker(Waker::noop());
-        assert!(task.as_mut().poll(&mut cx).is_ready(), "the work is ready at once");
-    }
 }
 
 /// A waker that counts its wakes; `Arc::strong_count` tells who still holds it.

@@ -219,3 +219,34 @@ impl<V: Clone + Send + Sync + 'static> AnyGroup<V> {
         }
     }
 }
+
+type Held = std::sync::Arc<std::sync::Mutex<Vec<Pin<Box<dyn Future<Output = ()> + Send>>>>>;
+
+/// A detaching spawner (`coalescer::Spawn`) that keeps its tasks, boxed, for the test to poll
+/// by hand.
+#[derive(Clone, Default)]
+pub struct Hold(Held);
+
+impl coalescer::Spawn for Hold {
+    type Task = ();
+    fn spawn<Fut: Future<Output = ()> + Send + 'static>(&self, task: Fut) {
+        self.0.lock().unwrap().push(Box::pin(task));
+    }
+    fn aborts_when_abandoned(&self) -> bool {
+        false
+    }
+}
+
+impl Hold {
+    /// A spawner whose list of tasks has room for `n` (keeping them allocates nothing more).
+    pub fn with_capacity(n: usize) -> Self {
+        Self(Held::new(std::sync::Mutex::new(Vec::with_capacity(n))))
+    }
+
+    /// Polls the last task spawned to its end (its work is ready at once).
+    pub fn run_task(&self) {
+        let mut task = self.0.lock().unwrap().pop().expect("a task was spawned");
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(task.as_mut().poll(&mut cx).is_ready(), "the work is ready at once");
+    }
+}
