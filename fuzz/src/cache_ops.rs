@@ -557,23 +557,11 @@ pub fn check_cache_ops(data: &[u8]) {
 mod tests {
     use super::*;
 
-    fn bytes(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
-
     #[test]
     fn random_cache_ops_keep_the_contract() {
         let mut total = CacheSummary::default();
         for seed in 0..4000u64 {
-            let data = bytes(seed, 32 + (seed as usize % 300));
+            let data = crate::pseudo_random_bytes(seed, 32 + (seed as usize % 300));
             match run_cache_ops(&CacheOps::decode(&data)) {
                 Ok(s) => {
                     total.loads += s.loads;

@@ -108,6 +108,25 @@ pub struct Summary {
     pub links: u64,
 }
 
+impl std::ops::AddAssign for Summary {
+    /// Sums two runs' figures (the tests that run many inputs report the total).
+    fn add_assign(&mut self, s: Self) {
+        self.leaders += s.leaders;
+        self.followers += s.followers;
+        self.promotions += s.promotions;
+        self.panics += s.panics;
+        self.cancellations += s.cancellations;
+        self.forgets += s.forgets;
+        self.timeouts += s.timeouts;
+        self.polls += s.polls;
+        self.overlaps += s.overlaps;
+        self.pauses += s.pauses;
+        self.early_joins += s.early_joins;
+        self.early_joins_linked += s.early_joins_linked;
+        self.links += s.links;
+    }
+}
+
 type Checked<T = ()> = Result<T, String>;
 
 /// What the events of one caller's poll are checked against.

@@ -96,3 +96,17 @@ pub fn install_panic_hook() {
         }));
     });
 }
+
+/// `len` pseudo-random bytes from `seed` (xorshift: the same bytes on every machine), for the
+/// smoke runs that put random inputs through a decoder without libFuzzer.
+pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

@@ -6,6 +6,8 @@
 //! change of the input format (or of `arbitrary`'s decoding), rewrite the files with
 //! `REGENERATE_SEEDS=1 cargo test --test seeds`.
 
+mod common;
+
 use arbitrary::{Arbitrary, Unstructured};
 use coalescer_fuzz::{
     CancelOp, CancellationRace, Ending, ForgetOp, ForgetRace, KeyRace, Modes, Scenario, Start, UnwindRace,
@@ -420,35 +422,6 @@ fn no_other_file_is_called_a_seed() {
     }
 }
 
-/// The `seed-defect-*` files of `target`'s corpus, with their bytes.
-fn defect_seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Vec::new();
-    };
-    let mut seeds: Vec<_> = entries
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.file_name().unwrap().to_string_lossy().starts_with("seed-defect-"))
-        .map(|path| {
-            let bytes = std::fs::read(&path).unwrap();
-            (path, bytes)
-        })
-        .collect();
-    seeds.sort();
-    seeds
-}
-
-fn replay<T: for<'a> Arbitrary<'a>>(target: &str, scenario: impl Fn(&T) -> Scenario) -> usize {
-    let seeds = defect_seeds(target);
-    for (path, bytes) in &seeds {
-        let input = T::arbitrary_take_rest(Unstructured::new(bytes)).unwrap();
-        if let Err(violation) = run(&scenario(&input)) {
-            panic!("{}: {violation}", path.display());
-        }
-    }
-    seeds.len()
-}
-
 /// The inputs with which libFuzzer found defects on the core before their fix (issue 11's, and
 /// `key_race/seed-defect-permit-taken-before-the-leaders-key-clone`: a leader that took its
 /// permit of the bound before cloning its borrowed key leaked it when the clone panicked),
@@ -456,6 +429,7 @@ fn replay<T: for<'a> Arbitrary<'a>>(target: &str, scenario: impl Fn(&T) -> Scena
 /// contract with the fix in (they failed before it, and were ignored until it landed).
 #[test]
 fn defect_seeds_keep_the_contract() {
-    let replayed = replay("unwind_race", UnwindRace::scenario) + replay("key_race", KeyRace::scenario);
+    let replayed =
+        common::replay("unwind_race", UnwindRace::scenario) + common::replay("key_race", KeyRace::scenario);
     assert!(replayed > 0, "no seed-defect-* file found");
 }

@@ -5,9 +5,9 @@
 //! Its own test binary: every run in it installs its scoped subscriber before it makes a
 //! flight, so no test that traces nothing shares the process (see `src/trace.rs`).
 
-use arbitrary::{Arbitrary, Unstructured};
+mod common;
+
 use coalescer_fuzz::{Bound, Ending, Op, Scenario, Start, Summary, TraceRace, run};
-use std::path::PathBuf;
 
 fn join(key: u8, shared: bool) -> Op {
     Op::Join { key, shared, timed: false, poll: true, start: Start::Pending }
@@ -87,35 +87,7 @@ fn a_refused_caller_makes_no_span_and_the_overflow_is_an_event_in_none() {
 /// in the window (the flight has no span to report it in yet), timeouts.
 #[test]
 fn random_trace_race_inputs_keep_the_contract() {
-    let mut total = Summary::default();
-    for seed in 0..1500u64 {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let data: Vec<u8> = (0..64 + (seed as usize % 300))
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        let Ok(input) = TraceRace::arbitrary_take_rest(Unstructured::new(&data)) else { continue };
-        let scenario = input.scenario();
-        match run(&scenario) {
-            Ok(s) => {
-                total.leaders += s.leaders;
-                total.followers += s.followers;
-                total.promotions += s.promotions;
-                total.panics += s.panics;
-                total.forgets += s.forgets;
-                total.pauses += s.pauses;
-                total.early_joins += s.early_joins;
-                total.early_joins_linked += s.early_joins_linked;
-                total.links += s.links;
-            }
-            Err(v) => panic!("seed {seed}: {scenario:?}\n{v}"),
-        }
-    }
-    eprintln!("{total:?}");
+    let total = common::smoke(1500, 300, TraceRace::scenario);
     assert!(total.early_joins_linked > 0, "no random input reached the window: {total:?}");
 }
 
@@ -123,19 +95,8 @@ fn random_trace_race_inputs_keep_the_contract() {
 /// core's tracing before its fix, as it wrote them; each keeps the contract with the fix in.
 #[test]
 fn trace_race_defect_seeds_keep_the_contract() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus/trace_race");
-    let mut replayed = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if !path.file_name().unwrap().to_string_lossy().starts_with("seed-defect-") {
-            continue;
-        }
-        let bytes = std::fs::read(&path).unwrap();
-        let input = TraceRace::arbitrary_take_rest(Unstructured::new(&bytes)).unwrap();
-        if let Err(violation) = run(&input.scenario()) {
-            panic!("{}: {violation}", path.display());
-        }
-        replayed += 1;
-    }
-    assert!(replayed > 0, "no seed-defect-* file in {}", dir.display());
+    assert!(
+        common::replay("trace_race", TraceRace::scenario) > 0,
+        "no seed-defect-* file in corpus/trace_race"
+    );
 }
